@@ -1,0 +1,49 @@
+"""Shared test helpers.
+
+The byte-exact DAQ fixtures live in ``../shared/fixtures/legacy-daq`` beside
+the checkout (CI lays a copy of ``shared/`` there too); ``TSRMON_FIXTURES``
+overrides the location.  Tests read them as bytes; nothing loads them with
+``pickle``.
+"""
+
+import json
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.environ.get(
+    "TSRMON_FIXTURES",
+    os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "legacy-daq"),
+)
+
+
+def fixture_bytes(name):
+    with open(os.path.join(FIXTURES, name), "rb") as f:
+        return f.read()
+
+
+def expected():
+    with open(os.path.join(FIXTURES, "expected.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def require_service(available, reason):
+    """Skip when an external service is absent, fail under TSRMON_REQUIRE_SERVICES=1."""
+    if available:
+        return
+    if os.environ.get("TSRMON_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required service missing: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def fixtures_dir():
+    if not os.path.isdir(FIXTURES):
+        pytest.fail(f"DAQ fixtures not found at {FIXTURES} (set TSRMON_FIXTURES)")
+    return FIXTURES
+
+
+@pytest.fixture
+def expected_json(fixtures_dir):
+    return expected()

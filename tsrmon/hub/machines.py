@@ -1,0 +1,261 @@
+"""The machine hub: one :class:`Machine` per name, and every consequence of a
+DAQ frame.
+
+``ingest/`` calls :meth:`MachineHub.claim` when a handshake arrives,
+:meth:`MachineHub.data` / :meth:`MachineHub.fault` for each decoded frame and
+:meth:`MachineHub.release` when the connection ends.  The hub is the only
+place that fans a frame out to the other rooms (statistics, raw log, fault
+store, live layer, notifier), so a reader finds here everything a frame
+causes.  Rooms are attached after construction; a room that is not attached
+(None) is simply not fed.
+"""
+
+from twisted.application import service
+from twisted.logger import Logger
+
+from tsrmon.names import name_problem
+
+
+class Refused(Exception):
+    """A handshake the hub will not accept; the text is for the log.
+
+    ``quiet`` asks the caller not to log it again (a refusal repeated within
+    a minute, so a misconfigured DAQ retrying in a loop cannot flood the log).
+    """
+
+    def __init__(self, reason, quiet=False):
+        super().__init__(reason)
+        self.quiet = quiet
+
+
+class Machine:
+    """One machine: its sensors, its current DAQ connection and its counters."""
+
+    def __init__(self, name):
+        self.name = name
+        self.sensors = {}  # sensor name -> type, first-seen order
+        self.connection = None
+        self.peer_host = None
+        self.connected_since = None
+        self.disconnected_at = None
+        self.last_frame = None
+        self.last_fault = None  # (score, threshold, t)
+        self.frames = 0
+        self.samples = 0
+        self.faults = 0
+        self.bytes = 0
+        self.refused_frames = 0
+        self.dropped_nonfinite = 0
+        self.dropped_sensors = 0
+        self.dropped_bytes = 0
+        self.paused_seconds = 0.0
+        self.connects = 0
+        self.takeovers = 0
+
+    @property
+    def connected(self):
+        return self.connection is not None
+
+    def status(self):
+        """A JSON-ready summary (REST ``/machines``, live ``status``)."""
+        return {
+            "machine": self.name,
+            "connected": self.connected,
+            "peer": self.peer_host,
+            "connected_since": self.connected_since,
+            "disconnected_at": self.disconnected_at,
+            "last_frame": self.last_frame,
+            "sensors": dict(self.sensors),
+            "frames": self.frames,
+            "samples": self.samples,
+            "faults": self.faults,
+            "bytes": self.bytes,
+            "refused_frames": self.refused_frames,
+            "dropped_nonfinite": self.dropped_nonfinite,
+            "dropped_sensors": self.dropped_sensors,
+            "dropped_bytes": self.dropped_bytes,
+            "paused_seconds": self.paused_seconds,
+            "connects": self.connects,
+            "takeovers": self.takeovers,
+        }
+
+
+class MachineHub(service.Service):
+    """Registry of machines and the one-way fan-out of their data."""
+
+    log = Logger()
+    name = "hub"
+
+    def __init__(self, config, clock):
+        self.config = config
+        self.clock = clock
+        self.machines = {}
+        # Rooms, attached by makeService (see ports.py for what each does).
+        self.stats = None
+        self.raw = None
+        self.faults = None
+        self.live = []
+        self.notifier = None
+        self._refusal_logged = {}  # (name, host) -> last log time
+        self._stype_warned = set()
+        self._congested = False
+
+    # -- configuration -------------------------------------------------
+    def reconfigure(self, config):
+        """Take new allow-lists and caps (SIGHUP)."""
+        self.config = config
+
+    def remember(self, names):
+        """Machines known from storage: clients may subscribe before their DAQ connects."""
+        for name in names:
+            if name_problem(name) is None and name not in self.machines:
+                self.machines[name] = Machine(name)
+
+    def known(self, name):
+        return name in self.machines
+
+    def get(self, name):
+        return self.machines.get(name)
+
+    # -- connections -----------------------------------------------------
+    def claim(self, name, connection):
+        """Bind ``connection`` to machine ``name`` or raise :class:`Refused`.
+
+        A reconnect from the DAQ's own address takes over (the old socket is
+        closed: the DAQ only reconnects once it thinks the old one is dead).
+        Another address claiming a connected name is refused, so two PCs
+        configured with one name cannot knock each other off in a loop.
+        """
+        problem = name_problem(name)
+        if problem is not None:
+            raise Refused(f"bad machine name {name!r}: {problem}")
+        daq = self.config["DAQ"]
+        if daq["MACHINES"] and name not in daq["MACHINES"]:
+            raise Refused(f"machine {name!r} is not in DAQ.MACHINES")
+        machine = self.machines.get(name)
+        if machine is None:
+            if len(self.machines) >= daq["MAX_MACHINES"]:
+                raise Refused(f"DAQ.MAX_MACHINES ({daq['MAX_MACHINES']}) reached; machine {name!r} refused")
+            machine = self.machines[name] = Machine(name)
+        old = machine.connection
+        if old is not None and old is not connection:
+            if old.peer_host != connection.peer_host:
+                key = (name, connection.peer_host)
+                now = self.clock.seconds()
+                last = self._refusal_logged.get(key)
+                self._refusal_logged[key] = now
+                raise Refused(f"machine {name!r} is already connected from {old.peer_host}",
+                              quiet=last is not None and now - last < 60)
+            machine.takeovers += 1
+            self.log.info("{machine} reconnected from {peer}: closing the old connection",
+                          machine=name, peer=connection.peer_host)
+            machine.connection = None
+            old.takeover(f"{name} reconnected")
+        t = self.clock.seconds()
+        machine.connection = connection
+        machine.peer_host = connection.peer_host
+        machine.connected_since = t
+        machine.disconnected_at = None
+        machine.connects += 1
+        if self._congested:
+            connection.storage_congested(True)
+        self.log.info("{machine} connected from {peer}", machine=name, peer=connection.peer_host)
+        for live in self.live:
+            live.machine_status(machine)
+        return machine
+
+    def release(self, machine, connection):
+        """``connection`` ended; the machine goes offline unless it was taken over."""
+        if machine is None or machine.connection is not connection:
+            return
+        machine.connection = None
+        machine.disconnected_at = self.clock.seconds()
+        self.log.info("{machine} disconnected", machine=machine.name)
+        for live in self.live:
+            live.machine_status(machine)
+
+    def connections(self):
+        return [m.connection for m in self.machines.values() if m.connection is not None]
+
+    # -- data ------------------------------------------------------------
+    def data(self, machine, sensors, t=None, late=False):
+        """One DataUpdate: ``sensors`` is a list of (name, type, finite values).
+
+        Names were checked by ingest.  ``t`` is the frame's own time for late
+        samples (``late=True``); otherwise now.
+        """
+        now = self.clock.seconds()
+        if t is None:
+            t = now
+        machine.frames += 1
+        machine.last_frame = now
+        known = machine.sensors
+        stats = self.stats
+        raw = self.raw
+        for sensor, stype, values in sensors:
+            if known.get(sensor) != stype:
+                if not self._new_sensor(machine, sensor, stype):
+                    continue
+            if not values:
+                continue
+            machine.samples += len(values)
+            if stats is not None:
+                if late:
+                    stats.add_late(machine.name, sensor, stype, values, t)
+                else:
+                    stats.add(machine.name, sensor, stype, values, t)
+            if raw is not None:
+                raw.write(machine.name, sensor, values, t)
+
+    def _new_sensor(self, machine, sensor, stype):
+        if sensor not in machine.sensors:
+            cap = self.config["DAQ"]["MAX_SENSORS"]
+            if len(machine.sensors) >= cap:
+                machine.dropped_sensors += 1
+                if machine.dropped_sensors == 1:
+                    self.log.warn("{machine}: DAQ.MAX_SENSORS ({cap}) reached; sensor {sensor!r} dropped",
+                                  machine=machine.name, cap=cap, sensor=sensor)
+                return False
+        elif machine.sensors[sensor] != stype:
+            self.log.warn("{machine}/{sensor}: type changed from {old} to {new}",
+                          machine=machine.name, sensor=sensor, old=machine.sensors[sensor], new=stype)
+        machine.sensors[sensor] = stype
+        mode, named = self.config.stat_mode(stype)
+        if not named and stype not in self._stype_warned:
+            self._stype_warned.add(stype)
+            self.log.warn("sensor type {stype!r} (first seen on {machine}/{sensor}) is not in STAT: "
+                          "using STAT.DEFAULT ({mode})",
+                          stype=stype, machine=machine.name, sensor=sensor, mode=mode)
+        return True
+
+    def fault(self, machine, score, threshold, t=None):
+        """One FaultDetect; score and threshold are floats already."""
+        now = self.clock.seconds()
+        if t is None:
+            t = now
+        machine.frames += 1
+        machine.faults += 1
+        machine.last_frame = now
+        machine.last_fault = (score, threshold, t)
+        if self.faults is not None:
+            self.faults.fault(machine.name, score, threshold, t)
+        for live in self.live:
+            live.anomaly(machine.name, score, threshold, t)
+        if score > threshold and self.notifier is not None:
+            self.notifier.fault(machine.name, score, threshold, t)
+
+    def second(self, machine, sensor, stype, t, sums):
+        """Reduced values from ``stats/`` (one second of one sensor)."""
+        for live in self.live:
+            live.second(machine, sensor, stype, t, sums)
+
+    # -- backpressure ------------------------------------------------------
+    def storage_congested(self, congested):
+        if congested == self._congested:
+            return
+        self._congested = congested
+        self.log.warn("storage {state}: DAQ reading {action}",
+                      state="is falling behind" if congested else "caught up",
+                      action="paused" if congested else "resumed")
+        for conn in self.connections():
+            conn.storage_congested(congested)

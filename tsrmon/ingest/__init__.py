@@ -1,0 +1,1 @@
+"""DAQ ingest: bytes and frames from the DAQ PCs, nothing about statistics."""

@@ -1,0 +1,121 @@
+"""Logging with ``twisted.logger``: daily files named as the deployed server's.
+
+The deployed server wrote ``log/<name>.YYYYMMDD.log`` (Python's
+TimedRotatingFileHandler with suffix ``%Y%m%d.log``).  Twisted's
+``DailyLogFile`` names rotated files ``<name>.YYYY_MM_DD``, so this module
+keeps its own small observer: every day's lines go straight to that day's
+file (local date of the event), and files older than LOGGER.RETENTION_DAYS
+are pruned at start-up and at each day change.
+"""
+
+import datetime
+import os
+import re
+
+from twisted.application import service
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEventAsClassicLogText,
+    globalLogPublisher,
+)
+
+_LEVELS = {
+    "debug": LogLevel.debug,
+    "info": LogLevel.info,
+    "warn": LogLevel.warn,
+    "error": LogLevel.error,
+    "critical": LogLevel.critical,
+}
+
+
+def log_level(name):
+    return _LEVELS[name]
+
+
+class DatedLogFile:
+    """An observer writing ``<folder>/<name>.YYYYMMDD.log``."""
+
+    def __init__(self, folder, name, retention_days, tz=None):
+        self.folder = folder
+        self.name = name
+        self.retention_days = retention_days
+        self.tz = tz
+        self._day = None
+        self._file = None
+        self._pattern = re.compile(re.escape(name) + r"\.(\d{8})\.log(\.gz)?$")
+
+    def path_for(self, day):
+        return os.path.join(self.folder, f"{self.name}.{day}.log")
+
+    def __call__(self, event):
+        text = formatEventAsClassicLogText(event)
+        if text is None:
+            return
+        when = datetime.datetime.fromtimestamp(event.get("log_time") or 0, self.tz)
+        day = when.strftime("%Y%m%d")
+        if day != self._day:
+            self._open(day)
+        self._file.write(text)
+        self._file.flush()
+
+    def _open(self, day):
+        self.close()
+        os.makedirs(self.folder, exist_ok=True)
+        self._file = open(self.path_for(day), "a", encoding="utf-8")
+        self._day = day
+        self.prune(day)
+
+    def prune(self, today):
+        if not self.retention_days:
+            return
+        cutoff = (datetime.datetime.strptime(today, "%Y%m%d")
+                  - datetime.timedelta(days=self.retention_days)).strftime("%Y%m%d")
+        try:
+            names = os.listdir(self.folder)
+        except OSError:
+            return
+        for entry in names:
+            m = self._pattern.match(entry)
+            if m and m.group(1) < cutoff:
+                try:
+                    os.remove(os.path.join(self.folder, entry))
+                except OSError:
+                    pass
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._day = None
+
+
+class LogFileService(service.Service):
+    """Adds the dated file observer (filtered by LOGGER.LEVEL) while running."""
+
+    name = "logfile"
+
+    def __init__(self, config, publisher=None):
+        import zoneinfo
+
+        self.config = config
+        self.publisher = publisher or globalLogPublisher
+        self.predicate = LogLevelFilterPredicate(defaultLogLevel=log_level(config["LOGGER"]["LEVEL"]))
+        self.file = DatedLogFile(
+            config["LOGGER"]["PATH"], config["LOGGER"]["NAME"],
+            config["LOGGER"]["RETENTION_DAYS"], zoneinfo.ZoneInfo(config["TIME"]["ZONE"]),
+        )
+        self.observer = FilteringLogObserver(self.file, [self.predicate])
+
+    def set_level(self, name):
+        self.predicate.setLogLevelForNamespace(None, log_level(name))
+
+    def startService(self):
+        super().startService()
+        self.publisher.addObserver(self.observer)
+
+    def stopService(self):
+        super().stopService()
+        self.publisher.removeObserver(self.observer)
+        self.file.close()

@@ -1,0 +1,1 @@
+"""Notifications: FCM push and webhooks for faults over threshold."""

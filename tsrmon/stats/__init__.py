@@ -1,0 +1,1 @@
+"""Statistics: mergeable partial sums on the calendar of TIME.ZONE."""

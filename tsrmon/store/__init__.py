@@ -1,0 +1,1 @@
+"""Storage: SQLite aggregates (through adbapi) and raw CSV files."""

@@ -1,0 +1,97 @@
+"""The SQLite layout of one machine's database, ``DATABASE.PATH/<machine>.db``.
+
+It is the deployed layout plus columns, so the deployed app and any tool
+that read the old files keep working:
+
+* ``anomaly(id, time, threshold, score)`` as deployed (a row per FaultDetect
+  with score > threshold), plus ``t`` (epoch seconds).
+* ``"<sensor>_hour_avg"``, ``_day_avg``, ``_month_avg``, ``_year_avg`` as
+  deployed (``id, time, data``), plus the partial sums ``count, sum, sum_abs,
+  min, max, sum_sq``, the bucket start ``t0`` (epoch seconds, unique) and its
+  ``utc_offset`` (seconds east of UTC), which makes the repeated local hour
+  of a DST fall-back unambiguous.  ``data`` is the sample-weighted mean of
+  the sensor's STAT mode, recomputed from the sums at every upsert.
+* ``"<sensor>_minute_avg"``: the same, per minute (recent history, and the
+  live cache after a restart).
+* ``fault_detect``: every FaultDetect, over threshold or not.
+* ``tsrmon_sensors``: sensor name, type, mode and first-seen order.
+* ``tsrmon_schema``: the schema version (migrations are in ``migrate.py``).
+
+``time`` is local naive text as the deployed server wrote it:
+``YYYY-MM-DD HH:00:00`` for an hour, ``YYYY-MM-DD 00:00:00`` for a day,
+``YYYY-MM-01 00:00:00`` for a month, ``YYYY-01-01 00:00:00`` for a year and
+``YYYY-MM-DD HH:MM:00`` for a minute.  Rows written by the deployed server
+have NULL ``t0`` and ``count``: readers serve them as described in
+``docs/storage.md``.
+
+Every identifier goes through :func:`tsrmon.names.quote_identifier`.
+"""
+
+from tsrmon.names import quote_identifier
+
+SCHEMA_VERSION = 1
+
+LEVELS = ("minute", "hour", "day", "month", "year")
+# The levels the deployed server had and the legacy REST endpoints serve.
+LEGACY_LEVELS = ("hour", "day", "month", "year")
+
+SUM_COLUMNS = ("count", "sum", "sum_abs", "min", "max", "sum_sq")
+# Columns added to a deployed ``<sensor>_<level>_avg`` table, with types.
+ADDED_STAT_COLUMNS = (
+    ("t0", "INTEGER"),
+    ("utc_offset", "INTEGER"),
+    ("count", "INTEGER"),
+    ("sum", "REAL"),
+    ("sum_abs", "REAL"),
+    ("min", "REAL"),
+    ("max", "REAL"),
+    ("sum_sq", "REAL"),
+)
+ADDED_ANOMALY_COLUMNS = (("t", "REAL"),)
+
+SENSORS_TABLE = "tsrmon_sensors"
+VERSION_TABLE = "tsrmon_schema"
+FAULTS_TABLE = "fault_detect"
+ANOMALY_TABLE = "anomaly"
+
+
+def table_suffix(level):
+    return f"_{level}_avg"
+
+
+def stat_table(sensor, level):
+    """The (unquoted) table name of a sensor's level, as deployed."""
+    if level not in LEVELS:
+        raise ValueError(f"unknown level {level!r}")
+    return f"{sensor}{table_suffix(level)}"
+
+
+def create_stat_table_sql(sensor, level):
+    """DDL for a new statistics table (deployed columns first)."""
+    table = stat_table(sensor, level)
+    q = quote_identifier(table)
+    added = ", ".join(f"{quote_identifier(c)} {t}" for c, t in ADDED_STAT_COLUMNS)
+    return [
+        f"CREATE TABLE IF NOT EXISTS {q} (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+        f"time TIMESTAMP, data REAL, {added})",
+        unique_t0_index_sql(table),
+    ]
+
+
+def unique_t0_index_sql(table):
+    # NULLs are distinct in a SQLite unique index, so deployed rows (t0 NULL)
+    # never conflict with each other or with ours.
+    return (f"CREATE UNIQUE INDEX IF NOT EXISTS {quote_identifier(table + '__t0')} "
+            f"ON {quote_identifier(table)} (t0)")
+
+
+BASE_DDL = [
+    f"CREATE TABLE IF NOT EXISTS {ANOMALY_TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    f"time TIMESTAMP, threshold REAL, score REAL, t REAL)",
+    f"CREATE TABLE IF NOT EXISTS {FAULTS_TABLE} (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+    f"time TIMESTAMP, t REAL, score REAL, threshold REAL)",
+    f"CREATE INDEX IF NOT EXISTS {FAULTS_TABLE}__t ON {FAULTS_TABLE} (t)",
+    f"CREATE TABLE IF NOT EXISTS {SENSORS_TABLE} (name TEXT PRIMARY KEY, type TEXT, "
+    f"mode TEXT, first_seen REAL, ord INTEGER)",
+    f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER NOT NULL)",
+]

@@ -1,0 +1,1 @@
+"""HTTP: the Klein REST API, CORS, auth, OpenAPI, /healthz and /metrics."""
