@@ -137,6 +137,8 @@ def _str_map(v):
 
 
 def _zone(v):
+    if v is None:
+        return None
     _str(v)
     if not _zone_exists(v):
         raise ValueError(f"unknown time zone {v!r} (expected an IANA name such as Asia/Seoul)")

@@ -109,7 +109,11 @@ class LogFileService(service.Service):
         self.observer = FilteringLogObserver(self.file, [self.predicate])
 
     def set_level(self, name):
-        self.predicate.setLogLevelForNamespace(None, log_level(name))
+        self.predicate.setLogLevelForNamespace("", log_level(name))
+
+    def reconfigure(self, config):
+        """SIGHUP: a new LOGGER.LEVEL takes effect at once."""
+        self.set_level(config["LOGGER"]["LEVEL"])
 
     def startService(self):
         super().startService()

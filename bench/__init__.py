@@ -1,0 +1,1 @@
+"""tsrmon benchmarks: ``python -m bench [--quick]`` prints one markdown table."""

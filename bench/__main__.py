@@ -1,0 +1,189 @@
+"""``python -m bench [--quick] [--only NAME]``: the daemon against its targets.
+
+Starts the real daemon (``twistd -n tsrmon``) as a subprocess on loopback
+with its default configuration (raw CSV on) unless a row says otherwise,
+drives it from other processes with pre-encoded frames, reads accepted
+counts from the daemon itself (``/machines``, then the stored sums after a
+SIGTERM flush), and prints one markdown table; JSON goes to
+``bench/results/``.  Numbers are printed, never asserted.
+"""
+
+import argparse
+import glob
+import json
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from bench.load import data_frames, run_feeders  # noqa: E402
+from tests.daemon.harness import Daemon  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def machine_info():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores, {model}, Python {platform.python_version()}"
+
+
+def accepted_frames(d):
+    body = requests.get(d.url("/machines"), timeout=10).json()
+    items = body.get("machines", body) if isinstance(body, dict) else body
+    if isinstance(items, dict):
+        items = list(items.values())
+    return sum(int(m.get("frames", 0)) for m in items)
+
+
+def stored_samples(workdir, sensor="vib1"):
+    total = 0
+    for db in glob.glob(os.path.join(workdir, "db", "*.db")):
+        con = sqlite3.connect(db)
+        try:
+            row = con.execute(f'SELECT SUM(count) FROM "{sensor}_hour_avg" WHERE t0 IS NOT NULL').fetchone()
+            total += row[0] or 0
+        except sqlite3.Error:
+            pass
+        finally:
+            con.close()
+    return total
+
+
+def ingest(workdir, n_conns, n_sensors, n_floats, total_frames, overrides=None, processes=1):
+    """Frames/s accepted with zero loss, as the daemon counts them."""
+    d = Daemon(workdir, overrides=overrides).start()
+    try:
+        per_conn = max(1, total_frames // n_conns)
+        distinct = min(per_conn, 50)
+        frames = data_frames(n_sensors, n_floats, distinct)
+        repeat = max(1, per_conn // distinct)
+        expected = repeat * distinct * n_conns
+        machines = [f"bench{i:03d}" for i in range(n_conns)]
+        cpu0 = cpu_seconds(d.proc.pid)
+        started, procs, _ = run_feeders("127.0.0.1", d.tcp_port, machines, frames, repeat, processes)
+        deadline = time.perf_counter() + 300
+        got = 0
+        while time.perf_counter() < deadline:
+            got = accepted_frames(d)
+            if got >= expected:
+                break
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        cpu = cpu_seconds(d.proc.pid) - cpu0
+        rss = rss_mb(d.proc.pid)
+        for p in procs:
+            p.join(30)
+    finally:
+        rc = d.stop(timeout=120)
+    stored = stored_samples(workdir)
+    return {
+        "frames": expected, "accepted": got, "seconds": elapsed,
+        "frames_per_s": got / elapsed, "samples_per_s": got * n_sensors * n_floats / elapsed,
+        "stored_samples_vib1": stored, "lost_samples_vib1": expected * n_floats - stored,
+        "server_cpu_s": cpu, "server_cpu_pct": 100 * cpu / elapsed, "rss_mb": rss, "exit": rc,
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m bench")
+    ap.add_argument("--quick", action="store_true", help="small counts, under a minute")
+    ap.add_argument("--only", action="append", help="row name(s) to run")
+    args = ap.parse_args(argv)
+    q = args.quick
+    rows = []
+
+    def row(name, figure, value, target, passed, detail):
+        rows.append({"row": name, "figure": figure, "value": value, "target": target,
+                     "pass": passed, "detail": detail})
+
+    def wanted(name):
+        return not args.only or name in args.only
+
+    with tempfile.TemporaryDirectory(prefix="tsrmon-bench-") as tmp:
+        for conns in (1, 10, 100):
+            name = f"ingest-{conns}"
+            if not wanted(name):
+                continue
+            total = (20_000 if q else 300_000)
+            try:
+                r = ingest(os.path.join(tmp, name), conns, 2, 30, total,
+                           processes=1 if conns == 1 else 2)
+                row(name, f"ingest 2×30 floats, {conns} DAQ(s): frames/s, zero loss",
+                    round(r["frames_per_s"]), "≥ 50,000", r["frames_per_s"] >= 50_000 and r["lost_samples_vib1"] == 0,
+                    f"lost {r['lost_samples_vib1']} samples, CPU {r['server_cpu_pct']:.0f}%, RSS {r['rss_mb']:.0f} MB")
+            except Exception as e:  # a row that breaks is reported, the others still run
+                row(name, "ingest", "error", "≥ 50,000", False, repr(e)[:200])
+        for csv_on in (True, False):
+            name = f"fullrate-csv-{'on' if csv_on else 'off'}"
+            if not wanted(name):
+                continue
+            target = 5e6 if csv_on else 20e6
+            try:
+                r = ingest(os.path.join(tmp, name), 1, 4, 25_600, 40 if q else 600,
+                           overrides={"DATA": {"ENABLED": csv_on, "MIN_FREE_MB": 0}})
+                row(name, f"full rate 4×25,600 floats, raw CSV {'on' if csv_on else 'off'}: samples/s",
+                    round(r["samples_per_s"]), f"≥ {target:,.0f}", r["samples_per_s"] >= target and r["lost_samples_vib1"] == 0,
+                    f"lost {r['lost_samples_vib1']} samples, CPU {r['server_cpu_pct']:.0f}%, RSS {r['rss_mb']:.0f} MB")
+            except Exception as e:
+                row(name, "full rate", "error", f"≥ {target:,.0f}", False, repr(e)[:200])
+        for modname, fn in (("decoder", "bench_rows"), ("rest_hour", "bench_rows"), ("live", "bench_rows")):
+            if not wanted(modname):
+                continue
+            try:
+                mod = __import__(f"bench.{modname}", fromlist=[fn])
+            except ImportError:
+                continue
+            try:
+                for r in getattr(mod, fn)(quick=q, workdir=tmp):
+                    rows.append(r)
+            except Exception as e:
+                row(modname, modname, "error", "", False, repr(e)[:200])
+
+    header = f"tsrmon benchmark ({'quick' if q else 'full'}) on {machine_info()}"
+    print(f"\n{header}\n")
+    print("| row | figure | value | target | pass | detail |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        value = f"{r['value']:,}" if isinstance(r["value"], (int, float)) else r["value"]
+        print(f"| {r['row']} | {r['figure']} | {value} | {r['target']} | "
+              f"{'pass' if r['pass'] else 'miss'} | {r['detail']} |")
+    out_dir = os.path.join(HERE, "results")
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, f"bench-{'quick' if q else 'full'}-{time.strftime('%Y%m%dT%H%M%S')}.json")
+    with open(out, "w") as f:
+        json.dump({"machine": machine_info(), "quick": q, "rows": rows}, f, indent=1)
+    print(f"\nJSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The ``tsrmon`` command: tools around the daemon.
+
+    tsrmon check-config FILE        print the effective configuration, or the error
+    tsrmon simulate ...             simulated DAQs against a running daemon
+    tsrmon rebuild-stats ...        recompute aggregates from raw CSV
+    tsrmon backup DEST              online, consistent copy of every database
+    tsrmon run [twistd args]        twistd -n --pidfile= tsrmon ... (foreground)
+
+The daemon itself runs under twistd: ``twistd -n --pidfile= tsrmon --config
+etc/tsrmon.yml`` or ``twistd -ny tsrmon.tac``.
+"""
+
+import argparse
+import os
+import sys
+
+from tsrmon.config import ConfigError, default_config_path, load_config
+
+
+def _check_config(args):
+    try:
+        config = load_config(args.file)
+    except ConfigError as e:
+        print(f"tsrmon: {e}", file=sys.stderr)
+        return 2
+    sys.stdout.write(f"# effective configuration of {os.path.abspath(args.file)}\n")
+    sys.stdout.write(config.to_yaml())
+    return 0
+
+
+def _load(args):
+    path = args.config or default_config_path()
+    return load_config(path if os.path.exists(path) or args.config else None)
+
+
+def _rebuild(args):
+    from tsrmon.store.tools import rebuild_stats
+
+    config = _load(args)
+    return rebuild_stats(config, args.machine, args.date_from, args.date_to)
+
+
+def _backup(args):
+    from tsrmon.store.tools import backup
+
+    config = _load(args)
+    return backup(config, args.dest)
+
+
+def _run(rest):
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    argv = [twistd, "-n", "--pidfile=", "tsrmon"] + rest
+    os.execv(twistd, argv)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "simulate":
+        from tsrmon.simulate import main as simulate_main
+
+        return simulate_main(argv[1:])
+    if argv and argv[0] == "run":
+        return _run(argv[1:])
+
+    parser = argparse.ArgumentParser(prog="tsrmon", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-config", help="validate a configuration file")
+    p.add_argument("file")
+    p.set_defaults(func=_check_config)
+
+    sub.add_parser("simulate", help="simulated DAQs (see tsrmon simulate --help)")
+    sub.add_parser("run", help="run the daemon in the foreground (twistd -n)")
+
+    p = sub.add_parser("rebuild-stats", help="recompute aggregates from raw CSV")
+    p.add_argument("--config")
+    p.add_argument("--machine", required=True)
+    p.add_argument("--from", dest="date_from", required=True, help="YYYY-MM-DD")
+    p.add_argument("--to", dest="date_to", required=True, help="YYYY-MM-DD")
+    p.set_defaults(func=_rebuild)
+
+    p = sub.add_parser("backup", help="consistent copy of every database")
+    p.add_argument("--config")
+    p.add_argument("dest")
+    p.set_defaults(func=_backup)
+
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ConfigError as e:
+        print(f"tsrmon: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

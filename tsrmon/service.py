@@ -1,0 +1,228 @@
+"""``makeService(config)``: the one place the rooms are built and wired.
+
+Start order (stop is the exact reverse, one child after the other, see
+``runtime.OrderedMultiService``)::
+
+    lock → log files → SQLite store → raw CSV → statistics → hub
+         → notifier → live → HTTP site → DAQ listener → systemd READY → (demo DAQs)
+
+so on SIGTERM the DAQ listener stops accepting and drains first, then the
+HTTP site and live clients close, then statistics flush into the store, the
+raw CSV buffers are written, and the store commits and closes.
+"""
+
+import os
+import signal
+import sys
+
+from twisted.application import internet, service
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from tsrmon.config import ConfigError, default_config_path, load_config
+from tsrmon.lock import InstanceLock, LockError
+from tsrmon.names import is_valid_name
+from tsrmon.runtime import OrderedMultiService
+from tsrmon.systemd import SystemdNotifyService
+
+log = Logger()
+
+
+class LockService(service.Service):
+    """Holds the instance lock taken in makeService; releases it last."""
+
+    name = "lock"
+
+    def __init__(self, lock):
+        self.lock = lock
+
+    def stopService(self):
+        super().stopService()
+        self.lock.release()
+
+
+class TsrmonService(OrderedMultiService):
+    """The top service; keeps references to the rooms for tests and tools.
+
+    SIGHUP re-reads the configuration file and hands it to every room that
+    has a ``reconfigure(config)`` method (tokens, allow-lists, caps,
+    thresholds, alarm rules, log level).  Ports, paths and the time zone
+    need a restart; a file that no longer validates is logged and ignored.
+    """
+
+    name = "tsrmon"
+
+    def __init__(self, config, reactor, handle_sighup=True):
+        super().__init__(clock=reactor, stop_timeout=config["SERVER"]["SHUTDOWN_TIMEOUT"])
+        self.config = config
+        self.reactor = reactor
+        self.rooms = {}
+        self.handle_sighup = handle_sighup
+        self.demo = False
+        self._old_sighup = None
+
+    def startService(self):
+        super().startService()
+        if self.handle_sighup and self.config.source:
+            self._old_sighup = signal.signal(
+                signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+
+    def stopService(self):
+        if self._old_sighup is not None:
+            signal.signal(signal.SIGHUP, self._old_sighup)
+            self._old_sighup = None
+        return super().stopService()
+
+    def reload(self):
+        """Apply the configuration file again (SIGHUP)."""
+        try:
+            new = load_config(self.config.source, base_dir=self.config.base_dir)
+        except ConfigError as e:
+            log.error("SIGHUP: configuration not reloaded: {error}", error=str(e))
+            return None
+        restart_needed = [
+            f"{section}.{key}"
+            for section, key in (("SERVER", "HOST"), ("SERVER", "PORT"), ("SERVER", "TCP_PORT"),
+                                 ("SERVER", "HTTP_ENDPOINT"), ("SERVER", "TCP_ENDPOINT"),
+                                 ("DATABASE", "PATH"), ("DATA", "PATH"), ("TIME", "ZONE"))
+            if new[section][key] != self.config[section][key]
+        ]
+        if restart_needed:
+            log.warn("SIGHUP: {keys} changed: takes effect after a restart", keys=", ".join(restart_needed))
+            for section, key in (k.split(".") for k in restart_needed):
+                new[section][key] = self.config[section][key]
+        if self.demo:
+            new = demo_config(new)
+        self.config = new
+        for name, room in self.rooms.items():
+            reconfigure = getattr(room, "reconfigure", None)
+            if reconfigure is not None:
+                try:
+                    reconfigure(new)
+                except Exception:
+                    log.failure("SIGHUP: {room} could not take the new configuration", room=name)
+        log.info("SIGHUP: configuration reloaded from {path}", path=new.source)
+        return new
+
+
+def demo_config(config):
+    """``--demo``: updates every second so a newcomer sees data at once."""
+    config["LIVE"]["INTERVAL"] = 1.0
+    return config
+
+
+def known_machines(db_path):
+    """Machine names with a database file (so clients may subscribe while offline)."""
+    try:
+        entries = os.listdir(db_path)
+    except OSError:
+        return []
+    names = []
+    for entry in sorted(entries):
+        stem, ext = os.path.splitext(entry)
+        if ext == ".db" and is_valid_name(stem):
+            names.append(stem)
+    return names
+
+
+def http_endpoint(config):
+    server = config["SERVER"]
+    return server["HTTP_ENDPOINT"] or f"tcp:port={server['PORT']}:interface={_escape(server['HOST'])}"
+
+
+def _escape(host):
+    # Endpoint strings use ':' as a separator; IPv6 hosts need it escaped.
+    return host.replace(":", "\\:")
+
+
+def makeService(config, reactor=None, demo=False, lock=True):
+    """Build the service tree for ``config`` (a validated ``Config``).
+
+    Raises ``LockError`` if another daemon uses the same folders.  Nothing
+    listens until the returned service is started.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    if demo:
+        config = demo_config(config)
+
+    top = TsrmonService(config, reactor)
+    top.demo = demo
+    if lock:
+        instance_lock = InstanceLock([config["DATA"]["PATH"], config["DATABASE"]["PATH"]]).acquire()
+        LockService(instance_lock).setServiceParent(top)
+
+    from tsrmon.hub import MachineHub
+    from tsrmon.ingest.protocol import DAQListenerService
+    from tsrmon.live.service import LiveService
+    from tsrmon.logs import LogFileService
+    from tsrmon.notify.service import NotifierService
+    from tsrmon.stats.service import StatsService
+    from tsrmon.store.rawcsv import RawCSVService
+    from tsrmon.store.reader import SQLiteReader
+    from tsrmon.store.sqlite import SQLiteStore
+    from tsrmon.web.rest import RestAPI
+
+    rooms = top.rooms
+    rooms["logfile"] = LogFileService(config)
+    hub = rooms["hub"] = MachineHub(config, reactor)
+    hub.remember(known_machines(config["DATABASE"]["PATH"]))
+    store = rooms["store"] = SQLiteStore(config, reactor, hub)
+    raw = rooms["raw"] = RawCSVService(config, reactor, reactor)
+    stats = rooms["stats"] = StatsService(config, reactor, hub, store)
+    notifier = rooms["notifier"] = NotifierService(config, reactor, reactor)
+    reader = rooms["reader"] = SQLiteReader(config, reactor)
+    live = rooms["live"] = LiveService(config, reactor, hub, history=reader.recent_minutes)
+    daq = rooms["daq"] = DAQListenerService(config, hub, reactor)
+
+    hub.stats = stats
+    hub.raw = raw
+    hub.faults = store
+    hub.notifier = notifier
+    hub.live.append(live)
+
+    rest = rooms["rest"] = RestAPI(
+        config, reactor, hub, reader, live=live, notifier=notifier,
+        health={"daq": daq.healthy, "database": store.healthy, "notifier": notifier.health,
+                "raw_csv": raw.healthy, "live": live.healthy},
+        counters={"ingest": daq.counters, "store": store.counters, "raw": raw.counters,
+                  "stats": stats.counters, "live": live.counters, "notify": notifier.counters},
+    )
+    site = Site(rest.resource())
+    site.displayTracebacks = False
+    http = rooms["http"] = internet.StreamServerEndpointService(
+        serverFromString(reactor, http_endpoint(config)), site)
+    http.setName("http")
+
+    for child in (rooms["logfile"], store, raw, stats, hub, notifier, reader, live, http, daq):
+        child.setServiceParent(top)
+    # Last to start (READY=1 once listeners are up), first to stop (STOPPING=1).
+    SystemdNotifyService(reactor).setServiceParent(top)
+
+    if demo:
+        from tsrmon.simulate import DemoService
+
+        def daq_address():
+            port = daq.port
+            return ("127.0.0.1", port.getHost().port) if port is not None else None
+
+        rooms["demo"] = DemoService(config, reactor, daq_address)
+        rooms["demo"].setServiceParent(top)
+    return top
+
+
+def service_or_exit(path, demo=False, reactor=None):
+    """For twistd and the .tac: a bad configuration or a held lock is one
+    line on stderr and exit status 2, before any port opens."""
+    try:
+        if path is None:
+            path = default_config_path()
+            if not os.path.exists(path):
+                path = None
+        config = load_config(path)
+        return makeService(config, reactor=reactor, demo=demo)
+    except (ConfigError, LockError) as e:
+        sys.stderr.write(f"tsrmon: {e}\n")
+        sys.stderr.flush()
+        raise SystemExit(2)
