@@ -351,6 +351,11 @@ def build_config(raw, source=None, base_dir=None):
         cfg[section] = out
     if cfg["TIME"]["ZONE"] is None:
         cfg["TIME"]["ZONE"] = host_time_zone()
+    # A bad alarm rule stops start-up (and a SIGHUP reload) like any bad key.
+    # (Imported here: the rules module raises this module's ConfigError.)
+    from tsrmon.alarms.rules import parse_rules
+
+    parse_rules(cfg["ALARM"]["RULES"], source)
     _check_paths(cfg)
     return cfg
 

@@ -165,3 +165,10 @@ def test_check_config_command_prints_effective_config_or_error(tmp_path, capsys)
     assert main(["check-config", bad]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"tsrmon: {bad}: SERVER.PORT: must be at most 65535, got 99999"
+
+
+def test_bad_alarm_rule_is_refused_naming_it(tmp_path):
+    path = write(tmp_path, "ALARM:\n  RULES:\n    - name: hot\n      metric: loudness\n      above: 3\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, base_dir=str(tmp_path))
+    assert "ALARM.RULES[0] (hot)" in str(info.value)

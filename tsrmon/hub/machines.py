@@ -5,7 +5,7 @@ DAQ frame.
 :meth:`MachineHub.data` / :meth:`MachineHub.fault` for each decoded frame and
 :meth:`MachineHub.release` when the connection ends.  The hub is the only
 place that fans a frame out to the other rooms (statistics, raw log, fault
-store, live layer, notifier), so a reader finds here everything a frame
+store, live layer, notifier, alarm rules), so a reader finds here everything a frame
 causes.  Rooms are attached after construction; a room that is not attached
 (None) is simply not fed.
 """
@@ -96,6 +96,7 @@ class MachineHub(service.Service):
         self.faults = None
         self.live = []
         self.notifier = None
+        self.alarms = None
         self._refusal_logged = {}  # (name, host) -> last log time
         self._stype_warned = set()
         self._congested = False
@@ -248,6 +249,8 @@ class MachineHub(service.Service):
         """Reduced values from ``stats/`` (one second of one sensor)."""
         for live in self.live:
             live.second(machine, sensor, stype, t, sums)
+        if self.alarms is not None:
+            self.alarms.second(machine, sensor, stype, t, sums)
 
     # -- backpressure ------------------------------------------------------
     def storage_congested(self, congested):

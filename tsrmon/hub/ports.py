@@ -64,3 +64,10 @@ class NotifySink(Protocol):
 
     def fault(self, machine: str, score: float, threshold: float, t: float) -> None:
         ...
+
+
+class AlarmSink(Protocol):
+    """``alarms/``: server-side rules over per-second sums."""
+
+    def second(self, machine: str, sensor: str, stype: str, t: float, sums: "object") -> None:
+        ...

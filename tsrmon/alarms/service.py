@@ -1,0 +1,457 @@
+"""The alarm room: server-side rules on per-second sums, DAQ silence and frame rate.
+
+The hub calls :meth:`AlarmService.second` with the sums of each second of
+each sensor (after the statistics reduced them); threshold and flat-line
+rules are judged there, on sliding windows of those sums.  Machine rules
+(DAQ silent, frame rate far below its usual rate) are judged every
+``check_interval`` seconds on a LoopingCall of the injected clock, from the
+hub's :class:`~tsrmon.hub.machines.Machine` counters.
+
+Raised, cleared and acknowledged alarms go to ``emit(machine, "alarm",
+payload)`` (the live layer's ``alarm`` event on ``/sio/<machine>``), each
+raise to ``notify(machine, title, body, data)`` (the notifier applies its
+own throttles), and every change to SQLite (``store.py``), from which a
+restart resumes the active alarms without raising them again.
+"""
+
+import collections
+import uuid
+import zoneinfo
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from tsrmon.alarms import engine
+from tsrmon.alarms.engine import ACTIVE, CLEAR, INACTIVE, PENDING, RAISE, Alarm, Tracker, WindowSums
+from tsrmon.alarms.rules import (DAQ_SILENT, FLATLINE, RATE_DROP, SEVERITIES, parse_rules,
+                                 render)
+from tsrmon.alarms.store import AlarmStore
+from tsrmon.config import ConfigError
+
+CHECK_INTERVAL = 5.0
+# A frame rate is judged only when a window should hold at least this many
+# frames: below it the count is too small to tell a drop from jitter.
+MIN_EXPECTED_FRAMES = 10
+MAX_ACKED_BY = 200
+
+
+class FrameRate:
+    """Frame counts of one machine over the rate window and its learned usual rate."""
+
+    __slots__ = ("samples", "usual", "learned")
+
+    def __init__(self):
+        self.samples = collections.deque()  # (t, machine.frames)
+        self.usual = None  # frames per second (EWMA)
+        self.learned = 0.0  # seconds of connected time the usual rate was learned over
+
+
+class AlarmService(service.Service):
+    """Owns the rules, the trackers, the active alarms and the alarm store."""
+
+    log = Logger()
+    name = "alarms"
+
+    def __init__(self, config, clock, hub, emit=None, notify=None, reactor=None,
+                 check_interval=CHECK_INTERVAL):
+        self.config = config
+        self.clock = clock
+        self.hub = hub
+        self.emit = emit
+        self.notify = notify
+        self.check_interval = float(check_interval)
+        self.zone = zoneinfo.ZoneInfo(config["TIME"]["ZONE"])
+        self.store = AlarmStore(config["DATABASE"]["PATH"], reactor if reactor is not None else clock)
+        self.trackers = {}  # (rule name, machine, sensor) -> Tracker
+        self.active_alarms = {}  # alarm id -> Alarm
+        self._windows = {}  # (machine, sensor, stype, window) -> WindowSums
+        self._bindings = {}  # (machine, sensor, stype) -> (windows, ((rule, window, tracker), ...))
+        self._rates = {}  # machine -> FrameRate
+        self._set_rules(parse_rules(config["ALARM"]["RULES"], config.source))
+        self._ready = False
+        self._loaded = None
+        self._loop = None
+        self._template_warned = set()
+        self._counters = collections.Counter()
+
+    # -- rules -------------------------------------------------------------------
+    def _set_rules(self, rules):
+        self.rules = rules
+        self.rules_by_name = {r.name: r for r in rules}
+        self._sensor_rules = [r for r in rules if r.scope == "sensor"]
+        self._machine_rules = [r for r in rules if r.scope == "machine"]
+        self._bindings = {}
+        windows = {r.window for r in self._sensor_rules}
+        self._windows = {k: w for k, w in self._windows.items() if k[3] in windows}
+
+    def reconfigure(self, config):
+        """New rules (SIGHUP); states of rules that did not change are kept.
+
+        A changed rule keeps its active alarms (they clear by the new clear
+        level) but forgets pending durations; a removed rule, or one that no
+        longer covers a machine or sensor, clears its alarms.
+        """
+        try:
+            rules = parse_rules(config["ALARM"]["RULES"], config.source)
+        except ConfigError as e:
+            self.log.error("alarm rules not reloaded: {error}", error=str(e))
+            return
+        old = self.rules_by_name
+        self.config = config
+        self._set_rules(rules)
+        for key, tracker in list(self.trackers.items()):
+            rule = self.rules_by_name.get(tracker.rule)
+            if rule is None or not self._covers(rule, tracker):
+                if tracker.alarm is not None:
+                    self._clear(tracker, tracker.alarm.value, "rule removed or changed its scope")
+                del self.trackers[key]
+            elif rule != old.get(rule.name) and tracker.state == PENDING:
+                tracker.state = INACTIVE
+                tracker.since = None
+        self.log.info("alarm rules: {n} in force", n=len(rules))
+
+    @staticmethod
+    def _covers(rule, tracker):
+        if not rule.matches_machine(tracker.machine):
+            return False
+        if rule.scope == "machine":
+            return tracker.sensor == ""
+        return tracker.sensor != "" and rule.matches_sensor(tracker.sensor, tracker.stype)
+
+    def _tracker(self, rule_name, machine, sensor, stype=None):
+        key = (rule_name, machine, sensor)
+        tracker = self.trackers.get(key)
+        if tracker is None:
+            tracker = self.trackers[key] = Tracker(rule_name, machine, sensor, stype)
+        elif stype is not None:
+            tracker.stype = stype
+        return tracker
+
+    # -- the service ---------------------------------------------------------------
+    def startService(self):
+        super().startService()
+        self._loaded = self.store.open(self.clock.seconds())
+        self._loaded.addCallback(self._resume)
+        self._loaded.addErrback(lambda f: self.log.failure("alarms: resuming the stored state failed", f))
+
+    def whenReady(self):
+        """Deferred firing once the stored state is loaded and rules are judged."""
+        if self._loaded is None:
+            return defer.fail(RuntimeError("the alarm service is not started"))
+        d = defer.Deferred()
+        self._loaded.addBoth(lambda r: (d.callback(None), r)[1])
+        return d
+
+    def _resume(self, alarms):
+        cleared = []
+        for alarm in alarms:
+            rule = self.rules_by_name.get(alarm.rule)
+            tracker = self._tracker(alarm.rule, alarm.machine, alarm.sensor or "", alarm.stype)
+            tracker.state = ACTIVE
+            tracker.alarm = alarm
+            self.active_alarms[alarm.id] = alarm
+            if rule is None or not self._covers(rule, tracker):
+                cleared.append(tracker)
+            elif rule.kind == RATE_DROP and alarm.level:
+                # The usual rate is not stored, but the alarm's level is
+                # ``below`` × usual: resume from it so the alarm can clear.
+                rate_state = self._rates[alarm.machine] = FrameRate()
+                rate_state.usual = alarm.level / rule.level
+                rate_state.learned = rule.extra["warmup"]
+        for tracker in cleared:
+            self._clear(tracker, tracker.alarm.value, "rule removed or changed its scope")
+        self._ready = True
+        if alarms:
+            self.log.info("alarms: {n} active alarm(s) resumed", n=len(alarms) - len(cleared))
+        if self.running:
+            self._loop = task.LoopingCall(self.check_machines)
+            self._loop.clock = self.clock
+            self._loop.start(self.check_interval, now=False).addErrback(
+                lambda f: self.log.failure("alarms: the machine check loop stopped", f))
+
+    def stopService(self):
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        loaded = self._loaded if self._loaded is not None else defer.succeed(None)
+        self._loaded = None
+
+        def persist(_):
+            # The latest values of active alarms; states were written as they changed.
+            self.store.update_many(list(self.active_alarms.values()), "value", "peak")
+            return self.store.close()
+
+        self._ready = False
+        d = defer.Deferred()
+        loaded.addBoth(lambda r: (d.callback(None), r)[1])
+        return d.addCallback(persist)
+
+    # -- per-second sums (called by the hub) -------------------------------------------
+    def second(self, machine, sensor, stype, t, sums):
+        """One second of one sensor; judges the sensor rules that cover it."""
+        if not self._ready:
+            self._counters["seconds_not_ready"] += 1
+            return
+        binding = self._bindings.get((machine, sensor, stype))
+        if binding is None:
+            binding = self._bind(machine, sensor, stype)
+        windows, checks = binding
+        for window in windows:
+            window.add(t, sums)
+        for rule, window, tracker in checks:
+            if not window.covered:
+                continue
+            value = window.value(rule.metric)
+            if value is None or (rule.kind == FLATLINE and window.count < 2):
+                continue
+            tripped = rule.trips(value)
+            if not tripped and tracker.state is INACTIVE:
+                continue  # the usual case: nothing to do
+            event = engine.advance(tracker, t, tripped, rule.clears(value),
+                                   rule.for_s, rule.clear_for)
+            if tracker.alarm is not None:
+                tracker.alarm.note(value, rule.condition == "above")
+            if event is RAISE:
+                more = {"at": window.minimum} if rule.kind == FLATLINE else {}
+                self._raise(tracker, rule, value, more)
+            elif event is CLEAR:
+                self._clear(tracker, value)
+        self._counters["seconds"] += 1
+
+    def _bind(self, machine, sensor, stype):
+        windows = {}
+        checks = []
+        for rule in self._sensor_rules:
+            if not (rule.matches_machine(machine) and rule.matches_sensor(sensor, stype)):
+                continue
+            key = (machine, sensor, stype, rule.window)
+            window = self._windows.get(key)
+            if window is None:
+                window = self._windows[key] = WindowSums(rule.window)
+            windows[rule.window] = window
+            checks.append((rule, window, self._tracker(rule.name, machine, sensor, stype)))
+        binding = self._bindings[(machine, sensor, stype)] = (tuple(windows.values()), tuple(checks))
+        return binding
+
+    # -- machine rules (LoopingCall) ---------------------------------------------------
+    def check_machines(self):
+        """Judge DAQ silence and frame rate for every machine of the hub."""
+        if not self._ready or not self._machine_rules:
+            return
+        now = self.clock.seconds()
+        for name, machine in list(self.hub.machines.items()):
+            for rule in self._machine_rules:
+                if not rule.matches_machine(name):
+                    continue
+                try:
+                    if rule.kind == DAQ_SILENT:
+                        self._check_silent(rule, machine, now)
+                    elif rule.kind == RATE_DROP:
+                        self._check_rate(rule, machine, now)
+                except Exception:
+                    self.log.failure("alarms: {rule} failed on {machine}", rule=rule.name, machine=name)
+
+    def _check_silent(self, rule, machine, now):
+        last = machine.last_frame
+        if last is None:
+            return  # nothing since start: a machine known from storage only
+        silent = max(now - last, 0.0)
+        tracker = self._tracker(rule.name, machine.name, "")
+        self._judge(tracker, rule, now, silent, rule.trips(silent), rule.clears(silent),
+                    {"link": "connected" if machine.connected else "disconnected"})
+
+    def _check_rate(self, rule, machine, now):
+        rate_state = self._rates.get(machine.name)
+        if rate_state is None:
+            rate_state = self._rates[machine.name] = FrameRate()
+        samples = rate_state.samples
+        if not machine.connected:
+            samples.clear()  # a reconnect starts a new window
+            return
+        frames = machine.frames
+        if samples and frames < samples[-1][1]:
+            samples.clear()
+        samples.append((now, frames))
+        window = rule.window
+        while len(samples) >= 2 and samples[1][0] <= now - window:
+            samples.popleft()
+        if len(samples) < 2:
+            return
+        tracker = self._tracker(rule.name, machine.name, "")
+        usual = rate_state.usual
+        oldest_t, oldest_frames = samples[0]
+        span = now - oldest_t
+        if (span >= window and usual is not None and rate_state.learned >= rule.extra["warmup"]
+                and usual * window >= MIN_EXPECTED_FRAMES):
+            rate = (frames - oldest_frames) / span
+            if rate > 0:  # no frames at all is silence, the other rule's business
+                level = rule.level * usual
+                clear = rule.clear * usual
+                self._judge(tracker, rule, now, rate, rate < level, rate >= clear,
+                            {"level": level, "clear": clear, "usual": usual})
+        # Learn the usual rate only while nothing is wrong, so a drop is not
+        # learned; intervals without frames are silence, not a rate.
+        if tracker.state == INACTIVE:
+            prev_t, prev_frames = samples[-2]
+            dt = now - prev_t
+            if dt > 0 and frames > prev_frames:
+                inst = (frames - prev_frames) / dt
+                if usual is None:
+                    rate_state.usual = inst
+                else:
+                    rate_state.usual = usual + min(1.0, dt / rule.extra["learn"]) * (inst - usual)
+                rate_state.learned += dt
+
+    def _judge(self, tracker, rule, t, value, tripped, cleared, more):
+        event = engine.advance(tracker, t, tripped, cleared, rule.for_s, rule.clear_for)
+        if tracker.alarm is not None:
+            tracker.alarm.note(value, rule.condition == "above")
+        if event is RAISE:
+            self._raise(tracker, rule, value, more)
+        elif event is CLEAR:
+            self._clear(tracker, value)
+
+    # -- events ------------------------------------------------------------------------
+    def _raise(self, tracker, rule, value, more):
+        now = self.clock.seconds()
+        fields = rule.fields(tracker.machine, tracker.sensor, tracker.stype, value, **more)
+        try:
+            message = render(rule.message, fields)
+        except Exception as e:
+            message = f"{rule.name}: {tracker.machine} {tracker.sensor} {value:g}".replace("  ", " ")
+            if rule.name not in self._template_warned:
+                self._template_warned.add(rule.name)
+                self.log.warn("alarm rule {rule}: message template failed ({error}); plain text used",
+                              rule=rule.name, error=repr(e))
+        alarm = Alarm(id=uuid.uuid4().hex, rule=rule.name, kind=rule.kind, machine=tracker.machine,
+                      sensor=tracker.sensor, stype=tracker.stype, metric=rule.metric,
+                      severity=rule.severity, level=fields["level"], clear_level=fields["clear"],
+                      message=message, state="active", raised_t=now, value=value, peak=value)
+        tracker.alarm = alarm
+        self.active_alarms[alarm.id] = alarm
+        self._counters["raised"] += 1
+        self.log.warn("alarm raised [{severity}] {message}", severity=rule.severity, message=message)
+        self.store.insert(alarm)
+        self._emit(alarm, "raised", now)
+        if rule.notify and self.notify is not None:
+            title = f"[{rule.severity}] {tracker.machine}: {rule.name}"
+            # Small on purpose: push payloads are capped at 4 KB.
+            data = {"id": alarm.id, "rule": rule.name, "sensor": alarm.sensor or None,
+                    "severity": rule.severity, "value": value, "level": alarm.level,
+                    "event": "raised", "t": now}
+            try:
+                self.notify(tracker.machine, title, message, data)
+                self._counters["notified"] += 1
+            except Exception:
+                self._counters["notify_errors"] += 1
+                self.log.failure("alarm {alarm}: the notifier failed", alarm=alarm.id)
+
+    def _clear(self, tracker, value, reason=None):
+        alarm = tracker.alarm
+        tracker.alarm = None
+        tracker.state = INACTIVE
+        tracker.since = tracker.clear_since = None
+        if alarm is None:
+            return
+        now = self.clock.seconds()
+        alarm.state = "cleared"
+        alarm.cleared_t = now
+        alarm.clear_reason = reason
+        if value is not None:
+            alarm.value = value
+        self.active_alarms.pop(alarm.id, None)
+        self._counters["cleared"] += 1
+        self.log.info("alarm cleared: {rule} on {machine} {sensor}{reason}", rule=alarm.rule,
+                      machine=alarm.machine, sensor=alarm.sensor,
+                      reason=f" ({reason})" if reason else "")
+        self.store.update(alarm, "state", "cleared_t", "clear_reason", "value", "peak")
+        self._emit(alarm, "cleared", now)
+
+    def _emit(self, alarm, event, t):
+        payload = alarm.as_dict(self.zone)
+        payload["event"] = event
+        payload["t"] = t
+        payload["time"] = engine.iso_time(t, self.zone)
+        if self.emit is not None:
+            try:
+                self.emit(alarm.machine, "alarm", payload)
+            except Exception:
+                self._counters["emit_errors"] += 1
+                self.log.failure("alarm {alarm}: the live layer failed on {event}",
+                                 alarm=alarm.id, event=event)
+        return payload
+
+    # -- REST --------------------------------------------------------------------------
+    def active(self, machine=None):
+        """The active alarms (of one machine if given), oldest first, as JSON-ready dicts."""
+        alarms = sorted((a for a in self.active_alarms.values() if machine is None or a.machine == machine),
+                        key=lambda a: (a.raised_t, a.id))
+        return [a.as_dict(self.zone) for a in alarms]
+
+    def history(self, start_t=None, end_t=None, machine=None):
+        """Deferred[list of dicts]: alarms active at some time in [start_t, end_t].
+
+        None means from the beginning / until now.  Oldest first, at most
+        ``store.HISTORY_LIMIT`` rows.
+        """
+        start_t = 0.0 if start_t is None else float(start_t)
+        end_t = self.clock.seconds() if end_t is None else float(end_t)
+        d = self.store.query(start_t, end_t, machine)
+        d.addCallback(lambda alarms: [self._current(a).as_dict(self.zone) for a in alarms])
+        return d
+
+    def _current(self, stored):
+        # An active alarm's latest value lives in memory, not yet in the row.
+        return self.active_alarms.get(stored.id, stored)
+
+    def ack(self, alarm_id, by=None):
+        """Acknowledge an active alarm: Deferred[dict]; KeyError if no active alarm has that id."""
+        alarm = self.active_alarms.get(alarm_id)
+        if alarm is None:
+            raise KeyError(alarm_id)
+        if alarm.acked_t is not None:
+            return defer.succeed(alarm.as_dict(self.zone))
+        now = self.clock.seconds()
+        alarm.acked_t = now
+        alarm.acked_by = None if by is None else str(by)[:MAX_ACKED_BY]
+        self._counters["acknowledged"] += 1
+        self.log.info("alarm acknowledged: {rule} on {machine} {sensor} by {by}", rule=alarm.rule,
+                      machine=alarm.machine, sensor=alarm.sensor, by=alarm.acked_by or "-")
+        d = self.store.update(alarm, "acked_t", "acked_by")
+        self._emit(alarm, "acknowledged", now)
+        return d.addCallback(lambda _: alarm.as_dict(self.zone))
+
+    def counters(self):
+        """Flat counters and gauges (Prometheus): active alarms per severity and totals."""
+        out = {f"alarms_active_{s}": 0 for s in SEVERITIES}
+        unacked = 0
+        for alarm in self.active_alarms.values():
+            out[f"alarms_active_{alarm.severity}"] = out.get(f"alarms_active_{alarm.severity}", 0) + 1
+            if alarm.acked_t is None:
+                unacked += 1
+        c = self._counters
+        out.update({
+            "alarms_active": len(self.active_alarms),
+            "alarms_unacknowledged": unacked,
+            "alarms_pending": sum(1 for t in self.trackers.values() if t.state == PENDING),
+            "alarm_rules": len(self.rules),
+            "alarms_raised": c["raised"],
+            "alarms_cleared": c["cleared"],
+            "alarms_acknowledged": c["acknowledged"],
+            "alarms_notified": c["notified"],
+            "alarm_notify_errors": c["notify_errors"],
+            "alarm_emit_errors": c["emit_errors"],
+            "alarm_seconds_judged": c["seconds"],
+            "alarm_seconds_not_ready": c["seconds_not_ready"],
+            "alarm_store_writes": self.store.writes,
+            "alarm_store_errors": self.store.failures,
+        })
+        return out
+
+    def healthy(self):
+        """For /healthz: the store is the only part that can break."""
+        return {"ok": bool(self.running) and self._ready and not self.store.error,
+                "active": len(self.active_alarms), "rules": len(self.rules),
+                "error": self.store.error}

@@ -1,0 +1,173 @@
+"""Alarms in SQLite: ``DATABASE.PATH/.alarms.sqlite``.
+
+One row per alarm, inserted when it is raised and updated when it is
+acknowledged or cleared, so the table is both the history and the state:
+the rows with ``state = 'active'`` are the alarms a restart resumes.  The
+leading dot keeps the file out of every listing of machine databases.
+SQLite runs in adbapi's single thread, so writes happen in the order they
+were made and the reactor never waits on the disk.
+"""
+
+import os
+
+from twisted.enterprise import adbapi
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from tsrmon.alarms.engine import Alarm
+
+FILE_NAME = ".alarms.sqlite"
+RETENTION_DAYS = 365  # cleared alarms older than this are pruned at start-up
+HISTORY_LIMIT = 10000
+
+COLUMNS = Alarm.COLUMNS
+
+_DDL = (
+    """CREATE TABLE IF NOT EXISTS alarms (
+        id TEXT PRIMARY KEY,
+        rule TEXT NOT NULL,
+        kind TEXT NOT NULL,         -- threshold | daq-silent | sensor-flatline | daq-rate-drop
+        machine TEXT NOT NULL,
+        sensor TEXT NOT NULL,       -- '' for machine rules
+        stype TEXT,
+        metric TEXT,
+        severity TEXT NOT NULL,
+        level REAL,
+        clear_level REAL,
+        message TEXT,
+        state TEXT NOT NULL,        -- active | cleared
+        raised_t REAL NOT NULL,     -- epoch seconds
+        value REAL,                 -- latest value seen while active
+        peak REAL,                  -- worst value seen while active
+        cleared_t REAL,
+        clear_reason TEXT,
+        acked_t REAL,
+        acked_by TEXT)""",
+    "CREATE INDEX IF NOT EXISTS alarms_raised_t ON alarms(raised_t)",
+    "CREATE INDEX IF NOT EXISTS alarms_state ON alarms(state)",
+)
+
+
+def _connected(conn):
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+
+class AlarmStore:
+    """Reads and writes the alarm table; ``open``/``close`` bracket its life."""
+
+    log = Logger()
+
+    def __init__(self, folder, reactor):
+        self.path = os.path.join(folder, FILE_NAME)
+        self.reactor = reactor
+        self.pool = None
+        self.error = None
+        self.writes = 0
+        self.failures = 0
+        self._pending = set()
+
+    def open(self, now):
+        """Deferred[list of active :class:`Alarm`]; a failure is logged and gives []."""
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        except OSError as e:
+            self.error = f"cannot create {os.path.dirname(self.path)}: {e.strerror}"
+            self.log.error("alarm store unavailable: {error}; alarms live in memory only",
+                           error=self.error)
+            return defer.succeed([])
+        self.pool = adbapi.ConnectionPool(
+            "sqlite3", self.path, check_same_thread=False, cp_min=1, cp_max=1,
+            cp_openfun=_connected, cp_reactor=self.reactor)
+        cutoff = now - RETENTION_DAYS * 86400
+
+        def load(txn):
+            for statement in _DDL:
+                txn.execute(statement)
+            txn.execute("DELETE FROM alarms WHERE state = 'cleared' AND cleared_t < ?", (cutoff,))
+            txn.execute(f"SELECT {', '.join(COLUMNS)} FROM alarms WHERE state = 'active' "
+                        f"ORDER BY raised_t, id")
+            return [Alarm(**dict(zip(COLUMNS, row))) for row in txn.fetchall()]
+
+        def failed(f):
+            self.error = f"cannot open {self.path}: {f.getErrorMessage()}"
+            self.log.failure("alarm store unavailable ({path}); alarms live in memory only", f,
+                             path=self.path)
+            self.failures += 1
+            return []
+
+        return self.pool.runInteraction(load).addErrback(failed)
+
+    def _track(self, d, what, alarm_id):
+        self._pending.add(d)
+
+        def ok(_):
+            self.writes += 1
+            self.error = None
+
+        def failed(f):
+            self.failures += 1
+            self.error = f"cannot write {self.path}: {f.getErrorMessage()}"
+            self.log.failure("alarm {alarm} not stored ({what})", f, alarm=alarm_id, what=what)
+
+        def done(result):
+            self._pending.discard(d)
+            return result
+
+        d.addCallbacks(ok, failed)
+        d.addBoth(done)
+        return d
+
+    def insert(self, alarm):
+        if self.pool is None:
+            return defer.succeed(None)
+        row = alarm.row()
+        d = self.pool.runOperation(
+            f"INSERT OR REPLACE INTO alarms ({', '.join(COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(COLUMNS))})", tuple(row[c] for c in COLUMNS))
+        return self._track(d, "insert", alarm.id)
+
+    def update(self, alarm, *columns):
+        """Write ``columns`` of ``alarm`` (all but the id when none are named)."""
+        if self.pool is None:
+            return defer.succeed(None)
+        columns = columns or tuple(c for c in COLUMNS if c != "id")
+        d = self.pool.runOperation(
+            f"UPDATE alarms SET {', '.join(c + ' = ?' for c in columns)} WHERE id = ?",
+            tuple(getattr(alarm, c) for c in columns) + (alarm.id,))
+        return self._track(d, "update", alarm.id)
+
+    def update_many(self, alarms, *columns):
+        """One transaction for many alarms (the latest values at shutdown)."""
+        if self.pool is None or not alarms:
+            return defer.succeed(None)
+        rows = [tuple(getattr(a, c) for c in columns) + (a.id,) for a in alarms]
+        sql = f"UPDATE alarms SET {', '.join(c + ' = ?' for c in columns)} WHERE id = ?"
+        d = self.pool.runInteraction(lambda txn: txn.executemany(sql, rows))
+        return self._track(d, "update", f"{len(rows)} alarms")
+
+    def query(self, start_t, end_t, machine=None, limit=HISTORY_LIMIT):
+        """Deferred[list of :class:`Alarm`] active at some time in [start_t, end_t]."""
+        if self.pool is None:
+            return defer.fail(RuntimeError(f"alarm history unavailable: {self.error}"))
+        sql = (f"SELECT {', '.join(COLUMNS)} FROM alarms WHERE raised_t <= ? "
+               f"AND (cleared_t IS NULL OR cleared_t >= ?)")
+        args = [end_t, start_t]
+        if machine is not None:
+            sql += " AND machine = ?"
+            args.append(machine)
+        d = self.pool.runQuery(sql + " ORDER BY raised_t, id LIMIT ?", (*args, int(limit)))
+        d.addCallback(lambda rows: [Alarm(**dict(zip(COLUMNS, r))) for r in rows])
+        return d
+
+    def close(self):
+        """Deferred firing once pending writes are done and the pool is closed."""
+        pending = list(self._pending)
+        d = defer.DeferredList(pending, consumeErrors=True) if pending else defer.succeed(None)
+
+        def shut(_):
+            if self.pool is not None:
+                self.pool.close()
+                self.pool = None
+
+        return d.addCallback(shut)
