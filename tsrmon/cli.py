@@ -33,18 +33,32 @@ def _load(args):
     return load_config(path if os.path.exists(path) or args.config else None)
 
 
+def _progress_bar(done, total):
+    width = 40
+    frac = done / total if total else 1.0
+    bar = "#" * int(frac * width)
+    sys.stderr.write(f"\r[{bar:<{width}}] {frac * 100:5.1f}%")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
 def _rebuild(args):
     from tsrmon.store.tools import rebuild_stats
 
     config = _load(args)
-    return rebuild_stats(config, args.machine, args.date_from, args.date_to)
+    summary = rebuild_stats(config, args.machine, args.date_from, args.date_to, progress=_progress_bar)
+    print("rebuilt " + ", ".join(f"{k}: {v}" for k, v in summary.items()))
+    return 0
 
 
 def _backup(args):
     from tsrmon.store.tools import backup
 
     config = _load(args)
-    return backup(config, args.dest)
+    for path in backup(config, args.dest):
+        print(path)
+    return 0
 
 
 def _run(rest):
@@ -86,9 +100,11 @@ def main(argv=None):
     p.set_defaults(func=_backup)
 
     args = parser.parse_args(argv)
+    from tsrmon.store.tools import ToolError
+
     try:
-        return args.func(args) or 0
-    except ConfigError as e:
+        return args.func(args)
+    except (ConfigError, ToolError) as e:
         print(f"tsrmon: {e}", file=sys.stderr)
         return 2
 

@@ -53,25 +53,39 @@ class TsrmonService(OrderedMultiService):
 
     name = "tsrmon"
 
-    def __init__(self, config, reactor, handle_sighup=True):
+    def __init__(self, config, reactor, handle_signals=True):
         super().__init__(clock=reactor, stop_timeout=config["SERVER"]["SHUTDOWN_TIMEOUT"])
         self.config = config
         self.reactor = reactor
         self.rooms = {}
-        self.handle_sighup = handle_sighup
+        self.handle_signals = handle_signals
         self.demo = False
-        self._old_sighup = None
+        self._old_handlers = {}
 
     def startService(self):
         super().startService()
-        if self.handle_sighup and self.config.source:
-            self._old_sighup = signal.signal(
-                signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+        if self.handle_signals:
+            # The reactor's own SIGTERM handler makes twistd re-raise the
+            # signal after a clean stop (exit status -15); systemd and the
+            # operator expect 0 after a graceful shutdown, so we stop the
+            # reactor ourselves.
+            self._old_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._sigterm)
+            if self.config.source:
+                self._old_handlers[signal.SIGHUP] = signal.signal(
+                    signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+
+    def _sigterm(self, *_):
+        self.reactor.callFromThread(self._stop_reactor)
+
+    def _stop_reactor(self):
+        if self.reactor.running:
+            log.info("SIGTERM: shutting down")
+            self.reactor.stop()
 
     def stopService(self):
-        if self._old_sighup is not None:
-            signal.signal(signal.SIGHUP, self._old_sighup)
-            self._old_sighup = None
+        for signum, handler in self._old_handlers.items():
+            signal.signal(signum, handler)
+        self._old_handlers = {}
         return super().stopService()
 
     def reload(self):
