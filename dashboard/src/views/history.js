@@ -1,0 +1,108 @@
+// Hour/day/month/year statistics of one machine for a date range.
+
+import { downloadUrl, getJSON } from "../api.js";
+import { HistoryChart } from "../charts.js";
+import { rows as rowCount, t } from "../i18n.js";
+import { clear, h, num, serverClockKnown, serverDaysAgo, wallSeconds, wallText } from "../util.js";
+
+const LEVELS = ["hour", "day", "month", "year"];
+// The span the deployed app shows per level (today minus N days).
+const DEFAULT_DAYS = { hour: 2, day: 30, month: 365, year: 3650 };
+const MAX_TABLE_ROWS = 1000;
+
+function sensorOf(rowName, level) {
+  const suffix = `_${level}_avg`;
+  return rowName && rowName.endsWith(suffix) ? rowName.slice(0, -suffix.length) : String(rowName);
+}
+
+export function historyView(ctx, machineName, query) {
+  const { store } = ctx;
+  const level0 = LEVELS.includes(query.get("level")) ? query.get("level") : "hour";
+  const machine = h("select", { name: "machine" });
+  const level = h("select", { name: "level" }, LEVELS.map((l) => h("option", { value: l, selected: l === level0 }, t(l))));
+  const start = h("input", { type: "date", name: "start", value: query.get("start") || serverDaysAgo(DEFAULT_DAYS[level0]) });
+  const end = h("input", { type: "date", name: "end", value: query.get("end") || serverDaysAgo(0) });
+  const csv = h("a", { class: "csv", download: "", id: "history-csv" }, t("csv"));
+  const chartBox = h("div", { class: "chart history-chart" });
+  const out = h("div", { class: "history-rows", id: "history-rows" });
+  let chart = null;
+
+  const fillMachines = () => {
+    const names = [...store.machines.keys()].sort();
+    if (machineName && !names.includes(machineName)) names.unshift(machineName);
+    const current = machine.value || machineName;
+    clear(machine).append(...names.map((n) => h("option", { value: n, selected: n === current }, n)));
+  };
+  fillMachines();
+  const off = store.onChange(() => {
+    if (machine.options.length >= store.machines.size) return;
+    const had = machine.value;
+    fillMachines();
+    if (!had && machine.value) load();
+  });
+
+  level.addEventListener("change", () => { start.value = serverDaysAgo(DEFAULT_DAYS[level.value]); load(); });
+  machine.addEventListener("change", () => load());
+
+  async function load() {
+    const name = machine.value;
+    if (!name) return;
+    const lv = level.value;
+    const params = { machine: name, start: start.value, end: end.value };
+    history.replaceState(null, "", `#/h/${encodeURIComponent(name)}?level=${lv}&start=${start.value}&end=${end.value}`);
+    csv.href = downloadUrl(`stat/${lv}`, { ...params, format: "csv" });
+    csv.setAttribute("download", `${name}_${lv}_${start.value}_${end.value}.csv`);
+    if (chart) { chart.destroy(); chart = null; }
+    clear(chartBox);
+    if (start.value > end.value) { clear(out).append(h("p", { class: "error" }, t("bad_range"))); return; }
+    clear(out).append(h("p", { class: "muted" }, t("loading")));
+    let rows;
+    try {
+      rows = await getJSON(`stat/${lv}`, params);
+    } catch (e) {
+      clear(out).append(h("p", { class: "error" }, t("error", e.message)));
+      return;
+    }
+    clear(out);
+    rows = Array.isArray(rows) ? rows : [];
+    out.dataset.rows = String(rows.length);
+    if (!rows.length) { out.append(h("p", { class: "muted" }, t("no_rows"))); return; }
+    const series = {};
+    for (const r of rows) {
+      const sensor = sensorOf(r.name, lv);
+      const x = wallSeconds(r.time);
+      if (x === null) continue;
+      (series[sensor] || (series[sensor] = [])).push({ x, y: r.data === null ? null : Number(r.data) });
+    }
+    const x0 = wallSeconds(`${start.value} 00:00:00`);
+    const x1 = wallSeconds(`${end.value} 00:00:00`) + 86400;
+    chart = new HistoryChart(chartBox, { series, range: x0 !== null && x1 !== null ? [x0, x1] : null });
+    const sorted = rows.slice().sort((a, b) => (a.time < b.time ? 1 : a.time > b.time ? -1 : 0));
+    const shown = sorted.slice(0, MAX_TABLE_ROWS);
+    out.append(
+      h("p", { class: "muted" }, rows.length > shown.length ? t("showing", shown.length, rows.length) : rowCount(rows.length)),
+      h("div", { class: "table-scroll" }, h("table", { class: "rows stats" },
+        h("thead", {}, h("tr", {}, h("th", {}, t("time")), h("th", {}, t("sensor")), h("th", { class: "num" }, t("mean")),
+          h("th", { class: "num" }, t("min")), h("th", { class: "num" }, t("max")), h("th", { class: "num" }, t("rms")),
+          h("th", { class: "num" }, t("count")))),
+        h("tbody", {}, shown.map((r) => h("tr", { dataset: { row: "stat" } },
+          h("td", {}, wallText(r.time)), h("td", {}, sensorOf(r.name, lv)), h("td", { class: "num" }, num(r.data)),
+          h("td", { class: "num" }, num(r.min)), h("td", { class: "num" }, num(r.max)), h("td", { class: "num" }, num(r.rms)),
+          h("td", { class: "num" }, r.count === undefined ? "–" : String(r.count))))))));
+  }
+
+  const form = h("form", { class: "range", onsubmit: (e) => { e.preventDefault(); load(); } },
+    h("label", {}, t("machine"), " ", machine), h("label", {}, t("level"), " ", level),
+    h("label", {}, t("start"), " ", start), h("label", {}, t("end"), " ", end),
+    h("button", { type: "submit" }, t("load")), csv);
+  const el = h("div", { class: "view history" }, h("h1", {}, t("history")), form,
+    h("section", { class: "panel" }, chartBox, out));
+  // Once the server's calendar is known (at most 2 s) and the view is in the
+  // document (the chart needs its width).
+  serverClockKnown(2000).then(() => {
+    if (!query.get("start")) start.value = serverDaysAgo(DEFAULT_DAYS[level.value]);
+    if (!query.get("end")) end.value = serverDaysAgo(0);
+    load();
+  });
+  return { el, destroy() { off(); if (chart) chart.destroy(); } };
+}
