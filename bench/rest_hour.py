@@ -1,0 +1,127 @@
+"""Benchmark: /stat/hour over a year of hourly rows for 8 sensors, over real HTTP.
+
+    .venv/bin/python bench/rest_hour.py [--requests 200] [--sensors 8]
+
+Builds ``Bench.db`` (8760 hourly rows per sensor, the current layout) in a
+temporary folder, serves RestAPI from a subprocess (its own reactor, as the
+daemon would) and times the app's exact query
+``/stat/hour?machine=Bench&start=<today-365>&end=<today>`` from this
+process with a keep-alive HTTP client, to the last byte of the body.
+
+Reported: the first (cold) request, p50/p99 of warm requests, and p50/p99 of
+requests that follow a commit by another connection (the writer's upsert of
+the current hour every DATABASE.FLUSH seconds), which re-reads one month.
+The deployed server took p50 467 ms for this query on the same machine.
+"""
+
+import argparse
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+ZONE = "Asia/Seoul"
+
+
+def serve(folder):
+    from twisted.internet import reactor
+    from twisted.web.server import Site
+
+    from tests.web.conftest import make_config
+    from tsrmon.hub.machines import MachineHub
+    from tsrmon.store.reader import SQLiteReader
+    from tsrmon.web.rest import RestAPI
+
+    config = make_config(folder)
+    reader = SQLiteReader(config, reactor)
+    reader.startService()
+    api = RestAPI(config, reactor, MachineHub(config, reactor), reader)
+    port = reactor.listenTCP(0, Site(api.resource()), interface="127.0.0.1")
+    reactor.addSystemEventTrigger("before", "shutdown", reader.stopService)
+    print(f"PORT {port.getHost().port}", flush=True)
+    reactor.run()
+
+
+def pct(values, p):
+    values = sorted(values)
+    k = max(0, min(len(values) - 1, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--changed", type=int, default=30, help="requests after a commit")
+    ap.add_argument("--sensors", type=int, default=8)
+    ap.add_argument("--serve", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        return serve(args.serve)
+
+    import http.client
+
+    from tests.web.dbs import make_year_db
+
+    with tempfile.TemporaryDirectory() as folder:
+        db = os.path.join(folder, "db")
+        os.makedirs(db)
+        today = datetime.now(ZoneInfo(ZONE)).date()
+        start = today - timedelta(days=365)
+        path = os.path.join(db, "Bench.db")
+        t = time.perf_counter()
+        names = make_year_db(path, sensors=args.sensors, start=(today - timedelta(days=364)).isoformat())
+        print(f"built {path}: {args.sensors} sensors x 8760 hours in {time.perf_counter() - t:.1f} s")
+        server = subprocess.Popen([sys.executable, __file__, "--serve", folder], cwd=ROOT,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            port = int(server.stdout.readline().split()[1])
+            url = (f"http://127.0.0.1:{port}/stat/hour?machine=Bench"
+                   f"&start={start.isoformat()}&end={today.isoformat()}")
+            target = url.split(str(port), 1)[1]
+            client = http.client.HTTPConnection("127.0.0.1", port)  # keep-alive
+
+            def timed():
+                t0 = time.perf_counter()
+                client.request("GET", target)
+                r = client.getresponse()
+                body = r.read()
+                dt = time.perf_counter() - t0
+                assert r.status == 200, body[:200]
+                return dt, body
+
+            # The reader warms its hour cache at start; time a request before that ends.
+            cold, body = timed()
+            items = body.count(b'"name"')
+            print(f"response: {items} items, {len(body) / 1e6:.1f} MB")
+            warm = [timed()[0] for _ in range(args.requests)]
+            # Another connection commits (the writer's upsert of the current hour).
+            writer = sqlite3.connect(path)
+            changed = []
+            for i in range(args.changed):
+                writer.execute(f'UPDATE "{names[i % len(names)]}_hour_avg" SET count = count + 1 '
+                               f'WHERE id = (SELECT max(id) FROM "{names[i % len(names)]}_hour_avg")')
+                writer.commit()
+                changed.append(timed()[0])
+                timed()  # the other pool thread's connection notices the commit too
+            writer.close()
+            ms = 1e3
+            print(f"first request (during the start-up warm-up): {cold * ms:.0f} ms")
+            print(f"warm   n={len(warm)}: p50 {pct(warm, 50) * ms:.1f} ms, p99 {pct(warm, 99) * ms:.1f} ms, "
+                  f"mean {statistics.mean(warm) * ms:.1f} ms")
+            print(f"after a commit n={len(changed)}: p50 {pct(changed, 50) * ms:.1f} ms, "
+                  f"p99 {pct(changed, 99) * ms:.1f} ms")
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+if __name__ == "__main__":
+    main()

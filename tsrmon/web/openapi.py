@@ -1,0 +1,236 @@
+"""The OpenAPI 3.0 description of every REST route (served at ``/openapi.json``).
+
+Every 200 response has a schema with required keys and concrete types, so
+a client generator (and schemathesis) can trust it.  ``tests/web`` fails
+when a Klein route of :class:`tsrmon.web.rest.RestAPI` is missing here.
+"""
+
+import copy
+
+from tsrmon.store.schema import LEGACY_LEVELS
+
+MAX_MINUTES = 7 * 24 * 60
+# tsrmon.names: Unicode letters and digits, _ . -, 1-64 characters, not
+# starting with . or - (Python's \w is exactly "isalnum() or _").
+NAME_PATTERN = r"^\w[\w.-]{0,63}$"
+
+# Klein routes that are not REST (documented in docs/socketio.md instead).
+NOT_REST = frozenset({"/socket.io/", "/socket.io/{__rest__}"})
+
+
+def _ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema, description="OK"):
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _json_or_csv(schema):
+    return {"description": "OK (JSON, or CSV with `format=csv`)",
+            "content": {"application/json": {"schema": schema},
+                        "text/csv": {"schema": {"type": "string"}}}}
+
+
+_ERROR = _json(_ref("Error"), "Bad request: a missing or invalid parameter")
+_UNAUTHORIZED = _json(_ref("Error"), "Missing or invalid API token (only when AUTH.API_TOKENS is set)")
+
+_P = {
+    "machine": {"name": "machine", "in": "query", "required": True,
+                "description": "Machine name (APP.MACHINE_ALIASES apply, e.g. VacuumPump).",
+                "schema": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 64}},
+    "start": {"name": "start", "in": "query", "required": True,
+              "description": "First local date, inclusive (compared with DATE(time)).",
+              "schema": {"type": "string", "format": "date"}},
+    "end": {"name": "end", "in": "query", "required": True,
+            "description": "Last local date, inclusive.",
+            "schema": {"type": "string", "format": "date"}},
+    "opt_start": {"name": "start", "in": "query", "required": False,
+                  "description": "First local date (default: end minus 29 days).",
+                  "schema": {"type": "string", "format": "date"}},
+    "opt_end": {"name": "end", "in": "query", "required": False,
+                "description": "Last local date (default: today).",
+                "schema": {"type": "string", "format": "date"}},
+    "align": {"name": "align", "in": "query", "required": False,
+              "description": "Only bucket times that every sensor with data in the range has "
+                             "(the app pairs channels by index). Default true; false on /stat/minute.",
+              "schema": {"type": "string", "enum": ["true", "false"]}},
+    "format": {"name": "format", "in": "query", "required": False,
+               "description": "json (default) or csv (with Content-Disposition).",
+               "schema": {"type": "string", "enum": ["json", "csv"]}},
+    "level": {"name": "level", "in": "path", "required": True,
+              "schema": {"type": "string", "enum": list(LEGACY_LEVELS)}},
+    "minutes": {"name": "minutes", "in": "query", "required": False,
+                "description": "How many recent minutes (default 60; minute rows are kept 7 days).",
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_MINUTES}},
+}
+
+_NULLABLE_NUMBER = {"type": "number", "nullable": True}
+
+SCHEMAS = {
+    "Error": {
+        "type": "object", "required": ["error", "parameter"], "additionalProperties": False,
+        "properties": {"error": {"type": "string"},
+                       "parameter": {"type": "string", "nullable": True}},
+    },
+    "MachineList": {
+        "type": "object", "required": ["machine_list"], "additionalProperties": False,
+        "properties": {"machine_list": {"type": "array", "items": {"type": "string"}}},
+    },
+    "StatItem": {
+        "type": "object", "required": ["name", "time", "data"], "additionalProperties": False,
+        "description": "One bucket of one sensor. `min`, `max`, `rms`, `count` are absent for "
+                       "rows written by the deployed server.",
+        "properties": {
+            "name": {"type": "string", "description": "<sensor>_<level>_avg"},
+            "time": {"type": "string", "description": "Local bucket start as stored"},
+            "data": {"type": "number", "description": "Mean (of |x| for ABS sensor types)"},
+            "min": {"type": "number"}, "max": {"type": "number"}, "rms": {"type": "number"},
+            "count": {"type": "integer", "minimum": 1},
+        },
+    },
+    "AnomalyItem": {
+        "type": "object", "required": ["name", "time", "score", "threshold"],
+        "additionalProperties": False,
+        "properties": {"name": {"type": "string"}, "time": {"type": "string"},
+                       "score": {"type": "number"}, "threshold": {"type": "number"}},
+    },
+    "FaultItem": {
+        "type": "object", "required": ["name", "time", "score", "threshold", "over"],
+        "additionalProperties": False,
+        "properties": {"name": {"type": "string"}, "time": {"type": "string"},
+                       "t": {"type": "number"}, "score": {"type": "number"},
+                       "threshold": {"type": "number"}, "over": {"type": "boolean"}},
+    },
+    "Sensor": {
+        "type": "object", "required": ["name", "type"], "additionalProperties": False,
+        "properties": {"name": {"type": "string"}, "type": {"type": "string"}},
+    },
+    "MachineStatus": {
+        "type": "object",
+        "required": ["machine", "connected", "peer", "connected_since", "disconnected_at",
+                     "last_frame", "sensors", "frames", "samples", "faults", "bytes",
+                     "refused_frames", "dropped_nonfinite", "dropped_sensors", "dropped_bytes",
+                     "paused_seconds", "connects", "takeovers", "frames_per_second"],
+        "properties": {
+            "machine": {"type": "string"}, "connected": {"type": "boolean"},
+            "peer": {"type": "string", "nullable": True},
+            "connected_since": _NULLABLE_NUMBER, "disconnected_at": _NULLABLE_NUMBER,
+            "last_frame": _NULLABLE_NUMBER,
+            "sensors": {"type": "array", "items": _ref("Sensor")},
+            "frames": {"type": "integer"}, "samples": {"type": "integer"},
+            "faults": {"type": "integer"}, "bytes": {"type": "integer"},
+            "refused_frames": {"type": "integer"}, "dropped_nonfinite": {"type": "integer"},
+            "dropped_sensors": {"type": "integer"}, "dropped_bytes": {"type": "integer"},
+            "paused_seconds": {"type": "number"}, "connects": {"type": "integer"},
+            "takeovers": {"type": "integer"}, "frames_per_second": {"type": "number"},
+        },
+    },
+    "Machines": {
+        "type": "object", "required": ["machines", "time"], "additionalProperties": False,
+        "properties": {"machines": {"type": "array", "items": _ref("MachineStatus")},
+                       "time": {"type": "number"}},
+    },
+    "Notifications": {
+        "type": "object", "required": ["enabled", "notifications"], "additionalProperties": False,
+        "properties": {"enabled": {"type": "boolean"},
+                       "notifications": {"type": "array", "items": {"type": "object"}}},
+    },
+    "Health": {
+        "type": "object", "required": ["ok", "time", "checks"], "additionalProperties": False,
+        "properties": {
+            "ok": {"type": "boolean"}, "time": {"type": "number"},
+            "checks": {"type": "object", "additionalProperties": {
+                "type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}}},
+        },
+    },
+    "Index": {
+        "type": "object", "required": ["name", "openapi", "routes"], "additionalProperties": False,
+        "properties": {"name": {"type": "string"}, "openapi": {"type": "string"},
+                       "routes": {"type": "array", "items": {"type": "string"}}},
+    },
+}
+
+
+def _get(summary, parameters, ok, description=None, extra=None):
+    op = {"summary": summary, "parameters": [copy.deepcopy(_P[p]) for p in parameters],
+          "responses": {"200": ok, "401": _UNAUTHORIZED}}
+    if parameters:
+        op["responses"]["400"] = _ERROR
+    if description:
+        op["description"] = description
+    if extra:
+        op["responses"].update(extra)
+    return {"get": op}
+
+
+def _array(name):
+    return {"type": "array", "items": _ref(name)}
+
+
+PATHS = {
+    "/": _get("Index of the routes", [], _json(_ref("Index"))),
+    "/sio/machineList": _get(
+        "Machines whose DAQ is connected now (deployed shape, leading '/')", [],
+        _json(_ref("MachineList"))),
+    "/stat/machineList": _get(
+        "Machines that have a database file", ["format"], _json_or_csv(_ref("MachineList"))),
+    "/stat/{level}": _get(
+        "Hour, day, month or year statistics of a machine (deployed shape plus extras)",
+        ["level", "machine", "start", "end", "align", "format"], _json_or_csv(_array("StatItem")),
+        "Every sensor table in creation order, each table's rows by time. NULL rows are never "
+        "served; duplicate times are served once (docs/storage.md)."),
+    "/stat/minute": _get(
+        "Recent minute statistics of a machine", ["machine", "minutes", "align", "format"],
+        _json_or_csv(_array("StatItem"))),
+    "/stat/anomaly": _get(
+        "Anomalies (score > threshold) of a machine, oldest first",
+        ["machine", "start", "end", "format"], _json_or_csv(_array("AnomalyItem"))),
+    "/stat/anomaly/all": _get(
+        "Anomalies of every machine, newest first", ["start", "end", "format"],
+        _json_or_csv(_array("AnomalyItem"))),
+    "/stat/faults": _get(
+        "Every FaultDetect of a machine (over threshold or not), oldest first",
+        ["machine", "start", "end", "format"], _json_or_csv(_array("FaultItem"))),
+    "/machines": _get("Live status of every machine the hub knows", [], _json(_ref("Machines"))),
+    "/notifications": _get(
+        "Notification history (empty and enabled=false without a notifier)",
+        ["opt_start", "opt_end"], _json(_ref("Notifications"))),
+    "/healthz": _get(
+        "Health of the DAQ listener, the database writer and the notifier (no token needed)", [],
+        _json(_ref("Health")), extra={"503": _json(_ref("Health"), "Unhealthy")}),
+    "/metrics": _get(
+        "Prometheus metrics", [],
+        {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}),
+    "/openapi.json": _get("This document", [], _json({"type": "object", "required": ["openapi", "paths"]})),
+}
+PATHS["/healthz"]["get"]["security"] = []
+del PATHS["/healthz"]["get"]["responses"]["401"]
+
+STATIC_PATHS = frozenset(p for p in PATHS if "{" not in p)
+
+
+def spec(config=None):
+    doc = {
+        "openapi": "3.0.3",
+        "info": {"title": "tsrmon REST API", "version": "1",
+                 "description": "Drop-in replacement of the deployed TSR monitoring server's REST "
+                                "API, with fixes and additions (docs/api.md)."},
+        "paths": copy.deepcopy(PATHS),
+        "components": {
+            "schemas": copy.deepcopy(SCHEMAS),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "token": {"type": "apiKey", "in": "query", "name": "token"},
+            },
+        },
+        # Tokens are optional (AUTH.API_TOKENS); the empty requirement says so.
+        "security": [{}, {"bearer": []}, {"token": []}],
+    }
+    return doc
+
+
+def klein_path(rule):
+    """A werkzeug rule text → its OpenAPI path (``/stat/<string:level>`` → ``/stat/{level}``)."""
+    import re
+    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule)

@@ -1,0 +1,446 @@
+"""The REST API: the deployed app's eight endpoints (fixed) and the additions.
+
+:class:`RestAPI` holds its dependencies; its Klein routes are methods.
+:meth:`RestAPI.resource` is the root resource of the one HTTP site on
+SERVER.PORT (REST, ``/socket.io/``), wrapped by :class:`tsrmon.web.gate.Gate`
+for CORS and API tokens.  See ``docs/api.md`` for every route.
+"""
+
+import csv
+import io
+import math
+import re
+import urllib.parse
+from datetime import date, datetime, time as dtime, timedelta
+from zoneinfo import ZoneInfo
+
+import orjson
+from klein import Klein
+from twisted.internet import defer
+from twisted.logger import Logger
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+
+from tsrmon.names import name_problem
+from tsrmon.store import schema
+from tsrmon.store.reader import align_series
+from tsrmon.web import openapi
+from tsrmon.web.gate import CorsPolicy, Gate, TokenCheck, error_body
+from tsrmon.web.metrics import CONTENT_TYPE as METRICS_TYPE, RestMetrics
+
+JSON = b"application/json"
+CSV = b"text/csv; charset=utf-8"
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}$")
+MAX_MINUTES = 7 * 24 * 60  # minute rows are kept 7 days (docs/storage.md)
+DEFAULT_NOTIFICATION_DAYS = 30
+
+
+class BadParameter(Exception):
+    """A 400 answer: ``{"error": message, "parameter": name}``."""
+
+    def __init__(self, parameter, message):
+        super().__init__(message)
+        self.parameter = parameter
+        self.message = message
+
+
+def parse_date(text):
+    """``YYYY-MM-DD``, or a datetime text at exactly midnight (as FastAPI accepted)."""
+    text = text.strip()
+    if _ISO_DATE.match(text):
+        return date.fromisoformat(text)
+    dt = datetime.fromisoformat(text)
+    if (dt.hour, dt.minute, dt.second, dt.microsecond) != (0, 0, 0, 0):
+        raise ValueError("a datetime must be exactly midnight")
+    return dt.date()
+
+
+def _csv_bytes(header, rows):
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def _content_disposition(stem):
+    ascii_name = re.sub(r"[^A-Za-z0-9_.-]", "_", stem) + ".csv"
+    utf8 = urllib.parse.quote(stem + ".csv", safe="")
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{utf8}".encode("ascii")
+
+
+def _route_label(path):
+    """A bounded label for request metrics."""
+    if path.startswith(b"/socket.io"):
+        return "/socket.io/"
+    p = path.decode("utf-8", "replace")
+    if p in openapi.STATIC_PATHS:
+        return p
+    if p.startswith("/stat/"):
+        return "/stat/{level}"
+    return "other"
+
+
+class RestAPI:
+    """The HTTP routes.  Construct once; :meth:`resource` for the Site."""
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, config, clock, hub, reader, live=None, notifier=None, health=None,
+                 counters=None):
+        self.config = config
+        self.clock = clock
+        self.hub = hub
+        self.reader = reader
+        self.live = live
+        self.notifier = notifier
+        self.health = health or {}
+        self.metrics = RestMetrics(hub, counters)
+        self._rates = {}  # machine -> (t, frames, frames_per_second)
+        self._gates = []
+
+    def reconfigure(self, config):
+        """SIGHUP: aliases, CORS origins and tokens take effect for new requests."""
+        self.config = config
+        for gate in self._gates:
+            gate.cors = CorsPolicy(config["SERVER"]["CORS_ORIGINS"])
+            gate.tokens = TokenCheck(config["AUTH"]["API_TOKENS"])
+
+    def resource(self):
+        """The root resource of the HTTP site (REST and ``/socket.io/``)."""
+        gate = Gate(self.app.resource(), CorsPolicy(self.config["SERVER"]["CORS_ORIGINS"]),
+                    TokenCheck(self.config["AUTH"]["API_TOKENS"]), self._observe)
+        self._gates.append(gate)
+        return gate
+
+    def _observe(self, request, seconds):
+        self.metrics.observe(_route_label(request.path), request.code, seconds)
+
+    # -- helpers ---------------------------------------------------------
+    @staticmethod
+    def _json(request, obj, code=200):
+        request.setResponseCode(code)
+        request.setHeader(b"Content-Type", JSON)
+        # default=str: a room's health or history detail that is not JSON
+        # (an exception, a path object) is shown as text rather than a 500.
+        return orjson.dumps(obj, default=str)
+
+    @staticmethod
+    def _arg(request, name):
+        values = request.args.get(name.encode("ascii"))
+        if not values:
+            return None
+        try:
+            return values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadParameter(name, f"{name} is not valid UTF-8") from None
+
+    def _date(self, request, name, required=True, default=None):
+        text = self._arg(request, name)
+        if text is None:
+            if required:
+                raise BadParameter(name, f"missing {name} (a date, YYYY-MM-DD)")
+            return default
+        try:
+            return parse_date(text)
+        except ValueError:
+            raise BadParameter(name, f"{name} is not a date (YYYY-MM-DD): {text!r}") from None
+
+    def _range(self, request, required=True):
+        start = self._date(request, "start", required)
+        end = self._date(request, "end", required)
+        if start is not None and end is not None and start > end:
+            raise BadParameter("start", f"start ({start}) is after end ({end})")
+        return (start.isoformat() if start else None), (end.isoformat() if end else None)
+
+    def _machine(self, request):
+        name = self._arg(request, "machine")
+        if name is None or name == "":
+            raise BadParameter("machine", "missing machine")
+        name = self.config["APP"]["MACHINE_ALIASES"].get(name, name)
+        problem = name_problem(name)
+        if problem is not None:
+            raise BadParameter("machine", f"invalid machine name: {problem}")
+        return name
+
+    def _bool(self, request, name, default):
+        text = self._arg(request, name)
+        if text is None:
+            return default
+        if text == "true":
+            return True
+        if text == "false":
+            return False
+        raise BadParameter(name, f"{name} must be true or false, got {text!r}")
+
+    def _format(self, request):
+        fmt = self._arg(request, "format")
+        if fmt is None:
+            return "json"
+        if fmt not in ("json", "csv"):
+            raise BadParameter("format", f"format must be json or csv, got {fmt!r}")
+        return fmt
+
+    def _csv(self, request, stem, header, rows):
+        request.setHeader(b"Content-Type", CSV)
+        request.setHeader(b"Content-Disposition", _content_disposition(stem))
+        return _csv_bytes(header, rows)
+
+    def _zone(self):
+        return ZoneInfo(self.config["TIME"]["ZONE"])
+
+    def _today(self):
+        return datetime.fromtimestamp(self.clock.seconds(), self._zone()).date()
+
+    def _epoch(self, day):
+        """Local midnight of ``day`` as epoch seconds."""
+        return datetime.combine(day, dtime(0), self._zone()).timestamp()
+
+    # -- errors ----------------------------------------------------------
+    @app.handle_errors(BadParameter)
+    def _bad_parameter(self, request, failure):
+        e = failure.value
+        request.setResponseCode(400)
+        request.setHeader(b"Content-Type", JSON)
+        return error_body(e.message, e.parameter)
+
+    @app.handle_errors(NotFound)
+    def _not_found(self, request, failure):
+        request.setResponseCode(404)
+        request.setHeader(b"Content-Type", JSON)
+        return error_body(f"no such route: {request.path.decode('utf-8', 'replace')}", None)
+
+    @app.handle_errors(MethodNotAllowed)
+    def _not_allowed(self, request, failure):
+        request.setResponseCode(405)
+        request.setHeader(b"Content-Type", JSON)
+        request.setHeader(b"Allow", b"GET, HEAD, OPTIONS")
+        return error_body(f"method {request.method.decode('ascii', 'replace')} not allowed", None)
+
+    @app.handle_errors
+    def _internal(self, request, failure):
+        if failure.check(HTTPException):  # e.g. a redirect to add a trailing slash
+            he = failure.value
+            request.setResponseCode(he.code)
+            for header, value in he.get_response({}).headers:
+                if header.lower() == "location":
+                    request.setHeader(b"Location", value.encode("utf-8"))
+            request.setHeader(b"Content-Type", JSON)
+            return error_body(he.description or he.name, None)
+        self.log.failure("{method} {uri} failed", failure,
+                         method=request.method.decode("ascii", "replace"),
+                         uri=request.uri.decode("utf-8", "replace"))
+        request.setResponseCode(500)
+        request.setHeader(b"Content-Type", JSON)
+        return error_body("internal error (logged)", None)
+
+    # -- index, live mount -----------------------------------------------
+    @app.route("/", methods=["GET"])
+    def index(self, request):
+        return self._json(request, {
+            "name": "tsrmon",
+            "openapi": "/openapi.json",
+            "routes": sorted(openapi.STATIC_PATHS | {"/stat/{level}"}),
+        })
+
+    @app.route("/socket.io/", branch=True)
+    def socketio(self, request):
+        if self.live is None:
+            raise NotFound()
+        return self.live.resource()
+
+    # -- deployed endpoints ----------------------------------------------
+    @app.route("/sio/machineList", methods=["GET"])
+    def sio_machine_list(self, request):
+        names = sorted(m.name for m in self.hub.machines.values() if m.connected)
+        return self._json(request, {"machine_list": ["/" + n for n in names]})
+
+    @app.route("/stat/machineList", methods=["GET"])
+    @defer.inlineCallbacks
+    def stat_machine_list(self, request):
+        fmt = self._format(request)
+        names = yield self.reader.machines()
+        if fmt == "csv":
+            return self._csv(request, "machines", ["machine"], [[n] for n in names])
+        return self._json(request, {"machine_list": names})
+
+    @app.route("/stat/anomaly", methods=["GET"])
+    @defer.inlineCallbacks
+    def stat_anomaly(self, request):
+        machine = self._machine(request)
+        start, end = self._range(request)
+        fmt = self._format(request)
+        rows = yield self.reader.anomalies(machine, start, end)
+        return self._anomaly_answer(request, rows, fmt, f"{machine}_anomaly_{start}_{end}")
+
+    @app.route("/stat/anomaly/all", methods=["GET"])
+    @defer.inlineCallbacks
+    def stat_anomaly_all(self, request):
+        start, end = self._range(request)
+        fmt = self._format(request)
+        rows = yield self.reader.all_anomalies(start, end)
+        return self._anomaly_answer(request, rows, fmt, f"anomaly_{start}_{end}")
+
+    def _anomaly_answer(self, request, rows, fmt, stem):
+        # The deployed server swapped these two; here score is the score.
+        if fmt == "csv":
+            return self._csv(request, stem, ["name", "time", "score", "threshold"],
+                             [list(r) for r in rows])
+        return self._json(request, [{"name": m, "time": t, "score": s, "threshold": th}
+                                    for m, t, s, th in rows])
+
+    @app.route("/stat/<string:level>", methods=["GET"])
+    @defer.inlineCallbacks
+    def stat_level(self, request, level):
+        if level not in schema.LEGACY_LEVELS:
+            raise BadParameter("level", f"unknown level {level!r} (one of {', '.join(schema.LEGACY_LEVELS)}, "
+                                        "or /stat/minute)")
+        machine = self._machine(request)
+        start, end = self._range(request)
+        align = self._bool(request, "align", True)
+        fmt = self._format(request)
+        render = _stat_csv if fmt == "csv" else _stat_json
+        body = yield self.reader.stats(machine, level, start, end, align, then=render)
+        if fmt == "csv":
+            request.setHeader(b"Content-Disposition",
+                              _content_disposition(f"{machine}_{level}_{start}_{end}"))
+        request.setHeader(b"Content-Type", CSV if fmt == "csv" else JSON)
+        return body
+
+    @app.route("/stat/minute", methods=["GET"])
+    @defer.inlineCallbacks
+    def stat_minute(self, request):
+        machine = self._machine(request)
+        text = self._arg(request, "minutes")
+        minutes = 60
+        if text is not None:
+            try:
+                minutes = int(text)
+            except ValueError:
+                raise BadParameter("minutes", f"minutes must be an integer, got {text!r}") from None
+            if not 1 <= minutes <= MAX_MINUTES:
+                raise BadParameter("minutes", f"minutes must be between 1 and {MAX_MINUTES}")
+        align = self._bool(request, "align", False)
+        fmt = self._format(request)
+        now = self.clock.seconds()
+        # The current minute is included (its row grows until it closes).
+        since = (math.floor(now / 60) - minutes + 1) * 60
+
+        def render(series):
+            if align:
+                series = align_series(series, "minute")
+            return (_stat_csv if fmt == "csv" else _stat_json)(series)
+
+        body = yield self.reader.minutes(machine, since, None, then=render)
+        if fmt == "csv":
+            request.setHeader(b"Content-Disposition", _content_disposition(f"{machine}_minute_last{minutes}"))
+        request.setHeader(b"Content-Type", CSV if fmt == "csv" else JSON)
+        return body
+
+    @app.route("/stat/faults", methods=["GET"])
+    @defer.inlineCallbacks
+    def stat_faults(self, request):
+        machine = self._machine(request)
+        start, end = self._range(request)
+        fmt = self._format(request)
+        rows = yield self.reader.faults(machine, start, end)
+        if fmt == "csv":
+            return self._csv(request, f"{machine}_faults_{start}_{end}",
+                             ["name", "time", "t", "score", "threshold", "over"],
+                             [[machine, t, ep, s, th, int(s > th)] for t, ep, s, th in rows])
+        out = []
+        for t, ep, s, th in rows:
+            item = {"name": machine, "time": t, "score": s, "threshold": th, "over": s > th}
+            if ep is not None:
+                item["t"] = ep
+            out.append(item)
+        return self._json(request, out)
+
+    # -- additions ---------------------------------------------------------
+    @app.route("/machines", methods=["GET"])
+    def machines(self, request):
+        now = self.clock.seconds()
+        out = []
+        for m in sorted(self.hub.machines.values(), key=lambda m: m.name):
+            st = m.status()
+            st["sensors"] = [{"name": n, "type": t} for n, t in st["sensors"].items()]
+            st["frames_per_second"] = self._rate(m, now)
+            out.append(st)
+        return self._json(request, {"machines": out, "time": float(now)})
+
+    def _rate(self, machine, now):
+        """Frames per second since the previous look (at least 1 s apart)."""
+        prev = self._rates.get(machine.name)
+        if prev is None:
+            since = machine.connected_since
+            rate = machine.frames / (now - since) if since is not None and now - since >= 1 else 0.0
+            self._rates[machine.name] = (now, machine.frames, float(rate))
+            return float(rate)
+        t, frames, rate = prev
+        if now - t >= 1:
+            rate = max(machine.frames - frames, 0) / (now - t)
+            self._rates[machine.name] = (now, machine.frames, float(rate))
+        return float(rate) if machine.connected else 0.0
+
+    @app.route("/notifications", methods=["GET"])
+    @defer.inlineCallbacks
+    def notifications(self, request):
+        today = self._today()
+        end = self._date(request, "end", required=False, default=today)
+        start = self._date(request, "start", required=False,
+                           default=end - timedelta(days=DEFAULT_NOTIFICATION_DAYS - 1))
+        if start > end:
+            raise BadParameter("start", f"start ({start}) is after end ({end})")
+        if self.notifier is None:
+            return self._json(request, {"enabled": False, "notifications": []})
+        items = yield self.notifier.history(self._epoch(start), self._epoch(end + timedelta(days=1)))
+        return self._json(request, {"enabled": True, "notifications": list(items or [])})
+
+    @app.route("/healthz", methods=["GET"])
+    def healthz(self, request):
+        checks = {}
+        ok = True
+        for name, check in sorted(self.health.items()):
+            try:
+                result = check()
+                if not isinstance(result, dict):
+                    result = {"ok": bool(result)}
+            except Exception as e:
+                self.log.failure("health check {name} raised", name=name)
+                result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            result = dict(result)
+            result["ok"] = bool(result.get("ok"))
+            ok = ok and result["ok"]
+            checks[name] = result
+        return self._json(request, {"ok": ok, "time": float(self.clock.seconds()), "checks": checks},
+                          200 if ok else 503)
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request):
+        request.setHeader(b"Content-Type", METRICS_TYPE)
+        return self.metrics.render()
+
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi_json(self, request):
+        return self._json(request, openapi.spec(self.config))
+
+
+def _stat_json(series):
+    # One join, one copy of a body that can be 10 MB.
+    parts = [b"["]
+    for s in series:
+        for f in s.json_fragments():
+            if f:
+                parts.append(f)
+                parts.append(b",")
+    parts[-1] = b"]" if len(parts) > 1 else b"[]"
+    return b"".join(parts)
+
+
+def _stat_csv(series):
+    rows = []
+    for s in series:
+        for t, data, mn, mx, rms, count in s.items():
+            rows.append([s.name, t, data, "" if mn is None else mn, "" if mx is None else mx,
+                         "" if rms is None else rms, "" if count is None else count])
+    return _csv_bytes(["name", "time", "data", "min", "max", "rms", "count"], rows)
