@@ -221,6 +221,7 @@ SCHEMA = {
     "DATABASE": {
         "PATH": ("db", _str, True),
         "FLUSH": (10, _number(0.1, 3600), False),
+        "MINUTE_RETENTION_DAYS": (7, _int(1, 3650), False),
     },
     "DATA": {
         "PATH": ("data", _str, True),

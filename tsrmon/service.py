@@ -182,7 +182,8 @@ def makeService(config, reactor=None, demo=False, lock=True):
     rooms["logfile"] = LogFileService(config)
     hub = rooms["hub"] = MachineHub(config, reactor)
     hub.remember(known_machines(config["DATABASE"]["PATH"]))
-    store = rooms["store"] = SQLiteStore(config, reactor, hub)
+    store = rooms["store"] = SQLiteStore(
+        config, reactor, hub, minute_retention_days=config["DATABASE"]["MINUTE_RETENTION_DAYS"])
     raw = rooms["raw"] = RawCSVService(config, reactor, reactor)
     stats = rooms["stats"] = StatsService(config, reactor, hub, store)
     notifier = rooms["notifier"] = NotifierService(config, reactor, reactor)
