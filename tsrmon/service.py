@@ -188,7 +188,13 @@ def makeService(config, reactor=None, demo=False, lock=True):
     stats = rooms["stats"] = StatsService(config, reactor, hub, store)
     notifier = rooms["notifier"] = NotifierService(config, reactor, reactor)
     reader = rooms["reader"] = SQLiteReader(config, reactor)
-    live = rooms["live"] = LiveService(config, reactor, hub, history=reader.recent_minutes)
+
+    def live_history(machine):
+        # Enough stored minutes to refill LIVE.CACHE updates after a restart.
+        span = max(config["LIVE"]["INTERVAL"], 60.0) * (config["LIVE"]["CACHE"] + 1)
+        return reader.recent_minutes(machine, reactor.seconds() - span)
+
+    live = rooms["live"] = LiveService(config, reactor, hub, history=live_history)
     daq = rooms["daq"] = DAQListenerService(config, hub, reactor)
 
     hub.stats = stats

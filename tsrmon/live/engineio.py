@@ -1,0 +1,873 @@
+"""Engine.IO v4 server: sessions, HTTP long-polling and the WebSocket transport.
+
+One :class:`EngineServer` owns the sessions of one endpoint (``/socket.io/``).
+:meth:`EngineServer.resource` is an ``isLeaf`` twisted.web resource: requests
+with ``Upgrade: websocket`` go to Autobahn (``WebSocketResource`` hijacks the
+HTTP connection), every other request is long-polling answered here.  It works
+mounted with ``putChild`` or returned from a Klein ``branch=True`` route.
+
+A session's messages reach its *handler* (the Socket.IO layer or the
+conformance echo) through ``on_message(data)`` / ``on_close(reason)``.
+Outgoing packets are ``str`` (a text Engine.IO packet, type digit first),
+``bytes`` (a binary message) or :class:`Outgoing` (a text packet serialised
+once for a broadcast).  Each session's send queue is bounded by
+``max_queue``; a client that cannot keep up is dropped, so a stalled socket
+never grows memory or slows the others.
+"""
+
+import base64
+import binascii
+import hmac
+import os
+import struct
+from collections import deque
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from tsrmon.live.packets import dumps
+
+# Engine.IO error codes (engine.io server.ts) and their HTTP status.
+TRANSPORT_UNKNOWN = 0
+UNKNOWN_SID = 1
+BAD_HANDSHAKE_METHOD = 2
+BAD_REQUEST = 3
+FORBIDDEN = 4
+UNSUPPORTED_PROTOCOL_VERSION = 5
+ERROR_MESSAGES = {
+    TRANSPORT_UNKNOWN: "Transport unknown",
+    UNKNOWN_SID: "Session ID unknown",
+    BAD_HANDSHAKE_METHOD: "Bad handshake method",
+    BAD_REQUEST: "Bad request",
+    FORBIDDEN: "Forbidden",
+    UNSUPPORTED_PROTOCOL_VERSION: "Unsupported protocol version",
+}
+
+RS = "\x1e"  # v4 polling payload separator
+
+
+class Outgoing:
+    """A text packet shared by many sessions: encoded and framed once."""
+
+    __slots__ = ("text", "_frame")
+
+    def __init__(self, text):
+        self.text = text
+        self._frame = None
+
+    def frame(self):
+        """The complete WebSocket text frame (built on first use)."""
+        if self._frame is None:
+            self._frame = ws_frame(self.text.encode("utf-8"), 0x1)
+        return self._frame
+
+
+def ws_frame(payload, opcode):
+    """One unmasked, unfragmented server WebSocket frame (RFC 6455 §5.2)."""
+    n = len(payload)
+    if n < 126:
+        head = struct.pack("!BB", 0x80 | opcode, n)
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+    return head + payload
+
+
+def utf16_len(text):
+    """JS string length: UTF-16 code units (EIO3 length prefixes count these)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def encode_payload_v3(packets):
+    """EIO3 polling payload: ``<len>:<packet>`` each, binary as ``b4<base64>``.
+
+    Binary always travels base64-encoded: clients that did not ask for
+    ``b64=1`` (browsers with XHR2) still decode it.
+    """
+    parts = []
+    for p in packets:
+        if isinstance(p, Outgoing):
+            p = p.text
+        elif not isinstance(p, str):
+            p = "b4" + base64.b64encode(p).decode("ascii")
+        parts.append(f"{utf16_len(p)}:{p}")
+    return "".join(parts)
+
+
+def decode_payload_v3(body, binary):
+    """Packets (str, or bytes for binary messages) of an EIO3 POST; None if malformed."""
+    out = []
+    if binary:
+        # XHR2 binary payload: 0|1, length as digit bytes, 0xFF, packet.
+        i, n = 0, len(body)
+        while i < n:
+            kind = body[i]
+            j = body.find(b"\xff", i + 1)
+            if kind not in (0, 1) or j < 0 or j - i - 1 > 10 or any(d > 9 for d in body[i + 1:j]):
+                return None
+            length = int("".join(str(d) for d in body[i + 1:j]) or "x") if j > i + 1 else None
+            if length is None:
+                return None
+            packet = body[j + 1:j + 1 + length]
+            if len(packet) != length:
+                return None
+            i = j + 1 + length
+            if kind == 0:
+                try:
+                    out.append(packet.decode("utf-8"))
+                except UnicodeDecodeError:
+                    return None
+            elif packet[:1] == b"\x04":
+                out.append(packet[1:])
+            else:
+                return None
+        return out
+    try:
+        units = body.decode("utf-8").encode("utf-16-le")
+    except UnicodeDecodeError:
+        return None
+    i, n = 0, len(units)
+    while i < n:
+        j = units.find(b":\x00", i)
+        if j < 0 or (j - i) % 2:
+            return None
+        digits = units[i:j].decode("utf-16-le")
+        if not digits.isdigit():
+            return None
+        end = j + 2 + 2 * int(digits)
+        if end > n:
+            return None
+        packet = units[j + 2:end].decode("utf-16-le", "surrogatepass")
+        i = end
+        if packet[:2] == "b4":
+            try:
+                out.append(base64.b64decode(packet[2:], validate=True))
+            except (binascii.Error, ValueError):
+                return None
+        else:
+            out.append(packet)
+    return out
+
+
+def new_sid():
+    """20 url-safe characters from 15 random bytes."""
+    return base64.urlsafe_b64encode(os.urandom(15)).decode("ascii")
+
+
+class EngineServer:
+    """The sessions of one Engine.IO endpoint and their timing rules."""
+
+    log = Logger()
+
+    def __init__(self, clock, handler_factory, *, ping_interval=25.0, ping_timeout=20.0,
+                 max_payload=1_000_000, upgrade_timeout=10.0, max_queue=1000,
+                 cors_origins=("*",), tokens=(), name="socket.io", counters=None,
+                 allow_eio3=False):
+        self.clock = clock
+        self.handler_factory = handler_factory
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_payload = max_payload
+        self.upgrade_timeout = upgrade_timeout
+        self.max_queue = max_queue
+        self.cors_origins = list(cors_origins)
+        self.tokens = [t.encode("utf-8") for t in tokens]
+        self.name = name
+        self.allow_eio3 = allow_eio3
+        self.sessions = {}
+        self.counters = counters if counters is not None else {}
+        for key in ("sessions_opened", "sessions_closed", "dropped_slow_clients",
+                    "ping_timeouts", "upgrades", "packets_sent", "bad_requests"):
+            self.counters.setdefault(key, 0)
+        self.factory = WebSocketServerFactory()
+        self.factory.protocol = EngineWebSocket
+        self.factory.engine = self
+        self.factory.setProtocolOptions(
+            maxMessagePayloadSize=max_payload,
+            maxFramePayloadSize=max_payload,
+            openHandshakeTimeout=10,
+            closeHandshakeTimeout=2,
+            failByDrop=False,  # send the 1009 close frame on an oversized message
+        )
+        self._ws_resource = WebSocketResource(self.factory)
+        self.accepting = True
+
+    def resource(self):
+        return EngineResource(self)
+
+    # -- tokens ------------------------------------------------------------
+    def token_ok(self, token):
+        if isinstance(token, str):
+            token = token.encode("utf-8")
+        if not isinstance(token, bytes):
+            return False
+        ok = False
+        for expected in self.tokens:
+            ok |= hmac.compare_digest(token, expected)
+        return ok
+
+    def request_token(self, headers_get, query_get):
+        """The token a handshake carries (Authorization: Bearer or ?token=)."""
+        auth = headers_get("authorization")
+        if auth:
+            scheme, _, value = auth.partition(" ")
+            if scheme.lower() == "bearer" and value.strip():
+                return value.strip()
+            return ""
+        return query_get("token")
+
+    # -- sessions ----------------------------------------------------------
+    def protocol_of(self, eio):
+        """4, 3 (only with allow_eio3; a missing EIO counts as 3, as in JS) or None."""
+        if eio == "4":
+            return 4
+        if eio in (None, "3") and self.allow_eio3:
+            return 3
+        return None
+
+    def open_session(self, websocket=None, authenticated=False, query=None, protocol=4):
+        sid = new_sid()
+        while sid in self.sessions:
+            sid = new_sid()
+        session = EngineSession(self, sid, websocket, authenticated, query or {}, protocol)
+        self.sessions[sid] = session
+        self.counters["sessions_opened"] += 1
+        session.start()
+        return session
+
+    def get_session(self, sid):
+        """The live session for ``sid``, or None (unknown, closed or timed out)."""
+        session = self.sessions.get(sid)
+        if session is not None and session.expired():
+            session.close("ping timeout")
+            return None
+        return session
+
+    def transport_counts(self):
+        polling = websocket = 0
+        for s in self.sessions.values():
+            if s.ws is not None:
+                websocket += 1
+            else:
+                polling += 1
+        return polling, websocket
+
+    def close_all(self, reason="server shutting down"):
+        self.accepting = False
+        for session in list(self.sessions.values()):
+            session.close(reason)
+
+
+class EngineSession:
+    """One Engine.IO client, whichever transport currently carries it."""
+
+    log = Logger()
+
+    def __init__(self, server, sid, websocket, authenticated, query, protocol=4):
+        self.server = server
+        self.protocol = protocol  # Engine.IO revision: 4, or 3 for old clients
+        self.clock = server.clock
+        self.sid = sid
+        self.authenticated = authenticated
+        self.query = query
+        self.ws = websocket  # the active WebSocket protocol (None while polling)
+        self.probe = None  # a WebSocket probing for the upgrade
+        self.upgrading = False  # 3probe sent, waiting for 5
+        self.queue = deque()  # packets waiting for a polling GET
+        self.poll_request = None
+        self.closed = False
+        self.close_reason = None
+        self._ping_call = None
+        self._timeout_call = None
+        self._deadline = None
+        self._upgrade_call = None
+        self.handler = None
+
+    def start(self):
+        open_packet = "0" + dumps({
+            "sid": self.sid,
+            "upgrades": [] if self.ws is not None else ["websocket"],
+            "pingInterval": int(round(self.server.ping_interval * 1000)),
+            "pingTimeout": int(round(self.server.ping_timeout * 1000)),
+            "maxPayload": self.server.max_payload,
+        })
+        if self.protocol == 3:
+            self._poll_encode = encode_payload_v3
+        self.open_packet = open_packet
+        if self.ws is not None:
+            self.ws.send_packet(open_packet)
+        self._schedule_ping()
+        self.handler = self.server.handler_factory(self)
+
+    @property
+    def transport_name(self):
+        return "websocket" if self.ws is not None else "polling"
+
+    # -- heartbeat ---------------------------------------------------------
+    def _schedule_ping(self):
+        if self.protocol == 3:
+            # EIO3: the client pings; no ping within interval + timeout closes.
+            self._deadline = self.clock.seconds() + self.server.ping_interval + self.server.ping_timeout
+            self._timeout_call = self.clock.callLater(
+                self.server.ping_interval + self.server.ping_timeout, self._ping_timed_out)
+            return
+        self._ping_call = self.clock.callLater(self.server.ping_interval, self._ping)
+
+    def _client_ping(self, data):
+        if self.protocol != 3:
+            return  # a v4 client ping violates the protocol; ignoring it is safer
+        if self._timeout_call is not None and self._timeout_call.active():
+            self._timeout_call.cancel()
+        self._timeout_call = None
+        self._schedule_ping()
+        self.send("3" + data)
+
+    def _ping(self):
+        self._ping_call = None
+        if self.closed:
+            return
+        self._deadline = self.clock.seconds() + self.server.ping_timeout
+        self._timeout_call = self.clock.callLater(self.server.ping_timeout, self._ping_timed_out)
+        self.send("2")
+
+    def _ping_timed_out(self):
+        self._timeout_call = None
+        self.close("ping timeout")
+
+    def expired(self):
+        """Timer lateness: a request after the deadline finds the session gone."""
+        return self._deadline is not None and self.clock.seconds() > self._deadline
+
+    def _pong(self):
+        if self._timeout_call is None or self.protocol == 3:
+            return  # unsolicited pong (EIO3 servers never ping): harmless
+        self._timeout_call.cancel()
+        self._timeout_call = None
+        self._deadline = None
+        self._schedule_ping()
+
+    # -- outgoing ----------------------------------------------------------
+    def send(self, packet):
+        """Queue one packet (str / bytes / Outgoing); False if the session is gone."""
+        if self.closed:
+            return False
+        if self.ws is not None:
+            return self.ws.send_packet(packet)
+        queue = self.queue
+        queue.append(packet)
+        if len(queue) > self.server.max_queue:
+            self.drop_slow()
+            return False
+        if self.poll_request is not None:
+            self._flush_poll()
+        return True
+
+    def send_many(self, packets):
+        ok = True
+        for p in packets:
+            ok = self.send(p) and ok
+        return ok
+
+    def drop_slow(self):
+        self.server.counters["dropped_slow_clients"] += 1
+        self.log.warn("live client {sid} ({transport}) dropped: more than {max} messages queued",
+                      sid=self.sid, transport=self.transport_name, max=self.server.max_queue)
+        self.close("slow client")
+
+    def _poll_encode(self, packets):
+        """v4 payload: packets joined by \\x1e, binary as ``b<base64>``."""
+        parts = []
+        for p in packets:
+            if isinstance(p, Outgoing):
+                parts.append(p.text)
+            elif isinstance(p, str):
+                parts.append(p)
+            else:
+                parts.append("b" + base64.b64encode(p).decode("ascii"))
+        return RS.join(parts)
+
+    def _flush_poll(self):
+        request, self.poll_request = self.poll_request, None
+        self.server.counters["packets_sent"] += len(self.queue)
+        body = self._poll_encode(self.queue)
+        self.queue.clear()
+        write_poll_body(request, body)
+
+    # -- incoming ----------------------------------------------------------
+    def receive_text(self, text):
+        """One text Engine.IO packet; False if it was invalid (caller closes)."""
+        if not text:
+            return False
+        kind = text[0]
+        if kind == "4":
+            self.handler.on_message(text[1:])
+        elif kind == "3":
+            self._pong()
+        elif kind == "1":
+            self.close("transport close", poll_reply="6")
+        elif kind == "2":
+            self._client_ping(text[1:])
+        elif kind == "6":
+            pass
+        elif kind == "5":
+            pass
+        else:
+            return False
+        return True
+
+    def receive_binary(self, data):
+        self.handler.on_message(data)
+
+    # -- polling -----------------------------------------------------------
+    def poll(self, request):
+        """A polling GET: answer now if packets wait, else park it."""
+        if self.poll_request is not None:
+            # Two concurrent GETs: the first gets close, the second a 400.
+            self.queue.clear()
+            self.queue.append("1")
+            self._flush_poll()
+            self.close("multiple GET requests")
+            return error_body(request, BAD_REQUEST, self.server)
+        self.poll_request = request
+        if self.queue:
+            self._flush_poll()
+        elif self.upgrading:
+            self.queue.append("6")
+            self._flush_poll()
+        else:
+            request.notifyFinish().addErrback(self._poll_gone, request)
+        return NOT_DONE_YET
+
+    def _poll_gone(self, failure, request):
+        if self.poll_request is request:
+            self.poll_request = None
+            self.close("poll connection closed prematurely")
+
+    def post(self, request, body, binary=False):
+        if self.protocol == 3:
+            chunks = decode_payload_v3(body, binary)
+            ok = chunks is not None
+        else:
+            try:
+                chunks = body.decode("utf-8").split(RS)
+                ok = True
+            except UnicodeDecodeError:
+                ok = False
+        if ok:
+            for chunk in chunks:
+                if isinstance(chunk, bytes):
+                    self.receive_binary(chunk)
+                    continue
+                if chunk[:1] == "b":
+                    try:
+                        data = base64.b64decode(chunk[1:], validate=True)
+                    except (binascii.Error, ValueError):
+                        ok = False
+                        break
+                    self.receive_binary(data)
+                elif not self.receive_text(chunk):
+                    ok = False
+                    break
+                if self.closed:
+                    break
+        if not ok:
+            self.close("parse error")
+            return error_body(request, BAD_REQUEST, self.server)
+        request.setHeader(b"content-type", b"text/html")
+        return b"ok"
+
+    # -- upgrade -----------------------------------------------------------
+    def probe_started(self, ws):
+        self.probe = ws
+        self._upgrade_call = self.clock.callLater(self.server.upgrade_timeout, self._upgrade_timed_out)
+
+    def probe_ping(self, ws):
+        """``2probe`` arrived: answer and make the pending GET return."""
+        ws.send_packet("3probe")
+        self.upgrading = True
+        if self.poll_request is not None and not self.queue:
+            self.queue.append("6")
+            self._flush_poll()
+
+    def upgrade(self, ws):
+        """``5`` arrived on the probe: the WebSocket carries the session now."""
+        if self._upgrade_call is not None and self._upgrade_call.active():
+            self._upgrade_call.cancel()
+        self._upgrade_call = None
+        self.probe = None
+        self.upgrading = False
+        if self.poll_request is not None:
+            if not self.queue:
+                self.queue.append("6")
+            self._flush_poll()
+        self.ws = ws
+        self.server.counters["upgrades"] += 1
+        pending = list(self.queue)
+        self.queue.clear()
+        for p in pending:
+            if not ws.send_packet(p):
+                break
+
+    def _upgrade_timed_out(self):
+        self._upgrade_call = None
+        probe, self.probe = self.probe, None
+        self.upgrading = False
+        if probe is not None:
+            probe.detach()
+            probe.dropConnection(abort=True)
+
+    def probe_lost(self, ws):
+        if self.probe is ws:
+            self.probe = None
+            self.upgrading = False
+            if self._upgrade_call is not None and self._upgrade_call.active():
+                self._upgrade_call.cancel()
+            self._upgrade_call = None
+
+    # -- closing -----------------------------------------------------------
+    def close(self, reason, poll_reply="1"):
+        """Forget the session, tell the handler, close the transport."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self.server.sessions.pop(self.sid, None)
+        self.server.counters["sessions_closed"] += 1
+        if reason == "ping timeout":
+            self.server.counters["ping_timeouts"] += 1
+        for call in (self._ping_call, self._timeout_call, self._upgrade_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._ping_call = self._timeout_call = self._upgrade_call = None
+        if self.poll_request is not None:
+            self.queue.clear()
+            self.queue.append(poll_reply)
+            self._flush_poll()
+        self.queue.clear()
+        if self.probe is not None:
+            self.probe.detach()
+            self.probe.dropConnection(abort=True)
+            self.probe = None
+        if self.ws is not None:
+            ws = self.ws
+            ws.detach()
+            ws.close_gracefully()
+        if self.handler is not None:
+            try:
+                self.handler.on_close(reason)
+            except Exception:
+                self.log.failure("live session {sid}: closing the handler failed", sid=self.sid)
+        self.log.debug("live session {sid} closed: {reason}", sid=self.sid, reason=reason)
+
+
+@implementer(IPushProducer)
+class _Backpressure:
+    """Registered on the TCP transport: paused while its write buffer is full."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    def pauseProducing(self):
+        self.ws.paused = True
+
+    def resumeProducing(self):
+        self.ws.resume()
+
+    def stopProducing(self):
+        pass
+
+
+class EngineWebSocket(WebSocketServerProtocol):
+    """The WebSocket transport of one session (or a probe for an upgrade)."""
+
+    log = Logger()
+
+    def __init__(self):
+        super().__init__()
+        self.session = None
+        self.sid_wanted = None
+        self.authenticated = False
+        self.query = {}
+        self.paused = False
+        self.backlog = deque()
+        self.eio = 4
+        self.lost = defer.Deferred()  # fires when the TCP connection is gone
+
+    def connectionLost(self, reason):
+        try:
+            super().connectionLost(reason)
+        finally:
+            if not self.lost.called:
+                self.lost.callback(None)
+
+    def connectionMade(self):
+        super().connectionMade()
+        # The hijacked HTTP channel is still registered as the producer of the
+        # TCP transport; replace it so a full write buffer pauses *us*.
+        transport = self.transport
+        try:
+            transport.unregisterProducer()
+        except Exception:
+            pass  # nothing was registered
+        try:
+            transport.registerProducer(_Backpressure(self), True)
+        except Exception:
+            self.log.failure("live: no backpressure on this WebSocket transport; "
+                             "slow clients are not detected on it")
+
+    def onConnect(self, request):
+        params = request.params
+        sid = params.get("sid", [None])[0]
+        self.sid_wanted = sid
+        self.query = {k: v[0] for k, v in params.items() if v}
+        engine = self.factory.engine
+        if sid is None:
+            self.eio = engine.protocol_of(self.query.get("EIO")) or 4
+        else:
+            session = engine.sessions.get(sid)
+            self.eio = session.protocol if session is not None else 4
+        if engine.tokens:
+            token = engine.request_token(lambda k: request.headers.get(k),
+                                         lambda k: self.query.get(k))
+            self.authenticated = bool(token) and engine.token_ok(token)
+        return None
+
+    def onOpen(self):
+        engine = self.factory.engine
+        if self.sid_wanted is None:
+            if not engine.accepting:
+                self.dropConnection(abort=False)
+                return
+            self.session = engine.open_session(self, self.authenticated, self.query, self.eio)
+            return
+        session = engine.get_session(self.sid_wanted)
+        if session is None or session.ws is not None or session.probe is not None:
+            # A second WebSocket for one session (or it vanished meanwhile).
+            self.sendClose()
+            return
+        self.session = session
+        session.probe_started(self)
+
+    def detach(self):
+        self.session = None
+
+    def onMessage(self, payload, isBinary):
+        session = self.session
+        if session is None:
+            return
+        if session.ws is not self:
+            # Probe: only 2probe and 5 are expected before the switch.
+            if isBinary:
+                return
+            if payload == b"2probe":
+                session.probe_ping(self)
+            elif payload == b"5" and session.upgrading:
+                session.upgrade(self)
+            return
+        if isBinary:
+            if self.eio == 3:
+                if payload[:1] != b"\x04":
+                    session.close("parse error")
+                    return
+                payload = payload[1:]
+            session.receive_binary(payload)
+            return
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        if not session.receive_text(text):
+            session.close("parse error")
+
+    def onClose(self, wasClean, code, reason):
+        session, self.session = self.session, None
+        self.backlog.clear()
+        if session is None:
+            return
+        if session.ws is self:
+            session.close("transport close")
+        else:
+            session.probe_lost(self)
+
+    def send_packet(self, packet):
+        """Write or queue one packet; drop the client when the queue overflows."""
+        if self.paused or self.backlog:
+            self.backlog.append(packet)
+            if len(self.backlog) > self.factory.engine.max_queue:
+                if self.session is not None:
+                    self.session.drop_slow()
+                return False
+            return True
+        self._write(packet)
+        return True
+
+    def _write(self, packet):
+        if self.state != self.STATE_OPEN:
+            return  # closing: autobahn would raise (sendMessage) or write after close
+        # Frames go straight to the transport: autobahn's sendData formats a
+        # debug line per message, which costs more than the fan-out itself.
+        # No extension is ever negotiated (no permessage-deflate offer accepted).
+        if isinstance(packet, Outgoing):
+            self.transport.write(packet.frame())
+        elif isinstance(packet, str):
+            self.transport.write(ws_frame(packet.encode("utf-8"), 0x1))
+        elif self.eio == 3:
+            self.transport.write(ws_frame(b"\x04" + packet, 0x2))
+        else:
+            self.transport.write(ws_frame(packet, 0x2))
+        self.factory.engine.counters["packets_sent"] += 1
+
+    def resume(self):
+        self.paused = False
+        backlog = self.backlog
+        while backlog and not self.paused:
+            self._write(backlog.popleft())
+
+    def close_gracefully(self):
+        self.backlog.clear()
+        if self.paused:
+            self.dropConnection(abort=True)  # a stalled peer will not read a close frame
+        else:
+            self.sendClose(1000)
+
+
+# -- HTTP ------------------------------------------------------------------
+
+def cors_headers(request, server):
+    origins = server.cors_origins
+    if not origins:
+        return
+    origin = request.getHeader(b"origin")
+    if "*" in origins:
+        request.setHeader(b"access-control-allow-origin", b"*")
+    elif origin is not None and origin.decode("latin-1") in origins:
+        request.setHeader(b"access-control-allow-origin", origin)
+        request.setHeader(b"access-control-allow-credentials", b"true")
+        request.setHeader(b"vary", b"Origin")
+
+
+def error_body(request, code, server):
+    server.counters["bad_requests"] += 1
+    request.setResponseCode(403 if code == FORBIDDEN else 400)
+    request.setHeader(b"content-type", b"application/json")
+    return dumps({"code": code, "message": ERROR_MESSAGES[code]}).encode("utf-8")
+
+
+def write_poll_body(request, text):
+    body = text.encode("utf-8")
+    request.setHeader(b"content-type", b"text/plain; charset=UTF-8")
+    request.setHeader(b"content-length", str(len(body)).encode("ascii"))
+    request.write(body)
+    request.finish()
+
+
+class EngineResource(Resource):
+    """``/socket.io/``: long-polling here, WebSocket upgrades to Autobahn."""
+
+    isLeaf = True
+
+    def __init__(self, server):
+        super().__init__()
+        self.engine = server
+
+    def render(self, request):
+        server = self.engine
+        cors_headers(request, server)
+        request.setHeader(b"cache-control", b"no-store")
+        method = request.method
+        if method == b"OPTIONS":
+            request.setResponseCode(204)
+            request.setHeader(b"access-control-allow-methods", b"GET,HEAD,PUT,PATCH,POST,DELETE")
+            wanted = request.getHeader(b"access-control-request-headers")
+            if wanted:
+                request.setHeader(b"access-control-allow-headers", wanted)
+            request.setHeader(b"vary", b"Access-Control-Request-Headers")
+            request.setHeader(b"content-length", b"0")
+            return b""
+        args = request.args
+
+        def arg(name):
+            v = args.get(name.encode("ascii"))
+            return v[0].decode("utf-8", "replace") if v else None
+
+        transport = arg("transport")
+        upgrade = (request.getHeader(b"upgrade") or b"").lower() == b"websocket"
+        if transport not in ("polling", "websocket"):
+            return error_body(request, TRANSPORT_UNKNOWN, server)
+        sid = arg("sid")
+        if sid is not None:
+            session = server.get_session(sid)
+            if upgrade:
+                if session is None:
+                    return self._refuse_upgrade(request)
+                if session.ws is not None or session.probe is not None:
+                    return error_body(request, BAD_REQUEST, server)
+                return server._ws_resource.render(request)
+            if session is None:
+                return error_body(request, UNKNOWN_SID, server)
+            if session.ws is not None or transport != "polling":
+                return error_body(request, BAD_REQUEST, server)
+            if method == b"GET":
+                return session.poll(request)
+            if method == b"POST":
+                return self._post(request, session)
+            return error_body(request, BAD_REQUEST, server)
+        # Handshake.
+        if method != b"GET":
+            return error_body(request, BAD_HANDSHAKE_METHOD, server)
+        protocol = server.protocol_of(arg("EIO"))
+        if protocol is None:
+            return error_body(request, UNSUPPORTED_PROTOCOL_VERSION, server)
+        authenticated = False
+        if server.tokens:
+            token = server.request_token(
+                lambda k: (request.getHeader(k.encode("ascii")) or b"").decode("latin-1") or None, arg)
+            if token is not None:
+                if not server.token_ok(token):
+                    return error_body(request, FORBIDDEN, server)
+                authenticated = True
+        if not server.accepting:
+            return error_body(request, BAD_REQUEST, server)
+        if upgrade:
+            # Also a WebSocket whose query says transport=polling (the native
+            # Dart client without setTransports does this).
+            return server._ws_resource.render(request)
+        if transport != "polling":
+            return error_body(request, BAD_REQUEST, server)
+        query = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
+                 for k, v in args.items() if v}
+        session = server.open_session(None, authenticated, query, protocol)
+        write_poll_body(request, session._poll_encode([session.open_packet]))
+        return NOT_DONE_YET
+
+    def _post(self, request, session):
+        server = self.engine
+        ctype = (request.getHeader(b"content-type") or b"").lower()
+        binary = ctype.startswith(b"application/octet-stream")
+        if binary and session.protocol == 4:
+            session.close("binary payload over polling")
+            return error_body(request, BAD_REQUEST, server)
+        content = request.content
+        content.seek(0, 2)
+        size = content.tell()
+        if size > server.max_payload:
+            session.close("payload too large")
+            request.setResponseCode(413)
+            request.setHeader(b"content-type", b"application/json")
+            return dumps({"code": 1, "message": "Payload Too Large"}).encode("utf-8")
+        content.seek(0)
+        return session.post(request, content.read(), binary)
+
+    def _refuse_upgrade(self, request):
+        self.engine.counters["bad_requests"] += 1
+        request.setResponseCode(400)
+        request.setHeader(b"content-type", b"text/html")
+        request.setHeader(b"connection", b"close")
+        return b"Session ID unknown"

@@ -1,0 +1,228 @@
+"""``LiveService``: the hub's live sink and the ``/socket.io/`` endpoint.
+
+The hub calls :meth:`LiveService.second`, :meth:`anomaly` and
+:meth:`machine_status` (``hub/ports.py`` ``LiveSink``).  Seconds are merged
+into one window per sensor; a LoopingCall on the injected clock, aligned to
+LIVE.INTERVAL, closes the windows and broadcasts ``update`` (a sensor without
+samples in the window gets none).  The last LIVE.CACHE updates per sensor are
+kept for ``initialize``; ``history(machine)`` (minute rows from storage)
+rebuilds them after a restart.
+"""
+
+import datetime
+import zoneinfo
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from tsrmon.live.engineio import EngineServer
+from tsrmon.live.machines import NAMESPACE_PREFIX, MachineRoom
+from tsrmon.live.socketio import Namespace, SocketServer
+from tsrmon.stats.sums import PartialSums
+
+MAX_PAYLOAD = 1_000_000
+CONNECT_TIMEOUT = 45.0
+UPGRADE_TIMEOUT = 10.0
+STOP_GRACE = 2.0  # seconds stopService waits for close handshakes
+
+
+class LiveService(service.Service):
+    log = Logger()
+    name = "live"
+
+    def __init__(self, config, clock, hub, history=None):
+        self.config = config
+        self.clock = clock
+        self.hub = hub
+        self.history = history
+        live = config["LIVE"]
+        self.interval = float(live["INTERVAL"])
+        self.cache_size = int(live["CACHE"])
+        self.max_subscriptions = int(config["DAQ"]["MAX_SENSORS"])
+        self.zone = zoneinfo.ZoneInfo(config["TIME"]["ZONE"])
+        self._modes = {}
+        self.rooms = {}
+        self.root = Namespace("/")  # accepted but unused, as deployed
+        self._counters = {"updates_sent": 0, "anomalies": 0, "status_events": 0,
+                          "events_emitted": 0, "windows_closed": 0, "history_rows": 0}
+        tokens = list(config["AUTH"]["API_TOKENS"])
+        self.engine = EngineServer(
+            clock, None,
+            ping_interval=float(live["PING_INTERVAL"]),
+            ping_timeout=float(live["PING_TIMEOUT"]),
+            max_payload=MAX_PAYLOAD,
+            upgrade_timeout=UPGRADE_TIMEOUT,
+            max_queue=int(live["MAX_QUEUE"]),
+            cors_origins=config["SERVER"]["CORS_ORIGINS"],
+            tokens=tokens,
+            counters=self._counters,
+            allow_eio3=True,  # old clients (Dart socket_io_client <= 1.x, JS 2.x)
+        )
+        self.sio = SocketServer(clock, self.resolve, connect_timeout=CONNECT_TIMEOUT,
+                                tokens=tokens, token_ok=self.engine.token_ok,
+                                counters=self._counters)
+        self.engine.handler_factory = self.sio
+        self._resource = self.engine.resource()
+        self._align = None
+        self._loop = None
+
+    # -- helpers used by the rooms -------------------------------------------
+    def mode(self, stype):
+        mode = self._modes.get(stype)
+        if mode is None:
+            mode = self._modes[stype] = self.config.stat_mode(stype)[0]
+        return mode
+
+    def time_text(self, t):
+        """Local naive time text as the deployed server sent it (always with µs)."""
+        return datetime.datetime.fromtimestamp(t, self.zone).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def count_sent(self, sent):
+        """``sent``: a count of recipients, or True/False for one."""
+        self._counters["events_emitted"] += int(sent)
+
+    def room(self, machine):
+        room = self.rooms.get(machine)
+        if room is None:
+            room = self.rooms[machine] = MachineRoom(machine, self)
+        return room
+
+    def resolve(self, nsp):
+        """The namespace object for a CONNECT, or None (CONNECT_ERROR)."""
+        if nsp.startswith(NAMESPACE_PREFIX):
+            machine = nsp[len(NAMESPACE_PREFIX):]
+            if machine in self.rooms or self.hub.known(machine):
+                return self.room(machine)
+            return None
+        if nsp == "/":
+            return self.root
+        return None
+
+    def resource(self):
+        """The twisted.web resource for ``/socket.io/`` (putChild or a Klein branch route)."""
+        return self._resource
+
+    # -- LiveSink ------------------------------------------------------------
+    def second(self, machine, sensor, stype, t, sums):
+        self.room(machine).add_second(sensor, stype, t, sums)
+
+    def anomaly(self, machine, score, threshold, t):
+        self._counters["anomalies"] += 1
+        room = self.room(machine)
+        self._counters["events_emitted"] += room.broadcast(
+            "anomaly", {"score": float(score), "threshold": float(threshold)})
+
+    def machine_status(self, machine):
+        room = self.room(machine.name)
+        self._counters["status_events"] += 1
+        self._counters["events_emitted"] += room.broadcast("status", room.status_payload())
+
+    # -- the clock -------------------------------------------------------------
+    def _tick(self):
+        text = self.time_text(self.clock.seconds())
+        sent = 0
+        for room in list(self.rooms.values()):
+            sent += room.close_window(text)
+        self._counters["windows_closed"] += 1
+        self._counters["updates_sent"] += sent
+        self._counters["events_emitted"] += sent
+
+    def _start_loop(self):
+        self._align = None
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self.clock
+        d = self._loop.start(self.interval, now=True)
+        d.addErrback(lambda f: self.log.failure("live: the update loop stopped", f))
+
+    # -- history ---------------------------------------------------------------
+    def rebuild(self, machine):
+        """Refill ``machine``'s cache from stored minute rows (a Deferred)."""
+        d = defer.maybeDeferred(self.history, machine)
+        d.addCallback(self._rebuild, machine)
+        d.addErrback(lambda f: self.log.failure(
+            "live: rebuilding the cache of {machine} from storage failed", f, machine=machine))
+        return d
+
+    def _rebuild(self, rows, machine):
+        # Minute rows become one cached update per window of max(INTERVAL, 60 s),
+        # stamped with the window end (about when the deployed server emitted).
+        step = max(self.interval, 60.0)
+        per_sensor = {}
+        for sensor, stype, t0, sums in rows:
+            key = (t0 // step) * step
+            windows = per_sensor.setdefault(sensor, {})
+            entry = windows.get(key)
+            if entry is None:
+                windows[key] = [stype, PartialSums().merge(sums)]
+            else:
+                entry[1].merge(sums)
+        self._counters["history_rows"] += len(rows)
+        room = self.room(machine)
+        for sensor, windows in per_sensor.items():
+            payloads = []
+            for key in sorted(windows):
+                stype, sums = windows[key]
+                if sums.count:
+                    payloads.append({"sensor_name": sensor,
+                                     "data": float(sums.value(self.mode(stype))),
+                                     "time": self.time_text(key + step)})
+            room.prepend_history(sensor, payloads[-self.cache_size:] if self.cache_size else [])
+
+    # -- service ---------------------------------------------------------------
+    def startService(self):
+        super().startService()
+        self.engine.accepting = True
+        now = self.clock.seconds()
+        delay = self.interval - (now % self.interval)
+        self._align = self.clock.callLater(delay, self._start_loop)
+        if self.history is not None:
+            for name in list(self.hub.machines):
+                self.rebuild(name)
+
+    def stopService(self):
+        super().stopService()
+        if self._align is not None and self._align.active():
+            self._align.cancel()
+        self._align = None
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        sockets = [s.ws for s in self.engine.sessions.values() if s.ws is not None]
+        self.engine.close_all()
+        waits = [ws.lost for ws in sockets if not ws.lost.called]
+        if not waits:
+            return defer.succeed(None)
+        done = defer.DeferredList(waits)
+
+        def too_slow():
+            for ws in sockets:
+                if ws.transport is not None and ws.transport.connected:
+                    ws.dropConnection(abort=True)
+        timer = self.clock.callLater(STOP_GRACE, too_slow)
+
+        def finished(_):
+            if timer.active():
+                timer.cancel()
+        done.addBoth(finished)
+        return done
+
+    # -- introspection -----------------------------------------------------------
+    def counters(self):
+        polling, websocket = self.engine.transport_counts()
+        out = dict(self._counters)
+        out["sessions"] = polling + websocket
+        out["clients_polling"] = polling
+        out["clients_websocket"] = websocket
+        out["namespaces"] = len(self.rooms)
+        out["namespace_clients"] = sum(len(r.sockets) for r in self.rooms.values())
+        out["subscriptions"] = sum(len(s) for r in self.rooms.values() for s in r.subscribers.values())
+        out["cached_updates"] = sum(len(c) for r in self.rooms.values() for c in r.cache.values())
+        return out
+
+    def healthy(self):
+        looping = self._loop is not None and self._loop.running
+        return {"ok": bool(self.running) and (looping or self._align is not None),
+                "sessions": len(self.engine.sessions),
+                "interval": self.interval}

@@ -1,0 +1,314 @@
+"""Socket.IO v5 over :mod:`tsrmon.live.engineio`: namespaces, events, acks, binary.
+
+:class:`SocketServer` is the Engine.IO handler factory.  Each engine session
+gets a :class:`SocketConnection` that multiplexes namespace sockets
+(:class:`NamespaceSocket`).  What a namespace does is a :class:`Namespace`
+subclass, found by the server's ``resolve(nsp)`` callable; an unknown
+namespace gets ``CONNECT_ERROR {"message": "Invalid namespace"}``.
+"""
+
+from urllib.parse import parse_qsl
+
+from twisted.logger import Logger
+
+from tsrmon.live import packets as P
+from tsrmon.live.engineio import Outgoing, new_sid
+
+# Reserved names the JS client never emits; Dart 2.x sent them anyway, so
+# they are ignored rather than treated as protocol errors.
+RESERVED_EVENTS = frozenset(("connect", "connect_error", "disconnect", "disconnecting",
+                             "newListener", "removeListener"))
+
+
+class ConnectRefused(Exception):
+    """Raised by :meth:`Namespace.authorize` to refuse a CONNECT."""
+
+    def __init__(self, message, data=None):
+        super().__init__(message)
+        self.message = message
+        self.data = data
+
+
+class Namespace:
+    """The behaviour of one namespace; ``sockets`` maps Socket.IO sid → socket."""
+
+    log = Logger()
+
+    def __init__(self, name):
+        self.name = name
+        self.sockets = {}
+
+    def authorize(self, connection, auth):
+        """Raise :class:`ConnectRefused` to refuse; the default accepts."""
+
+    def on_connect(self, socket, auth):
+        pass
+
+    def on_event(self, socket, event, args, ack):
+        """``ack`` is None or a callable taking the ack arguments."""
+
+    def on_disconnect(self, socket, reason):
+        pass
+
+    def broadcast(self, event, *args):
+        """Send one event to every socket, serialised once; returns the count sent."""
+        if not self.sockets:
+            return 0
+        return self.send_to(list(self.sockets.values()), event, *args)
+
+    def send_to(self, sockets, event, *args):
+        """Send one event to some sockets of this namespace, serialised once."""
+        items = P.encode(P.EVENT, self.name, [event, *args])
+        shared = [Outgoing("4" + items[0])] + items[1:]
+        sent = 0
+        for socket in list(sockets):
+            if socket.connection.session.send_many(shared):
+                sent += 1
+        return sent
+
+
+class NamespaceSocket:
+    """One client in one namespace."""
+
+    __slots__ = ("sid", "namespace", "connection", "acks", "next_ack", "state")
+
+    def __init__(self, namespace, connection):
+        if connection.v4_protocol:
+            # Socket.IO v4 (EIO3 clients): the socket id is "<nsp>#<engine sid>".
+            sid = connection.session.sid
+            self.sid = sid if namespace.name == "/" else f"{namespace.name}#{sid}"
+        else:
+            self.sid = new_sid()
+        self.namespace = namespace
+        self.connection = connection
+        self.acks = {}
+        self.next_ack = 0
+        self.state = {}  # per-socket data of the namespace behaviour
+
+    @property
+    def nsp(self):
+        return self.namespace.name
+
+    def emit(self, event, *args, callback=None):
+        ack_id = None
+        if callback is not None:
+            ack_id = self.next_ack
+            self.next_ack += 1
+            self.acks[ack_id] = callback
+        return self.connection.send_packet(P.EVENT, self.nsp, [event, *args], ack_id)
+
+    def disconnect(self):
+        """Server-side disconnect of this namespace only."""
+        if self.connection.sockets.get(self.nsp) is self:
+            self.connection.send_packet(P.DISCONNECT, self.nsp)
+            self.connection.leave(self, "server namespace disconnect")
+
+
+class SocketConnection:
+    """The Socket.IO state of one Engine.IO session."""
+
+    log = Logger()
+
+    def __init__(self, server, session):
+        self.server = server
+        self.session = session
+        self.sockets = {}  # nsp -> NamespaceSocket
+        self.partial = None  # a binary packet waiting for its attachments
+        self.closed = False
+        # Socket.IO v4 (the revision EIO3 clients speak) joins "/" at once.
+        self.v4_protocol = getattr(session, "protocol", 4) == 3
+        self._connect_timer = None
+        if self.v4_protocol:
+            self._connect("/", None)
+        else:
+            self._connect_timer = server.clock.callLater(server.connect_timeout, self._connect_timed_out)
+
+    def _connect_timed_out(self):
+        self._connect_timer = None
+        if not self.sockets and not self.closed:
+            self.session.close("connect timeout")
+
+    def send_packet(self, ptype, nsp, data=P.NO_DATA, ack_id=None):
+        items = P.encode(ptype, nsp, data, ack_id)
+        self.server.counters["events_sent"] += 1
+        return self.session.send_many(["4" + items[0]] + items[1:])
+
+    def protocol_error(self, why):
+        self.server.counters["protocol_errors"] += 1
+        self.log.info("live session {sid}: closing on a bad Socket.IO packet: {why}",
+                      sid=self.session.sid, why=why)
+        self.session.close("parse error")
+
+    # -- engine handler interface -------------------------------------------
+    def on_message(self, data):
+        if self.closed:
+            return
+        if isinstance(data, bytes):
+            partial = self.partial
+            if partial is None:
+                self.protocol_error("unexpected binary message")
+                return
+            partial.buffers.append(data)
+            if partial.complete():
+                self.partial = None
+                try:
+                    partial.reconstruct()
+                except P.PacketError as e:
+                    self.protocol_error(str(e))
+                    return
+                self.dispatch(partial)
+            return
+        if self.partial is not None:
+            self.protocol_error("text message while binary attachments were expected")
+            return
+        try:
+            packet = P.decode(data)
+        except P.PacketError as e:
+            self.protocol_error(str(e))
+            return
+        if packet.attachments:
+            self.partial = packet
+            return
+        self.dispatch(packet)
+
+    def on_close(self, reason):
+        self.closed = True
+        if self._connect_timer is not None and self._connect_timer.active():
+            self._connect_timer.cancel()
+        self._connect_timer = None
+        for socket in list(self.sockets.values()):
+            self.leave(socket, reason)
+
+    # -- packets -----------------------------------------------------------
+    def dispatch(self, packet):
+        ptype = packet.type
+        nsp = packet.nsp
+        if ptype == P.CONNECT:
+            self._connect(nsp, packet.data if packet.data is not P.NO_DATA else None)
+            return
+        socket = self.sockets.get(nsp)
+        if ptype == P.DISCONNECT:
+            if socket is not None:
+                self.leave(socket, "client namespace disconnect")
+            return
+        if socket is None:
+            self.protocol_error(f"packet for namespace {nsp!r}, which is not connected")
+            return
+        if ptype in (P.EVENT, P.BINARY_EVENT):
+            event, args = packet.data[0], packet.data[1:]
+            ack = None
+            if packet.ack_id is not None:
+                ack = self._ack_sender(nsp, packet.ack_id)
+            if event in RESERVED_EVENTS:
+                return
+            self.server.counters["events_received"] += 1
+            try:
+                socket.namespace.on_event(socket, event, args, ack)
+            except Exception:
+                self.log.failure("live: handler of {event!r} on {nsp} failed", event=event, nsp=nsp)
+        elif ptype in (P.ACK, P.BINARY_ACK):
+            callback = socket.acks.pop(packet.ack_id, None)
+            if callback is not None:
+                try:
+                    callback(*packet.data)
+                except Exception:
+                    self.log.failure("live: ack callback on {nsp} failed", nsp=nsp)
+        else:
+            self.protocol_error(f"packet type {ptype} from a client")
+
+    def _ack_sender(self, nsp, ack_id):
+        sent = []
+
+        def ack(*args):
+            if sent or self.closed or nsp not in self.sockets:
+                return
+            sent.append(True)
+            self.send_packet(P.ACK, nsp, list(args), ack_id)
+        return ack
+
+    def _connect(self, nsp, auth):
+        counters = self.server.counters
+        if self.v4_protocol and "?" in nsp:
+            # v4 puts the handshake query in the namespace: "/nsp?token=t".
+            nsp, _, query = nsp.partition("?")
+            auth = dict(parse_qsl(query))
+        if nsp in self.sockets:
+            return  # a duplicate CONNECT: already connected
+        if auth is not None and not isinstance(auth, dict):
+            auth = None
+        namespace = self.server.resolve(nsp)
+        if namespace is None:
+            counters["connect_errors"] += 1
+            self._refuse(nsp, "Invalid namespace")
+            return
+        try:
+            self.server.authorize(self, auth)
+            namespace.authorize(self, auth)
+        except ConnectRefused as refused:
+            counters["connect_errors"] += 1
+            self._refuse(nsp, refused.message, refused.data)
+            return
+        if self._connect_timer is not None and self._connect_timer.active():
+            self._connect_timer.cancel()
+        self._connect_timer = None
+        socket = NamespaceSocket(namespace, self)
+        self.sockets[nsp] = socket
+        namespace.sockets[socket.sid] = socket
+        counters["connects"] += 1
+        if self.v4_protocol:
+            self.send_packet(P.CONNECT, nsp)
+        else:
+            self.send_packet(P.CONNECT, nsp, {"sid": socket.sid})
+        try:
+            namespace.on_connect(socket, auth if auth is not None else {})
+        except Exception:
+            self.log.failure("live: connect handler of {nsp} failed", nsp=nsp)
+
+    def _refuse(self, nsp, message, data=None):
+        if self.v4_protocol:
+            self.send_packet(P.CONNECT_ERROR, nsp, message)  # v4: a JSON string
+            return
+        payload = {"message": message}
+        if data is not None:
+            payload["data"] = data
+        self.send_packet(P.CONNECT_ERROR, nsp, payload)
+
+    def leave(self, socket, reason):
+        if self.sockets.get(socket.nsp) is socket:
+            del self.sockets[socket.nsp]
+        socket.namespace.sockets.pop(socket.sid, None)
+        socket.acks.clear()
+        try:
+            socket.namespace.on_disconnect(socket, reason)
+        except Exception:
+            self.log.failure("live: disconnect handler of {nsp} failed", nsp=socket.nsp)
+
+
+class SocketServer:
+    """Socket.IO on an Engine.IO server: ``handler_factory`` for :class:`EngineServer`."""
+
+    log = Logger()
+
+    def __init__(self, clock, resolve, *, connect_timeout=45.0, tokens=None, token_ok=None,
+                 counters=None):
+        self.clock = clock
+        self.resolve = resolve
+        self.connect_timeout = connect_timeout
+        self.tokens = tokens  # None/empty: no auth
+        self.token_ok = token_ok
+        self.counters = counters if counters is not None else {}
+        for key in ("events_sent", "events_received", "connects", "connect_errors",
+                    "protocol_errors"):
+            self.counters.setdefault(key, 0)
+
+    def __call__(self, session):
+        return SocketConnection(self, session)
+
+    def authorize(self, connection, auth):
+        """With API tokens set, a CONNECT needs an authenticated session or auth token."""
+        if not self.tokens or connection.session.authenticated:
+            return
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if token is not None and self.token_ok(token):
+            return
+        raise ConnectRefused("Not authorized")
