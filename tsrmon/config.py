@@ -184,6 +184,11 @@ def _webhooks(v):
         if not hook["url"].startswith(("http://", "https://")):
             raise ValueError(f"item {i}: {hook['url']!r} is not an http(s) URL")
         out.append(dict(hook))
+    # Every per-hook field (secret, timeout, retries, format...) is checked
+    # here too, so a bad hook stops start-up like any other bad key.
+    from tsrmon.notify.webhook import parse_webhooks
+
+    parse_webhooks(out)
     return out
 
 

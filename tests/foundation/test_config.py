@@ -172,3 +172,10 @@ def test_bad_alarm_rule_is_refused_naming_it(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path, base_dir=str(tmp_path))
     assert "ALARM.RULES[0] (hot)" in str(info.value)
+
+
+def test_bad_webhook_field_is_refused_at_load(tmp_path):
+    path = write(tmp_path, "NOTIFY:\n  WEBHOOKS:\n    - url: http://127.0.0.1:9/hook\n      retries: many\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, base_dir=str(tmp_path))
+    assert "NOTIFY.WEBHOOKS" in str(info.value) and "retries" in str(info.value)

@@ -1,0 +1,132 @@
+"""The history of notification attempts, in ``DATABASE.PATH/.notifications.sqlite``.
+
+One row per notification and target once its delivery has ended (sent,
+failed after its retries, or cancelled at shutdown), with the number of
+attempts it took and the count of notifications for the same machine that
+the throttle held back before it.  Held-back notifications are not rows of
+their own: a storm must not become a storm of writes.
+
+The leading dot keeps the file out of every listing of machine databases.
+SQLite runs in adbapi's own single thread, so the reactor never waits on it.
+"""
+
+import os
+
+from twisted.enterprise import adbapi
+from twisted.internet import defer
+from twisted.logger import Logger
+
+FILE_NAME = ".notifications.sqlite"
+# Rows older than this are pruned at start-up (the cap keeps the table small).
+RETENTION_DAYS = 365
+HISTORY_LIMIT = 10000
+
+_COLUMNS = ("t", "event_id", "event_t", "machine", "kind", "channel", "target", "result",
+            "attempts", "suppressed", "error", "title", "body")
+
+_DDL = (
+    """CREATE TABLE IF NOT EXISTS notification_attempts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        t REAL NOT NULL,          -- when the delivery ended (epoch seconds)
+        event_id TEXT NOT NULL,   -- the notification (same for every target)
+        event_t REAL,             -- the fault's own time
+        machine TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        channel TEXT NOT NULL,    -- fcm | webhook
+        target TEXT NOT NULL,     -- topic:anomaly, token:abcd1234…, a webhook name
+        result TEXT NOT NULL,     -- sent | failed | cancelled
+        attempts INTEGER NOT NULL,
+        suppressed INTEGER NOT NULL,
+        error TEXT,
+        title TEXT,
+        body TEXT)""",
+    "CREATE INDEX IF NOT EXISTS notification_attempts_t ON notification_attempts(t)",
+)
+
+
+def _connected(conn):
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+
+class AttemptRecords:
+    """Writes and reads the attempt history; ``open``/``close`` bracket its life."""
+
+    log = Logger()
+
+    def __init__(self, folder, reactor):
+        self.path = os.path.join(folder, FILE_NAME)
+        self.reactor = reactor
+        self.pool = None
+        self.error = None
+        self.written = 0
+        self.failed = 0
+
+    def open(self, now):
+        """Deferred firing once the table exists; failures are logged and kept in ``error``."""
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        except OSError as e:
+            self.error = f"cannot create {os.path.dirname(self.path)}: {e.strerror}"
+            self.log.error("notification history unavailable: {error}", error=self.error)
+            return defer.succeed(None)
+        self.pool = adbapi.ConnectionPool(
+            "sqlite3", self.path, check_same_thread=False, cp_min=1, cp_max=1,
+            cp_openfun=_connected, cp_reactor=self.reactor)
+        cutoff = now - RETENTION_DAYS * 86400
+
+        def create(txn):
+            for statement in _DDL:
+                txn.execute(statement)
+            txn.execute("DELETE FROM notification_attempts WHERE t < ?", (cutoff,))
+
+        d = self.pool.runInteraction(create)
+
+        def failed(f):
+            self.error = f"cannot open {self.path}: {f.getErrorMessage()}"
+            self.log.failure("notification history unavailable ({path})", f, path=self.path)
+
+        d.addCallbacks(lambda _: None, failed)
+        return d
+
+    def add(self, row):
+        """Append one attempt row (a dict with the keys of ``_COLUMNS``)."""
+        if self.pool is None:
+            self.failed += 1
+            return None
+        values = tuple(row.get(c) for c in _COLUMNS)
+        d = self.pool.runOperation(
+            f"INSERT INTO notification_attempts ({', '.join(_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(_COLUMNS))})", values)
+
+        def ok(_):
+            self.written += 1
+            self.error = None
+
+        def failed(f):
+            self.failed += 1
+            self.error = f"cannot write {self.path}: {f.getErrorMessage()}"
+            self.log.failure("notification attempt for {machine} not recorded", f, machine=row.get("machine"))
+
+        d.addCallbacks(ok, failed)
+        return d
+
+    def query(self, start_t, end_t, machine=None, limit=HISTORY_LIMIT):
+        """Deferred[list of row dicts] with start_t <= t <= end_t, oldest first."""
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM notification_attempts WHERE t >= ? AND t <= ?"
+        args = [start_t, end_t]
+        if machine is not None:
+            sql += " AND machine = ?"
+            args.append(machine)
+        sql += " ORDER BY t, id LIMIT ?"
+        args.append(int(limit))
+        if self.pool is None:
+            return defer.fail(RuntimeError(f"notification history unavailable: {self.error}"))
+        d = self.pool.runQuery(sql, tuple(args))
+        d.addCallback(lambda rows: [dict(zip(_COLUMNS, r)) for r in rows])
+        return d
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
