@@ -235,6 +235,7 @@ SCHEMA = {
         "RETENTION_DAYS": (0, _int(0), False),
         "MIN_FREE_MB": (1024, _int(0), False),
         "ENABLED": (True, _bool, False),
+        "WRITER": ("process", _choice("process", "thread"), False),
     },
     "DAQ": {
         "ALLOW": ([], _cidr_list, False),

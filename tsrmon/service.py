@@ -4,7 +4,7 @@ Start order (stop is the exact reverse, one child after the other, see
 ``runtime.OrderedMultiService``)::
 
     lock → log files → SQLite store → raw CSV → statistics → hub
-         → notifier → live → HTTP site → DAQ listener → systemd READY → (demo DAQs)
+         → notifier → reader → live → alarms → HTTP site → DAQ listener → systemd READY → (demo DAQs)
 
 so on SIGTERM the DAQ listener stops accepting and drains first, then the
 HTTP site and live clients close, then statistics flush into the store, the
@@ -167,6 +167,8 @@ def makeService(config, reactor=None, demo=False, lock=True):
         instance_lock = InstanceLock([config["DATA"]["PATH"], config["DATABASE"]["PATH"]]).acquire()
         LockService(instance_lock).setServiceParent(top)
 
+    from tsrmon.alarms.service import AlarmService
+    from tsrmon.dashboard import dashboard_front
     from tsrmon.hub import MachineHub
     from tsrmon.ingest.protocol import DAQListenerService
     from tsrmon.live.service import LiveService
@@ -184,7 +186,7 @@ def makeService(config, reactor=None, demo=False, lock=True):
     hub.remember(known_machines(config["DATABASE"]["PATH"]))
     store = rooms["store"] = SQLiteStore(
         config, reactor, hub, minute_retention_days=config["DATABASE"]["MINUTE_RETENTION_DAYS"])
-    raw = rooms["raw"] = RawCSVService(config, reactor, reactor)
+    raw = rooms["raw"] = RawCSVService(config, reactor, reactor, worker=config["DATA"]["WRITER"])
     stats = rooms["stats"] = StatsService(config, reactor, hub, store)
     notifier = rooms["notifier"] = NotifierService(config, reactor, reactor)
     reader = rooms["reader"] = SQLiteReader(config, reactor)
@@ -196,27 +198,37 @@ def makeService(config, reactor=None, demo=False, lock=True):
 
     live = rooms["live"] = LiveService(config, reactor, hub, history=live_history)
     daq = rooms["daq"] = DAQListenerService(config, hub, reactor)
+    alarms = rooms["alarms"] = AlarmService(
+        config, reactor, hub,
+        emit=lambda machine, event, payload: live.room(machine).broadcast(event, payload),
+        notify=lambda machine, title, body, data: notifier.notify(
+            machine, "alarm:" + data["rule"], title, body, data, t=data["t"]))
 
     hub.stats = stats
-    hub.raw = raw
+    hub.raw = raw if config["DATA"]["ENABLED"] else None
     hub.faults = store
     hub.notifier = notifier
     hub.live.append(live)
+    hub.alarms = alarms
 
     rest = rooms["rest"] = RestAPI(
         config, reactor, hub, reader, live=live, notifier=notifier,
         health={"daq": daq.healthy, "database": store.healthy, "notifier": notifier.health,
-                "raw_csv": raw.healthy, "live": live.healthy},
+                "raw_csv": raw.healthy, "live": live.healthy, "alarms": alarms.healthy},
         counters={"ingest": daq.counters, "store": store.counters, "raw": raw.counters,
-                  "stats": stats.counters, "live": live.counters, "notify": notifier.counters},
+                  "stats": stats.counters, "live": live.counters, "notify": notifier.counters,
+                  "alarms": alarms.counters},
+        alarms=alarms,
     )
-    site = Site(rest.resource())
+    # The dashboard's page and assets in front of the REST resource (they
+    # hold no data, so they load without a token and can ask for one).
+    site = Site(dashboard_front(rest.resource(), config))
     site.displayTracebacks = False
     http = rooms["http"] = internet.StreamServerEndpointService(
         serverFromString(reactor, http_endpoint(config)), site)
     http.setName("http")
 
-    for child in (rooms["logfile"], store, raw, stats, hub, notifier, reader, live, http, daq):
+    for child in (rooms["logfile"], store, raw, stats, hub, notifier, reader, live, alarms, http, daq):
         child.setServiceParent(top)
     # Last to start (READY=1 once listeners are up), first to stop (STOPPING=1).
     SystemdNotifyService(reactor).setServiceParent(top)

@@ -5,6 +5,7 @@ Everything on SERVER.PORT (REST and ``/socket.io/``) passes through
 """
 
 import hmac
+import re
 import time
 from urllib.parse import parse_qs
 
@@ -16,6 +17,13 @@ from twisted.web.resource import Resource
 # watchdogs and the like have no token).
 OPEN_PATHS = frozenset({b"/healthz"})
 ALLOWED_METHODS = b"GET, HEAD, OPTIONS"
+# The only routes that change state (acknowledging an alarm).
+POST_ROUTE = re.compile(rb"^/alarms/[^/]+/ack$")
+
+
+def allowed_methods(path):
+    """The ``Allow`` value of a path: POST routes take only POST."""
+    return b"POST, OPTIONS" if POST_ROUTE.match(path) else ALLOWED_METHODS
 PREFLIGHT_MAX_AGE = b"600"
 
 
@@ -112,18 +120,19 @@ class Gate(Resource):
         return self.inner.render(request)
 
     def _options(self, request, origin, allowed):
-        request.setHeader(b"Allow", ALLOWED_METHODS)
+        methods = allowed_methods(request.path)
+        request.setHeader(b"Allow", methods)
         wanted = request.getHeader("access-control-request-method")
         if origin and wanted:
             if allowed is None:
                 request.setResponseCode(403)
                 request.setHeader(b"Content-Type", b"application/json")
                 return error_body(f"origin {origin!r} is not in SERVER.CORS_ORIGINS", "Origin")
-            if wanted.upper() not in ("GET", "HEAD"):
+            if wanted.upper().encode("ascii", "replace") not in methods.split(b", "):
                 request.setResponseCode(405)
                 request.setHeader(b"Content-Type", b"application/json")
                 return error_body(f"method {wanted!r} is not allowed", "Access-Control-Request-Method")
-            request.setHeader(b"Access-Control-Allow-Methods", ALLOWED_METHODS)
+            request.setHeader(b"Access-Control-Allow-Methods", methods)
             headers = request.getHeader("access-control-request-headers")
             if headers:
                 request.setHeader(b"Access-Control-Allow-Headers", headers.encode("utf-8"))

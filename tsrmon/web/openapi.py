@@ -58,6 +58,14 @@ _P = {
     "format": {"name": "format", "in": "query", "required": False,
                "description": "json (default) or csv (with Content-Disposition).",
                "schema": {"type": "string", "enum": ["json", "csv"]}},
+    "opt_machine": {"name": "machine", "in": "query", "required": False,
+                    "description": "Only this machine (APP.MACHINE_ALIASES apply).",
+                    "schema": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 64}},
+    "alarm_id": {"name": "alarm_id", "in": "path", "required": True,
+                 "schema": {"type": "string", "maxLength": 64}},
+    "by": {"name": "by", "in": "query", "required": False,
+           "description": "Who acknowledges (default: the client address).",
+           "schema": {"type": "string", "maxLength": 200}},
     "level": {"name": "level", "in": "path", "required": True,
               "schema": {"type": "string", "enum": list(LEGACY_LEVELS)}},
     "minutes": {"name": "minutes", "in": "query", "required": False,
@@ -144,6 +152,14 @@ SCHEMAS = {
                 "type": "object", "required": ["ok"], "properties": {"ok": {"type": "boolean"}}}},
         },
     },
+    "Alarms": {
+        "type": "object", "required": ["enabled", "alarms"], "additionalProperties": False,
+        "properties": {"enabled": {"type": "boolean"},
+                       "alarms": {"type": "array", "items": {"type": "object"}}},
+    },
+    "Alarm": {"type": "object", "required": ["id", "rule", "machine", "state"],
+              "properties": {"id": {"type": "string"}, "rule": {"type": "string"},
+                             "machine": {"type": "string"}, "state": {"type": "string"}}},
     "Index": {
         "type": "object", "required": ["name", "openapi", "routes"], "additionalProperties": False,
         "properties": {"name": {"type": "string"}, "openapi": {"type": "string"},
@@ -196,6 +212,16 @@ PATHS = {
     "/notifications": _get(
         "Notification history (empty and enabled=false without a notifier)",
         ["opt_start", "opt_end"], _json(_ref("Notifications"))),
+    "/alarms": _get("Active server-side alarms", ["opt_machine"], _json(_ref("Alarms"))),
+    "/alarms/history": _get(
+        "Alarms raised in a local date range (default: the last 30 days)",
+        ["opt_machine", "opt_start", "opt_end"], _json(_ref("Alarms")),
+        extra={"503": _json(_ref("Error"), "Alarm history unavailable")}),
+    "/alarms/{alarm_id}/ack": {"post": {
+        "summary": "Acknowledge an active alarm (needs a token when AUTH.API_TOKENS is set)",
+        "parameters": [copy.deepcopy(_P["alarm_id"]), copy.deepcopy(_P["by"])],
+        "responses": {"200": _json(_ref("Alarm")), "401": _UNAUTHORIZED,
+                      "404": _json(_ref("Error"), "No such active alarm")}}},
     "/healthz": _get(
         "Health of the DAQ listener, the database writer and the notifier (no token needed)", [],
         _json(_ref("Health")), extra={"503": _json(_ref("Health"), "Unhealthy")}),

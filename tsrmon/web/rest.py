@@ -24,7 +24,7 @@ from tsrmon.names import name_problem
 from tsrmon.store import schema
 from tsrmon.store.reader import align_series
 from tsrmon.web import openapi
-from tsrmon.web.gate import CorsPolicy, Gate, TokenCheck, error_body
+from tsrmon.web.gate import CorsPolicy, Gate, TokenCheck, allowed_methods, error_body
 from tsrmon.web.metrics import CONTENT_TYPE as METRICS_TYPE, RestMetrics
 
 JSON = b"application/json"
@@ -87,8 +87,9 @@ class RestAPI:
     log = Logger()
 
     def __init__(self, config, clock, hub, reader, live=None, notifier=None, health=None,
-                 counters=None):
+                 counters=None, alarms=None):
         self.config = config
+        self.alarms = alarms
         self.clock = clock
         self.hub = hub
         self.reader = reader
@@ -124,6 +125,12 @@ class RestAPI:
         # default=str: a room's health or history detail that is not JSON
         # (an exception, a path object) is shown as text rather than a 500.
         return orjson.dumps(obj, default=str)
+
+    @staticmethod
+    def _error(request, code, message, parameter):
+        request.setResponseCode(code)
+        request.setHeader(b"Content-Type", JSON)
+        return error_body(message, parameter)
 
     @staticmethod
     def _arg(request, name):
@@ -214,7 +221,7 @@ class RestAPI:
     def _not_allowed(self, request, failure):
         request.setResponseCode(405)
         request.setHeader(b"Content-Type", JSON)
-        request.setHeader(b"Allow", b"GET, HEAD, OPTIONS")
+        request.setHeader(b"Allow", allowed_methods(request.path))
         return error_body(f"method {request.method.decode('ascii', 'replace')} not allowed", None)
 
     @app.handle_errors
@@ -395,6 +402,49 @@ class RestAPI:
             return self._json(request, {"enabled": False, "notifications": []})
         items = yield self.notifier.history(self._epoch(start), self._epoch(end + timedelta(days=1)))
         return self._json(request, {"enabled": True, "notifications": list(items or [])})
+
+    # -- alarm rules (tsrmon.alarms) ----------------------------------------
+    def _opt_machine(self, request):
+        return None if self._arg(request, "machine") is None else self._machine(request)
+
+    @app.route("/alarms", methods=["GET"])
+    def alarms_active(self, request):
+        machine = self._opt_machine(request)
+        items = self.alarms.active(machine=machine) if self.alarms is not None else []
+        return self._json(request, {"enabled": self.alarms is not None, "alarms": list(items)})
+
+    @app.route("/alarms/history", methods=["GET"])
+    @defer.inlineCallbacks
+    def alarms_history(self, request):
+        machine = self._opt_machine(request)
+        today = self._today()
+        end = self._date(request, "end", required=False, default=today)
+        start = self._date(request, "start", required=False,
+                           default=end - timedelta(days=DEFAULT_NOTIFICATION_DAYS - 1))
+        if start > end:
+            raise BadParameter("start", f"start ({start}) is after end ({end})")
+        if self.alarms is None:
+            return self._json(request, {"enabled": False, "alarms": []})
+        try:
+            items = yield self.alarms.history(self._epoch(start), self._epoch(end + timedelta(days=1)),
+                                              machine=machine)
+        except RuntimeError as e:
+            return self._error(request, 503, str(e), None)
+        return self._json(request, {"enabled": True, "alarms": list(items or [])})
+
+    @app.route("/alarms/<string:alarm_id>/ack", methods=["POST"])
+    @defer.inlineCallbacks
+    def alarms_ack(self, request, alarm_id):
+        by = self._arg(request, "by")
+        if by is None:
+            by = request.getHeader("X-Forwarded-User") or request.getClientAddress().host
+        if self.alarms is None:
+            return self._error(request, 404, "alarm rules are not running", None)
+        try:
+            item = yield self.alarms.ack(alarm_id, by=by)
+        except KeyError:
+            return self._error(request, 404, f"no active alarm {alarm_id!r}", "alarm_id")
+        return self._json(request, item)
 
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request):
