@@ -65,14 +65,20 @@ class TsrmonService(OrderedMultiService):
     def startService(self):
         super().startService()
         if self.handle_signals:
-            # The reactor's own SIGTERM handler makes twistd re-raise the
-            # signal after a clean stop (exit status -15); systemd and the
-            # operator expect 0 after a graceful shutdown, so we stop the
-            # reactor ourselves.
-            self._old_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._sigterm)
-            if self.config.source:
-                self._old_handlers[signal.SIGHUP] = signal.signal(
-                    signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+            # After the reactor has installed its own handlers (twistd starts
+            # the application before reactor.run()).
+            self.reactor.callWhenRunning(self._install_signal_handlers)
+
+    def _install_signal_handlers(self):
+        if not self.running:
+            return
+        # The reactor's own SIGTERM handler makes twistd re-raise the signal
+        # after a clean stop (exit status -15); systemd and the operator
+        # expect 0 after a graceful shutdown, so we stop the reactor ourselves.
+        self._old_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._sigterm)
+        if self.config.source:
+            self._old_handlers[signal.SIGHUP] = signal.signal(
+                signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
 
     def _sigterm(self, *_):
         self.reactor.callFromThread(self._stop_reactor)
