@@ -1,0 +1,255 @@
+"""Incremental framers: bytes in, decoded values or refusals out.
+
+:class:`PickleFramer` cuts the deployed stream (pickles, each followed by an
+optional ``5C 6F`` or ``00`` terminator, or none) at the exact end of every
+pickle; :class:`JsonLineFramer` cuts newline-delimited JSON.  Both keep at
+most one incomplete frame buffered and return, per :meth:`feed`, a list of
+
+- ``(OK, value, trusted, nbytes)``: a decoded frame; ``trusted`` means it
+  has the opcode skeleton of a frame already accepted on this connection, so
+  its values have the same types (only floats differ) and the schema check
+  may take its fast path;
+- ``(EVENT, event, nbytes)`` (only with ``events=True``): a DataUpdate of a
+  known shape decoded straight into the schema's DATA event;
+- ``(REFUSED, reason, nbytes)``: a frame skipped whole, or undecodable
+  bytes skipped up to the next resynchronisation point.
+
+``fatal`` is set (and nothing more is decoded) when the stream cannot be
+resynchronised.
+"""
+
+import orjson
+
+from tsrmon.ingest.fastpath import plan_for
+from tsrmon.ingest.safepickle import BAD, DONE, Limits, PickleWalk, ShapeCache, loads
+
+OK, REFUSED, EVENT = "ok", "refused", "event"
+
+_TERMINATOR = b"\x5c\x6f"
+_RESYNC = b"\x5c\x6f\x80"  # terminator followed by a PROTO opcode
+_COMPACT_AT = 256 * 1024
+
+
+class PickleFramer:
+    """``events=True``: DataUpdates of a known shape come out as ready
+    ``(EVENT, schema event, nbytes)`` items (see ``fastpath.py``)."""
+
+    def __init__(self, limits=None, events=False):
+        self.limits = limits or Limits()
+        self.events = events
+        self.buf = bytearray()
+        self.pos = 0  # start of the next frame (or of the bytes to resync from)
+        self.walk = None
+        self.shapes = ShapeCache()
+        self.resyncing = False
+        self.skipped = 0  # bytes skipped in the current resync
+        self.fatal = None
+        # counters (also used by tests to show nothing is parsed twice)
+        self.opcodes_walked = 0
+        self.shape_hits = 0
+        self.wait_until = 0  # buffer length at which an expected frame is complete
+        self.finishing = False
+
+    @property
+    def buffered(self):
+        return len(self.buf) - self.pos
+
+    def feed(self, data):
+        if self.fatal is not None:
+            return []
+        buf = self.buf
+        buf += data
+        if len(buf) < self.wait_until:
+            return []
+        self.wait_until = 0
+        out = []
+        append = out.append
+        shapes = self.shapes
+        n = len(buf)
+        while True:
+            if self.resyncing and not self._resync():
+                break
+            walk = self.walk
+            if walk is None:
+                s = self.pos
+                # Hot path: frames with the skeleton of an accepted frame.
+                hits = 0
+                while s < n:
+                    first = buf[s]
+                    if first == 0x5C:  # terminator after the previous frame
+                        if s + 1 >= n or buf[s + 1] != 0x6F:
+                            break
+                        s += 2
+                        continue
+                    if first == 0:
+                        s += 1
+                        continue
+                    # The previous frame's shape, checked inline (most frames).
+                    shape = shapes.last
+                    if shape is not None:
+                        length = shape.length
+                        end = s + length
+                        if end <= n:
+                            for a, z, step, expected in shape.checks:
+                                if buf[s + a:s + z:step] != expected:
+                                    break
+                            else:
+                                hits += 1
+                                plan = shape.plan
+                                if plan is not None:
+                                    append((EVENT, plan.decode(buf, s), length))
+                                else:
+                                    append(self._decode(buf, s, end))
+                                s = end
+                                continue
+                    shape = shapes.find_shape(buf, s)
+                    if shape is None:
+                        if n - s < shapes.largest and not self.finishing:
+                            self.wait_until = shapes.expect(buf, s)
+                        break
+                    end = s + shape.length
+                    hits += 1
+                    if shape.plan is not None:
+                        append((EVENT, shape.plan.decode(buf, s), shape.length))
+                    else:
+                        append(self._decode(buf, s, end))
+                    s = end
+                self.shape_hits += hits
+                self.pos = s
+                if s >= n or self.wait_until or (buf[s] == 0x5C and s + 1 >= n):
+                    break
+                if buf[s] == 0x5C and buf[s + 1] == 0x6F:
+                    continue
+                walk = self.walk = PickleWalk(s, self.limits)
+            before = walk.walked
+            state = walk.walk(buf)
+            self.opcodes_walked += walk.walked - before
+            if state == DONE:
+                self.walk = None
+                end = walk.end
+                self.pos = end
+                nbytes = end - walk.start
+                if walk.refused is not None:
+                    append((REFUSED, walk.refused, nbytes))
+                    continue
+                frame = bytes(buf[walk.start:end])
+                try:
+                    value = loads(frame)
+                except Exception as e:
+                    append((REFUSED, f"undecodable: {type(e).__name__}: {e}", nbytes))
+                    continue
+                shapes.add(frame, walk.runs, plan_for(frame, walk.runs) if self.events else None)
+                append((OK, value, False, nbytes))
+            elif state == BAD:
+                self.walk = None
+                append((REFUSED, f"undecodable: {walk.error}", 0))
+                # Search from the byte after the bad frame's start: a bogus
+                # length may have walked past the real terminator.
+                self.pos = walk.start + 1
+                self.resyncing = True
+                self.skipped = 1
+            else:
+                break
+        self._compact()
+        return out
+
+    def finish(self):
+        """Every complete frame still buffered (the connection is ending)."""
+        self.finishing = True
+        self.wait_until = 0
+        return self.feed(b"")
+
+    @staticmethod
+    def _decode(buf, s, end):
+        try:
+            return (OK, loads(buf[s:end]), True, end - s)
+        except Exception as e:  # cannot happen for a walked skeleton; keep the rule
+            return (REFUSED, f"undecodable: {e}", end - s)
+
+    def _resync(self):
+        """Skip to the next terminator followed by a pickle header."""
+        buf = self.buf
+        i = buf.find(_RESYNC, self.pos)
+        if i < 0:
+            keep = min(len(buf) - self.pos, 2)
+            self.skipped += len(buf) - keep - self.pos
+            self.pos = len(buf) - keep
+            if self.skipped > self.limits.max_frame_bytes:
+                self.fatal = (f"no terminator followed by a pickle header in {self.skipped} bytes: "
+                              "cannot resynchronise")
+            return False
+        self.skipped += i - self.pos
+        self.pos = i + 2
+        self.resyncing = False
+        self.skipped = 0
+        return True
+
+    def skipped_bytes(self):
+        return self.skipped
+
+    def _compact(self):
+        start = self.walk.start if self.walk is not None else self.pos
+        if start and (start >= _COMPACT_AT or start == len(self.buf)):
+            del self.buf[:start]
+            self.pos -= start
+            if self.wait_until:
+                self.wait_until -= start
+            if self.walk is not None:
+                self.walk.shift(start)
+
+
+class JsonLineFramer:
+    """Newline-delimited JSON objects; a line longer than the cap is skipped."""
+
+    def __init__(self, limits=None):
+        self.limits = limits or Limits()
+        self.buf = bytearray()
+        self.scan = 0  # where to look for the next newline
+        self.skipping = 0  # bytes of an over-long line being skipped
+        self.fatal = None
+        self.frames = 0
+
+    @property
+    def buffered(self):
+        return len(self.buf)
+
+    def finish(self):
+        """The last line, even without its newline (the connection is ending)."""
+        if self.buf and not self.skipping:
+            return self.feed(b"\n")
+        return []
+
+    def feed(self, data):
+        out = []
+        buf = self.buf
+        buf += data
+        cap = self.limits.max_frame_bytes
+        start = 0
+        while True:
+            nl = buf.find(b"\n", max(start, self.scan))
+            if nl < 0:
+                if len(buf) - start > cap:
+                    self.skipping += len(buf) - start
+                    start = len(buf)
+                self.scan = len(buf) - start
+                break
+            self.scan = 0
+            line = bytes(buf[start:nl])
+            nbytes = nl + 1 - start
+            start = nl + 1
+            if self.skipping:
+                out.append((REFUSED, f"line longer than DAQ.MAX_FRAME_BYTES ({cap})", self.skipping + nbytes))
+                self.skipping = 0
+                continue
+            if not line.strip():
+                continue
+            try:
+                value = orjson.loads(line)
+            except orjson.JSONDecodeError as e:
+                out.append((REFUSED, f"undecodable JSON: {e}", nbytes))
+                continue
+            self.frames += 1
+            out.append((OK, value, False, nbytes))
+        if start:
+            del buf[:start]
+        return out

@@ -1,0 +1,521 @@
+"""Pickle frames without running them: an opcode walker and a shape cache.
+
+A pickle is self-delimiting, so its end is found by walking its opcodes.
+The walk here never executes anything: it reads each opcode and the length
+of its argument, refuses every opcode outside :data:`ALLOWED` (the ones that
+build None, bool, int, float, str, bytes, tuple, list, dict and the memo in
+protocols 0-5), and simulates the stack only as far as needed to bound
+nesting depth, element counts and memo indices.  The walk is resumable: bytes
+arriving in small pieces continue it where it stopped, never from the start.
+
+Only bytes the walker accepted reach ``pickle.loads``.  With no GLOBAL,
+STACK_GLOBAL, INST, EXT*, PERSID or buffer opcode there is no way for the
+stream to name a callable, and REDUCE, BUILD, OBJ and NEWOBJ* are refused
+anyway.  The memo checks matter: CPython's C unpickler grows its memo table
+to twice the largest index it is given, so a 9-byte ``LONG_BINPUT 200000000``
+would allocate gigabytes; the walker only allows indices that are already
+defined or the next one.
+
+Why ``pickle.loads`` and not a pure-Python decoder: see ``docs/protocol.md``
+("Decoder design") and ``bench/decoder.py``.  The per-frame cost is kept at
+about that of ``pickle.loads`` by :class:`Shape`: a DAQ sends the same
+opcode skeleton every second (same names, same memo indices, same list
+lengths) and only the 8 bytes of each BINFLOAT differ.  A frame whose
+non-float bytes equal those of a frame the walker already accepted, and whose
+float opcodes sit at the same offsets, walks identically, so it is accepted
+by a handful of slice comparisons instead of a walk.
+"""
+
+import pickle
+import pickletools
+import re
+
+# Result of PickleWalk.walk
+DONE, NEED, BAD = "done", "need", "bad"
+
+GLOBAL_REASON = "a global/import opcode"
+
+_FORBIDDEN = {
+    "GLOBAL": GLOBAL_REASON,
+    "STACK_GLOBAL": GLOBAL_REASON,
+    "INST": GLOBAL_REASON,
+    "EXT1": GLOBAL_REASON,
+    "EXT2": GLOBAL_REASON,
+    "EXT4": GLOBAL_REASON,
+    "REDUCE": "a call opcode",
+    "BUILD": "a call opcode",
+    "OBJ": "a call opcode",
+    "NEWOBJ": "a call opcode",
+    "NEWOBJ_EX": "a call opcode",
+    "PERSID": "a persistent-id opcode",
+    "BINPERSID": "a persistent-id opcode",
+    "NEXT_BUFFER": "an out-of-band buffer opcode",
+    "READONLY_BUFFER": "an out-of-band buffer opcode",
+    "EMPTY_SET": "a set opcode (not plain data)",
+    "ADDITEMS": "a set opcode (not plain data)",
+    "FROZENSET": "a set opcode (not plain data)",
+    "BYTEARRAY8": "a bytearray opcode (not plain data)",
+}
+
+# What each allowed opcode does to the simulated stack.
+_SCALAR, _EMPTY, _MARK, _BUILD_MARK, _TUPLE_N, _APPEND, _SETITEM, _ITEMS, _POP, _POP_MARK, \
+    _DUP, _PUT, _GET, _MEMOIZE, _PROTO, _FRAME, _STOP = range(17)
+
+_KIND = {
+    "NONE": _SCALAR, "NEWTRUE": _SCALAR, "NEWFALSE": _SCALAR,
+    "INT": _SCALAR, "BININT": _SCALAR, "BININT1": _SCALAR, "BININT2": _SCALAR,
+    "LONG": _SCALAR, "LONG1": _SCALAR, "LONG4": _SCALAR,
+    "FLOAT": _SCALAR, "BINFLOAT": _SCALAR,
+    "STRING": _SCALAR, "BINSTRING": _SCALAR, "SHORT_BINSTRING": _SCALAR,
+    "UNICODE": _SCALAR, "BINUNICODE": _SCALAR, "SHORT_BINUNICODE": _SCALAR, "BINUNICODE8": _SCALAR,
+    "BINBYTES": _SCALAR, "SHORT_BINBYTES": _SCALAR, "BINBYTES8": _SCALAR,
+    "EMPTY_TUPLE": _EMPTY, "EMPTY_LIST": _EMPTY, "EMPTY_DICT": _EMPTY,
+    "TUPLE": _BUILD_MARK, "LIST": _BUILD_MARK, "DICT": _BUILD_MARK,
+    "TUPLE1": _TUPLE_N, "TUPLE2": _TUPLE_N, "TUPLE3": _TUPLE_N,
+    "APPEND": _APPEND, "SETITEM": _SETITEM, "APPENDS": _ITEMS, "SETITEMS": _ITEMS,
+    "POP": _POP, "POP_MARK": _POP_MARK, "DUP": _DUP, "MARK": _MARK,
+    "GET": _GET, "BINGET": _GET, "LONG_BINGET": _GET,
+    "PUT": _PUT, "BINPUT": _PUT, "LONG_BINPUT": _PUT, "MEMOIZE": _MEMOIZE,
+    "PROTO": _PROTO, "FRAME": _FRAME, "STOP": _STOP,
+}
+ALLOWED = frozenset(_KIND)
+
+# Argument layouts.
+_A_NONE, _A_FIXED, _A_LINE, _A_LINE2, _A_LEN1, _A_LEN4S, _A_LEN4U, _A_LEN8U = range(8)
+_NUMERIC_LINE_MAX = 4096  # INT/LONG/FLOAT/PUT/GET text arguments
+
+
+def _build_table():
+    table = [None] * 256
+    for op in pickletools.opcodes:
+        code = ord(op.code)
+        arg = op.arg
+        if arg is None:
+            layout, size = _A_NONE, 0
+        elif arg.n > 0:
+            layout, size = _A_FIXED, arg.n
+        elif arg.n == pickletools.UP_TO_NEWLINE:
+            layout = _A_LINE2 if arg.name == "stringnl_noescape_pair" else _A_LINE
+            size = 0
+        else:
+            layout = {
+                pickletools.TAKEN_FROM_ARGUMENT1: _A_LEN1,
+                pickletools.TAKEN_FROM_ARGUMENT4: _A_LEN4S,
+                pickletools.TAKEN_FROM_ARGUMENT4U: _A_LEN4U,
+                pickletools.TAKEN_FROM_ARGUMENT8U: _A_LEN8U,
+            }[arg.n]
+            size = 0
+        numeric = op.name in ("INT", "LONG", "FLOAT", "PUT", "GET")
+        table[code] = (op.name, layout, size, _KIND.get(op.name), _FORBIDDEN.get(op.name), numeric)
+    return table
+
+
+_TABLE = _build_table()
+_BINFLOAT = ord("G")
+_FLOAT_RUN = re.compile(rb"(?:G.{8})+", re.S)
+
+
+class Limits:
+    """Caps applied to every frame (see docs/protocol.md)."""
+
+    __slots__ = ("max_frame_bytes", "max_elements", "max_containers", "max_depth")
+
+    def __init__(self, max_frame_bytes=16 * 1024 * 1024, max_elements=4_000_000,
+                 max_containers=100_000, max_depth=32):
+        self.max_frame_bytes = max_frame_bytes
+        self.max_elements = max_elements
+        self.max_containers = max_containers
+        self.max_depth = max_depth
+
+
+class PickleWalk:
+    """The walk of one pickle that starts at ``start`` in a growing buffer.
+
+    :meth:`walk` returns DONE (``end`` is one past STOP; ``refused`` is None
+    or the reason the complete frame must be skipped), NEED (``need`` is the
+    buffer length worth waiting for) or BAD (``error``: the bytes are not a
+    pickle, resynchronise).  Positions are absolute in the caller's buffer;
+    :meth:`shift` moves them when the caller drops bytes in front.
+    """
+
+    __slots__ = ("start", "pos", "need", "line_from", "line_left", "limits", "stack", "marks", "memo",
+                 "elements", "containers", "refused", "end", "error", "runs", "walked")
+
+    def __init__(self, start, limits):
+        self.start = start
+        self.pos = start
+        self.need = 0
+        self.line_from = 0
+        self.line_left = 0
+        self.limits = limits
+        self.stack = []  # depth of each simulated stack item
+        self.marks = []
+        self.memo = {}  # index -> depth
+        self.elements = 0
+        self.containers = 0
+        self.refused = None
+        self.end = None
+        self.error = None
+        self.runs = []  # (offset from start, count) of BINFLOAT runs, for Shape
+        self.walked = 0  # opcodes walked (tests check nothing is walked twice)
+
+    def shift(self, delta):
+        self.start -= delta
+        self.pos -= delta
+        self.need = max(0, self.need - delta)
+        if self.line_from:
+            self.line_from -= delta
+
+    def _refuse(self, reason):
+        if self.refused is None:
+            self.refused = reason
+            self.stack = self.marks = None
+            self.memo = None
+
+    def _bad(self, why, p):
+        self.error = f"{why} at byte {p - self.start} of the frame"
+        return BAD
+
+    def walk(self, buf):
+        n = len(buf)
+        if n < self.need:
+            return NEED
+        limits = self.limits
+        max_end = self.start + limits.max_frame_bytes
+        table = _TABLE
+        p = self.pos
+        while True:
+            if p >= n:
+                self.pos = p
+                self.need = p + 1
+                return NEED
+            op = buf[p]
+            # BINFLOAT runs are most of a DAQ frame: skip them in C.
+            if op == _BINFLOAT and self.refused is None:
+                m = _FLOAT_RUN.match(buf, p)
+                if m is not None:
+                    e = m.end()
+                    count = (e - p) // 9
+                    if e > max_end:
+                        return self._bad(f"frame larger than DAQ.MAX_FRAME_BYTES ({limits.max_frame_bytes})", p)
+                    self.runs.append((p - self.start, count))
+                    self.stack.extend([0] * count)
+                    self.elements += count
+                    self.walked += count
+                    if self.elements > limits.max_elements:
+                        self._refuse(f"more than {limits.max_elements} elements")
+                    p = e
+                    continue
+            spec = table[op]
+            if spec is None:
+                return self._bad(f"unknown opcode 0x{op:02x}", p)
+            name, layout, size, kind, forbidden, numeric = spec
+            a = p + 1
+            arg = None
+            if layout == _A_NONE:
+                end = a
+            elif layout == _A_FIXED:
+                end = a + size
+                if end <= n:
+                    arg = buf[a:end]
+            elif layout == _A_LEN1:
+                if a >= n:
+                    end = a + 1
+                else:
+                    end = a + 1 + buf[a]
+            elif layout == _A_LINE or layout == _A_LINE2:
+                if self.line_from:  # resuming inside this opcode's lines
+                    q, lines = self.line_from, self.line_left
+                else:
+                    q, lines = a, (2 if layout == _A_LINE2 else 1)
+                cap = max_end if not numeric else min(max_end, a + _NUMERIC_LINE_MAX)
+                while lines:
+                    nl = buf.find(b"\n", q, min(n, cap))
+                    if nl < 0:
+                        if n >= cap:
+                            return self._bad(f"{name} argument line too long", p)
+                        self.line_from = n
+                        self.line_left = lines
+                        self.pos = p
+                        self.need = n + 1
+                        return NEED
+                    q = nl + 1
+                    lines -= 1
+                end = q
+                self.line_from = 0
+                if numeric or name == "PROTO":
+                    arg = buf[a:end - 1]
+            else:
+                width = 4 if layout in (_A_LEN4S, _A_LEN4U) else 8
+                if a + width > n:
+                    end = a + width
+                else:
+                    length = int.from_bytes(buf[a:a + width], "little", signed=(layout == _A_LEN4S))
+                    if length < 0:
+                        return self._bad(f"{name} with negative length", p)
+                    if length > limits.max_frame_bytes:
+                        return self._bad(f"{name} of {length} bytes exceeds DAQ.MAX_FRAME_BYTES", p)
+                    end = a + width + length
+            if end > max_end:
+                return self._bad(f"frame larger than DAQ.MAX_FRAME_BYTES ({limits.max_frame_bytes})", p)
+            if end > n:
+                self.pos = p
+                self.need = end
+                return NEED
+            self.walked += 1
+            if forbidden is not None:
+                self._refuse(f"forbidden opcode {name} ({forbidden})")
+            elif kind == _STOP:
+                if self.refused is None and (len(self.stack) != 1 or self.marks):
+                    self._refuse("malformed pickle (stack not a single value at STOP)")
+                self.end = end
+                self.pos = end
+                return DONE
+            elif kind == _FRAME:
+                length = int.from_bytes(arg, "little")
+                if length > limits.max_frame_bytes or end + length > max_end:
+                    return self._bad(f"FRAME of {length} bytes exceeds DAQ.MAX_FRAME_BYTES", p)
+                # Wait for the whole frame before walking on: a framed pickle
+                # fed one byte at a time costs one comparison per byte.
+                if end + length > n:
+                    self.pos = end
+                    self.need = end + length
+                    return NEED
+            elif kind == _PROTO:
+                if arg[0] > pickle.HIGHEST_PROTOCOL:
+                    return self._bad(f"unsupported pickle protocol {arg[0]}", p)
+            elif self.refused is None:
+                problem = self._apply(kind, name, arg)
+                if problem is not None:
+                    if problem is BAD:
+                        return self._bad(f"{name} on a malformed stack", p)
+                    self._refuse(problem)
+            p = end
+
+    def _apply(self, kind, name, arg):
+        """Simulate one allowed opcode; None, a refusal text, or BAD."""
+        stack = self.stack
+        marks = self.marks
+        fence = marks[-1] if marks else 0
+        limits = self.limits
+        if kind == _SCALAR:
+            stack.append(0)
+            self.elements += 1
+        elif kind == _EMPTY:
+            stack.append(1)
+            self.elements += 1
+            self.containers += 1
+        elif kind == _MARK:
+            marks.append(len(stack))
+        elif kind == _BUILD_MARK:
+            if not marks:
+                return BAD
+            m = marks.pop()
+            items = stack[m:]
+            del stack[m:]
+            if name == "DICT" and len(items) % 2:
+                return BAD
+            stack.append(1 + max(items, default=0))
+            self.elements += 1
+            self.containers += 1
+        elif kind == _TUPLE_N:
+            k = int(name[-1])
+            if len(stack) - fence < k:
+                return BAD
+            items = stack[len(stack) - k:]
+            del stack[len(stack) - k:]
+            stack.append(1 + max(items))
+            self.elements += 1
+            self.containers += 1
+        elif kind == _APPEND:
+            if len(stack) - fence < 2:
+                return BAD
+            v = stack.pop()
+            stack[-1] = max(stack[-1], v + 1)
+        elif kind == _SETITEM:
+            if len(stack) - fence < 3:
+                return BAD
+            v = stack.pop()
+            k = stack.pop()
+            stack[-1] = max(stack[-1], v + 1, k + 1)
+        elif kind == _ITEMS:
+            if not marks:
+                return BAD
+            m = marks.pop()
+            if m == 0 or m - (marks[-1] if marks else 0) < 1:
+                return BAD
+            items = stack[m:]
+            del stack[m:]
+            if name == "SETITEMS" and len(items) % 2:
+                return BAD
+            if items:
+                stack[-1] = max(stack[-1], 1 + max(items))
+        elif kind == _POP:
+            if marks and marks[-1] == len(stack):
+                marks.pop()
+            elif len(stack) > fence:
+                stack.pop()
+            else:
+                return BAD
+        elif kind == _POP_MARK:
+            if not marks:
+                return BAD
+            del stack[marks.pop():]
+        elif kind == _DUP:
+            if len(stack) <= fence:
+                return BAD
+            stack.append(stack[-1])
+            self.elements += 1
+        elif kind == _PUT or kind == _MEMOIZE:
+            if len(stack) <= fence:
+                return BAD
+            memo = self.memo
+            if kind == _MEMOIZE:
+                idx = len(memo)
+            else:
+                idx = _index(name, arg)
+                if idx is None:
+                    return BAD
+                # CPython sizes its memo table by the largest index: only
+                # allow a defined index or the next one.
+                if idx > len(memo):
+                    return f"memo index {idx} out of sequence (memo has {len(memo)} entries)"
+            memo[idx] = stack[-1]
+        elif kind == _GET:
+            idx = _index(name, arg)
+            if idx is None:
+                return BAD
+            depth = self.memo.get(idx)
+            if depth is None:
+                return f"memo reference to undefined entry {idx}"
+            stack.append(depth)
+            self.elements += 1
+        if stack and stack[-1] > limits.max_depth:
+            return f"nesting deeper than {limits.max_depth}"
+        if self.elements > limits.max_elements:
+            return f"more than {limits.max_elements} elements"
+        if self.containers > limits.max_containers:
+            return f"more than {limits.max_containers} containers"
+        return None
+
+
+def _index(name, arg):
+    if name in ("PUT", "GET"):
+        text = bytes(arg)
+        if not text.isdigit():
+            return None
+        return int(text)
+    return int.from_bytes(arg, "little")
+
+
+class Shape:
+    """The opcode skeleton of one accepted frame (see the module docstring).
+
+    ``checks`` holds (start, stop, step, expected) slices relative to the
+    frame start: the fixed bytes between float runs (step 1) and the opcode
+    bytes of each BINFLOAT run (step 9, all ``G``).
+    """
+
+    __slots__ = ("length", "checks", "key", "head", "plan")
+
+    KEY_BYTES = 12
+
+    def __init__(self, frame, runs, plan=None):
+        self.plan = plan  # a fastpath.DataPlan, or None
+        self.length = len(frame)
+        checks = []
+        at = 0
+        for offset, count in runs:
+            if offset > at:
+                checks.append((at, offset, 1, bytes(frame[at:offset])))
+            stop = offset + 9 * count
+            checks.append((offset, stop, 9, b"G" * count))
+            at = stop
+        if at < self.length:
+            checks.append((at, self.length, 1, bytes(frame[at:self.length])))
+        self.checks = checks
+        self.key = bytes(frame[:self.KEY_BYTES])
+        self.head = checks[0][3][:64] if checks[0][2] == 1 else b""
+
+    def matches(self, buf, s):
+        if len(buf) - s < self.length:
+            return False
+        for a, z, step, expected in self.checks:
+            if buf[s + a:s + z:step] != expected:
+                return False
+        return True
+
+
+class ShapeCache:
+    """Recently accepted shapes of one connection, looked up by leading bytes."""
+
+    __slots__ = ("by_key", "size", "limit", "last", "largest")
+
+    def __init__(self, limit=16):
+        self.by_key = {}
+        self.size = 0
+        self.limit = limit
+        self.last = None  # most frames have the previous frame's shape
+        self.largest = 0
+
+    def find(self, buf, s):
+        """The length of the frame at ``s`` if a known shape matches, else 0."""
+        last = self.last
+        if last is not None and last.matches(buf, s):
+            return last.length
+        shapes = self.by_key.get(bytes(buf[s:s + Shape.KEY_BYTES]))
+        if shapes:
+            for shape in shapes:
+                if shape is not last and shape.matches(buf, s):
+                    self.last = shape
+                    return shape.length
+        return 0
+
+    def find_shape(self, buf, s):
+        """Like :meth:`find`, but the matching :class:`Shape` (or None)."""
+        return self.last if self.find(buf, s) else None
+
+    def expect(self, buf, s):
+        """For an incomplete frame at ``s`` whose leading bytes match a known
+        shape: the buffer length at which the whole frame will be there
+        (0 if none matches).  Waiting for it instead of walking keeps large
+        frames that arrive in pieces on the shape path."""
+        avail = len(buf) - s
+        last = self.last
+        candidates = [last] if last is not None else []
+        if avail >= Shape.KEY_BYTES:
+            candidates += self.by_key.get(bytes(buf[s:s + Shape.KEY_BYTES]), ())
+        for shape in candidates:
+            # Only framed pickles (protocol 4+): the head then holds the
+            # first FRAME's length, so for a pickle of one FRAME (every DAQ
+            # frame under 64 KiB) a matching head means the same length.
+            # A larger pickle that diverges after its first FRAME is held
+            # until more bytes arrive or the framer is finished.
+            if avail < shape.length and shape.head[2:3] == b"\x95":
+                k = min(len(shape.head), avail)
+                if k >= Shape.KEY_BYTES and buf[s:s + k] == shape.head[:k]:
+                    return s + shape.length
+        return 0
+
+    def add(self, frame, runs, plan=None):
+        if len(frame) < Shape.KEY_BYTES:
+            return
+        shape = Shape(frame, runs, plan)
+        shapes = self.by_key.setdefault(shape.key, [])
+        if len(shapes) >= 4:
+            shapes.pop(0)
+            self.size -= 1
+        if self.size >= self.limit:
+            oldest = next(iter(self.by_key))
+            self.size -= len(self.by_key.pop(oldest))
+            if oldest == shape.key:
+                shapes = self.by_key.setdefault(shape.key, [])
+        shapes.append(shape)
+        self.size += 1
+        self.last = shape
+        self.largest = max(self.largest, shape.length)
+
+
+def loads(frame):
+    """Build the value of a frame the walker accepted (or a cached shape matched)."""
+    return pickle.loads(frame)

@@ -1,0 +1,167 @@
+"""The three DAQ events, checked: a decoded value in, an event tuple out.
+
+Events (both encodings):
+
+- ``(NAME, machine, token)``
+- ``(DATA, sensors, bad_sensors, nonfinite, t)`` where ``sensors`` is a list
+  of ``(sensor, type, finite values)`` ready for ``MachineHub.data`` and
+  ``bad_sensors`` a list of ``(sensor, why)`` dropped from the frame;
+- ``(FAULT, score, threshold, t)`` with float score and threshold.
+
+``t`` is None (stamp on arrival) or the frame's own time in epoch seconds
+(JSON ``"time"``).  Anything else raises :class:`FrameRefused`.
+"""
+
+import datetime
+import math
+
+from tsrmon.names import name_problem
+
+NAME, DATA, FAULT = "name", "DataUpdate", "FaultDetect"
+EVENTS = (NAME, DATA, FAULT)
+
+_isfinite = math.isfinite
+_MAX_KNOWN_NAMES = 4096
+
+
+class FrameRefused(Exception):
+    """A complete frame that does not match an event schema."""
+
+
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def from_pickle(value, trusted, known_names):
+    """A decoded legacy frame ``(event, data)``."""
+    if type(value) is not tuple and type(value) is not list or len(value) != 2:
+        raise FrameRefused(f"expected an (event, data) pair, got {type(value).__name__}")
+    event, data = value
+    if event == DATA:
+        return data_event(data, trusted, known_names, None)
+    if event == NAME:
+        return (NAME, data, None)
+    if event == FAULT:
+        return fault_event(data, None)
+    raise FrameRefused(f"unknown event {_short(event)}")
+
+
+def from_json(value, known_names):
+    """A decoded JSON line ``{"event": ..., "data": ..., "time"?, "token"?}``."""
+    if type(value) is not dict:
+        raise FrameRefused(f"expected a JSON object, got {type(value).__name__}")
+    event = value.get("event")
+    data = value.get("data")
+    t = value.get("time")
+    if t is not None:
+        t = parse_time(t)
+    if event == DATA:
+        return data_event(data, False, known_names, t)
+    if event == NAME:
+        token = value.get("token")
+        if token is not None and type(token) is not str:
+            raise FrameRefused("token must be a string")
+        return (NAME, data, token)
+    if event == FAULT:
+        return fault_event(data, t)
+    raise FrameRefused(f"unknown event {_short(event)}")
+
+
+def parse_time(t):
+    """ISO 8601 with an offset, or epoch seconds, to epoch seconds."""
+    if type(t) in (int, float):
+        if not _isfinite(t) or t < 0:
+            raise FrameRefused(f"time {t!r} is not a valid epoch time")
+        return float(t)
+    if type(t) is str:
+        try:
+            dt = datetime.datetime.fromisoformat(t)
+        except ValueError:
+            raise FrameRefused(f"time {_short(t)} is not ISO 8601") from None
+        if dt.tzinfo is None:
+            raise FrameRefused(f"time {_short(t)} has no UTC offset")
+        return dt.timestamp()
+    raise FrameRefused(f"time must be ISO 8601 text or epoch seconds, got {type(t).__name__}")
+
+
+def _number(v, what):
+    if type(v) is float:
+        if not _isfinite(v):
+            raise FrameRefused(f"{what} is not finite")
+        return v
+    if type(v) is int:
+        try:
+            return float(v)
+        except OverflowError:
+            raise FrameRefused(f"{what} is out of range") from None
+    raise FrameRefused(f"{what} must be a number, got {type(v).__name__}")
+
+
+def fault_event(data, t):
+    if type(data) is not dict:
+        raise FrameRefused(f"FaultDetect data must be a dict, got {type(data).__name__}")
+    return (FAULT, _number(data.get("score"), "score"), _number(data.get("threshold"), "threshold"), t)
+
+
+def _checked_values(values, sensor):
+    """Every element a number (ints become floats); the slow path."""
+    out = values
+    for i, v in enumerate(values):
+        tv = type(v)
+        if tv is float:
+            continue
+        if tv is int:
+            if out is values:
+                out = list(values)
+            try:
+                out[i] = float(v)
+            except OverflowError:
+                raise FrameRefused(f"sensor {_short(sensor)}: sample {i} out of range") from None
+            continue
+        raise FrameRefused(f"sensor {_short(sensor)}: sample {i} is a {tv.__name__}, not a number")
+    return out
+
+
+def data_event(data, trusted, known_names, t):
+    """``{sensor: {"type": str, "data": [number, ...]}}``.
+
+    ``known_names`` is the connection's set of names already checked (a
+    small cache: checking a name costs more than the rest of a sensor).
+    """
+    if type(data) is not dict:
+        raise FrameRefused(f"DataUpdate data must be a dict, got {type(data).__name__}")
+    sensors = []
+    bad = []
+    nonfinite = 0
+    for sensor, entry in data.items():
+        if type(entry) is not dict:
+            raise FrameRefused(f"sensor {_short(sensor)}: expected {{'type': ..., 'data': [...]}}")
+        stype = entry.get("type")
+        values = entry.get("data")
+        if type(values) is not list:
+            raise FrameRefused(f"sensor {_short(sensor)}: 'data' must be a list")
+        if sensor not in known_names or type(stype) is not str or stype not in known_names:
+            problem = name_problem(sensor)
+            if problem is not None:
+                bad.append((sensor, f"bad sensor name: {problem}"))
+                continue
+            problem = name_problem(stype)
+            if problem is not None:
+                bad.append((sensor, f"bad sensor type {_short(stype)}: {problem}"))
+                continue
+            if len(known_names) < _MAX_KNOWN_NAMES:
+                known_names.add(sensor)
+                known_names.add(stype)
+        if not trusted:
+            values = _checked_values(values, sensor)
+        try:
+            finite = _isfinite(sum(values))
+        except (TypeError, OverflowError):
+            finite = False
+        if not finite:
+            kept = [v for v in values if _isfinite(v)]
+            nonfinite += len(values) - len(kept)
+            values = kept
+        sensors.append((sensor, stype, values))
+    return (DATA, sensors, bad, nonfinite, t)
