@@ -243,8 +243,11 @@ def makeService(config, reactor=None, demo=False, lock=True):
         from tsrmon.simulate import DemoService
 
         def daq_address():
-            port = daq.port
-            return ("127.0.0.1", port.getHost().port) if port is not None else None
+            if daq.port is None:
+                return None
+            host = daq.port.getHost()
+            wildcard = host.host in ("0.0.0.0", "::", "")
+            return ("127.0.0.1" if wildcard else host.host, host.port)
 
         rooms["demo"] = DemoService(config, reactor, daq_address)
         rooms["demo"].setServiceParent(top)
