@@ -117,6 +117,7 @@ def run(label, sensors, n_floats, count, repeat):
         for name, fn in rows:
             times[name].append(best(fn, 1))
     results = [(name, min(times[name])) for name, _ in rows]
+    RESULTS[label] = {name: count / t for name, t in results}
     base = results[0][1]
     size = len(pickles[0])
     print(f"\n{label}: {count} frames of {size} bytes ({sensors} x {n_floats} floats)")
@@ -152,7 +153,29 @@ def run_protocol(count, repeat):
         assert hub.machines["Bench"].frames == count
 
     t = min(best(once, 1) for _ in range(repeat))
+    RESULTS["protocol"] = count / t
     print(f"\nprotocol -> hub (no rooms), deployed shape: {count / t:,.0f} frames/s")
+
+
+RESULTS = {}
+
+
+def bench_rows(quick=False, workdir=None):
+    """Rows for ``python -m bench``: the daemon's decode path vs pickle.loads."""
+    main(["--quick"] if quick else [])
+    rows = []
+    for label, n in (("deployed shape", 60), ("large chunks", 4 * 25600)):
+        r = RESULTS[label]
+        ratio = r["framer, events"] / r["pickle.loads"]
+        rows.append({"row": f"decoder-{'deployed' if n == 60 else 'fullrate'}",
+                     "figure": f"safe decoder vs pickle.loads, {label}",
+                     "value": f"{ratio:.2f}x", "target": "≥ 0.5x", "pass": ratio >= 0.5,
+                     "detail": f"{r['framer, events']:,.0f} frames/s ({r['framer, events'] * n / 1e6:.1f} M floats/s) "
+                               f"vs {r['pickle.loads']:,.0f}"})
+    rows.append({"row": "decoder-protocol", "figure": "protocol → hub (no rooms), deployed shape, frames/s",
+                 "value": round(RESULTS["protocol"]), "target": "", "pass": True,
+                 "detail": "CPU time, one core"})
+    return rows
 
 
 def main(argv=None):

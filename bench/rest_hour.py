@@ -56,16 +56,8 @@ def pct(values, p):
     return values[k]
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--requests", type=int, default=200)
-    ap.add_argument("--changed", type=int, default=30, help="requests after a commit")
-    ap.add_argument("--sensors", type=int, default=8)
-    ap.add_argument("--serve", help=argparse.SUPPRESS)
-    args = ap.parse_args()
-    if args.serve:
-        return serve(args.serve)
-
+def measure(requests=200, changed=30, sensors=8, log=print):
+    """p50/p99 (seconds) of warm requests and of requests right after a commit."""
     import http.client
 
     from tests.web.dbs import make_year_db
@@ -77,15 +69,13 @@ def main():
         start = today - timedelta(days=365)
         path = os.path.join(db, "Bench.db")
         t = time.perf_counter()
-        names = make_year_db(path, sensors=args.sensors, start=(today - timedelta(days=364)).isoformat())
-        print(f"built {path}: {args.sensors} sensors x 8760 hours in {time.perf_counter() - t:.1f} s")
+        names = make_year_db(path, sensors=sensors, start=(today - timedelta(days=364)).isoformat())
+        log(f"built {path}: {sensors} sensors x 8760 hours in {time.perf_counter() - t:.1f} s")
         server = subprocess.Popen([sys.executable, __file__, "--serve", folder], cwd=ROOT,
                                   stdout=subprocess.PIPE, text=True)
         try:
             port = int(server.stdout.readline().split()[1])
-            url = (f"http://127.0.0.1:{port}/stat/hour?machine=Bench"
-                   f"&start={start.isoformat()}&end={today.isoformat()}")
-            target = url.split(str(port), 1)[1]
+            target = (f"/stat/hour?machine=Bench&start={start.isoformat()}&end={today.isoformat()}")
             client = http.client.HTTPConnection("127.0.0.1", port)  # keep-alive
 
             def timed():
@@ -100,27 +90,55 @@ def main():
             # The reader warms its hour cache at start; time a request before that ends.
             cold, body = timed()
             items = body.count(b'"name"')
-            print(f"response: {items} items, {len(body) / 1e6:.1f} MB")
-            warm = [timed()[0] for _ in range(args.requests)]
+            log(f"response: {items} items, {len(body) / 1e6:.1f} MB")
+            warm = [timed()[0] for _ in range(requests)]
             # Another connection commits (the writer's upsert of the current hour).
             writer = sqlite3.connect(path)
-            changed = []
-            for i in range(args.changed):
+            after = []
+            for i in range(changed):
                 writer.execute(f'UPDATE "{names[i % len(names)]}_hour_avg" SET count = count + 1 '
                                f'WHERE id = (SELECT max(id) FROM "{names[i % len(names)]}_hour_avg")')
                 writer.commit()
-                changed.append(timed()[0])
+                after.append(timed()[0])
                 timed()  # the other pool thread's connection notices the commit too
             writer.close()
-            ms = 1e3
-            print(f"first request (during the start-up warm-up): {cold * ms:.0f} ms")
-            print(f"warm   n={len(warm)}: p50 {pct(warm, 50) * ms:.1f} ms, p99 {pct(warm, 99) * ms:.1f} ms, "
-                  f"mean {statistics.mean(warm) * ms:.1f} ms")
-            print(f"after a commit n={len(changed)}: p50 {pct(changed, 50) * ms:.1f} ms, "
-                  f"p99 {pct(changed, 99) * ms:.1f} ms")
         finally:
             server.terminate()
             server.wait(10)
+    return {"items": items, "bytes": len(body), "cold": cold,
+            "warm_p50": pct(warm, 50), "warm_p99": pct(warm, 99), "warm_mean": statistics.mean(warm),
+            "after_commit_p50": pct(after, 50), "after_commit_p99": pct(after, 99)}
+
+
+def bench_rows(quick=False, workdir=None):
+    r = measure(requests=50 if quick else 300, changed=10 if quick else 30, log=lambda *_: None)
+    ms = 1e3
+    return [
+        {"row": "rest-hour", "figure": "/stat/hour, a year x 8 sensors: p50 / p99 (warm)",
+         "value": f"{r['warm_p50'] * ms:.1f} / {r['warm_p99'] * ms:.1f} ms", "target": "p99 < 50 ms",
+         "pass": r["warm_p99"] < 0.05, "detail": f"{r['items']} items, {r['bytes'] / 1e6:.1f} MB; deployed p50 467 ms"},
+        {"row": "rest-hour-commit", "figure": "/stat/hour right after a writer commit: p50 / p99",
+         "value": f"{r['after_commit_p50'] * ms:.1f} / {r['after_commit_p99'] * ms:.1f} ms",
+         "target": "p99 < 50 ms", "pass": r["after_commit_p99"] < 0.05, "detail": "once per DATABASE.FLUSH per changed db"},
+    ]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--changed", type=int, default=30, help="requests after a commit")
+    ap.add_argument("--sensors", type=int, default=8)
+    ap.add_argument("--serve", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        return serve(args.serve)
+    r = measure(args.requests, args.changed, args.sensors)
+    ms = 1e3
+    print(f"first request (during the start-up warm-up): {r['cold'] * ms:.0f} ms")
+    print(f"warm   n={args.requests}: p50 {r['warm_p50'] * ms:.1f} ms, p99 {r['warm_p99'] * ms:.1f} ms, "
+          f"mean {r['warm_mean'] * ms:.1f} ms")
+    print(f"after a commit n={args.changed}: p50 {r['after_commit_p50'] * ms:.1f} ms, "
+          f"p99 {r['after_commit_p99'] * ms:.1f} ms")
 
 
 if __name__ == "__main__":
