@@ -43,7 +43,8 @@ def port_is_closed(port):
 class Daemon:
     """A daemon in ``workdir`` with a config of its own (ports picked free)."""
 
-    def __init__(self, workdir, overrides=None, config_path=None, tac=False, demo=False):
+    def __init__(self, workdir, overrides=None, config_path=None, tac=False, demo=False,
+                 wrapper=None, env=None):
         self.workdir = str(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.http_port = free_port()
@@ -63,21 +64,25 @@ class Daemon:
             yaml.safe_dump(config, f, allow_unicode=True)
         self.tac = tac
         self.demo = demo
+        self.wrapper = list(wrapper or [])  # e.g. systemd-socket-activate ... before twistd
+        self.extra_env = dict(env or {})
         self.proc = None
         self.output = None
 
     def command(self):
         if self.tac:
-            return [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "-y", os.path.join(ROOT, "tsrmon.tac")]
+            return self.wrapper + [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "-y",
+                                   os.path.join(ROOT, "tsrmon.tac")]
         cmd = [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "tsrmon", "--config", self.config_path]
         if self.demo:
             cmd.append("--demo")
-        return cmd
+        return self.wrapper + cmd
 
     def start(self, wait=True):
         env = dict(os.environ)
         env["TSRMON_CONFIG"] = self.config_path
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(self.extra_env)
         self.output = open(os.path.join(self.workdir, "daemon.out"), "ab")
         self.proc = subprocess.Popen(self.command(), cwd=self.workdir, env=env,
                                      stdout=self.output, stderr=subprocess.STDOUT)

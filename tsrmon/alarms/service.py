@@ -452,6 +452,7 @@ class AlarmService(service.Service):
 
     def healthy(self):
         """For /healthz: the store is the only part that can break."""
-        return {"ok": bool(self.running) and self._ready and not self.store.error,
+        # Still loading its state at start-up is not a fault (ready says so).
+        return {"ok": bool(self.running) and not self.store.error, "ready": self._ready,
                 "active": len(self.active_alarms), "rules": len(self.rules),
                 "error": self.store.error}
