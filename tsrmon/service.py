@@ -196,6 +196,7 @@ def makeService(config, reactor=None, demo=False, lock=True):
     stats = rooms["stats"] = StatsService(config, reactor, hub, store)
     notifier = rooms["notifier"] = NotifierService(config, reactor, reactor)
     reader = rooms["reader"] = SQLiteReader(config, reactor)
+    store.commit_listeners.append(reader.written)
 
     def live_history(machine):
         # Enough stored minutes to refill LIVE.CACHE updates after a restart.

@@ -132,6 +132,7 @@ def migrate(conn):
                                  f"ADD COLUMN {quote_identifier(col)} {typ}")
                     changes.append(f"{table}.{col}")
             conn.execute(schema.unique_t0_index_sql(table))
+            conn.execute(schema.time_index_sql(table))
             if sensor not in sensors:
                 sensors.append(sensor)
         names = set(table_names(conn))

@@ -224,6 +224,8 @@ class SQLiteReader(service.Service):
         self._lock = threading.Lock()
         self._path_locks = {}
         self._hour = {}  # (path, table) -> _HourCache
+        self._dirty = {}  # (path, table) -> hour time texts the writer reported
+        self.follow_writer = False  # True once the in-process writer reports its commits
         self._warned = set()
         self._serials = itertools.count(1)
 
@@ -282,6 +284,25 @@ class SQLiteReader(service.Service):
 
     def reconfigure(self, config):
         self.config = config
+
+    def written(self, machine, touched):
+        """The in-process writer committed these hours (reactor thread).
+
+        ``touched`` maps an hour table to the ``time`` texts it upserted.  In
+        the daemon the store is the only writer (the instance lock keeps the
+        tools out), so a request after a flush re-serves just those hours
+        instead of re-reading the current months of every table; a full
+        check every FULL_CHECK_INTERVAL still catches anything else.
+        """
+        path = self.db_path(machine)
+        with self._lock:
+            for table, times in touched.items():
+                self._dirty.setdefault((path, table), set()).update(times)
+        self.follow_writer = True
+
+    def _take_dirty(self, path, table):
+        with self._lock:
+            return self._dirty.pop((path, table), None)
 
     # -- public API (each returns a Deferred) ------------------------------
     def machines(self):
@@ -463,10 +484,15 @@ class SQLiteReader(service.Service):
         now = self.reactor.seconds()
         ino = files[0][0] if files[0] else None
         if now - cache.full_at >= FULL_CHECK_INTERVAL or ino != cache.ino:
+            self._take_dirty(path, table)  # the full read covers them
             self._refresh_hour(conn, sensor, table, cache, None)
             cache.full_at = now
             cache.ino = ino
             cache.files = files if _settled(files) else None
+        elif self.follow_writer:
+            dirty = self._take_dirty(path, table)
+            if dirty:
+                self._patch_hours(conn, sensor, table, cache, dirty)
         elif cache.validated.get(conn.serial) != version and cache.files != files:
             # Someone committed since this connection last looked, and since
             # any connection last validated (the files changed since).
@@ -482,6 +508,16 @@ class SQLiteReader(service.Service):
             chunk = cache.chunks[key]
             out.append(chunk if chunk.within(start, end) else chunk.cut(start, end))
         return out
+
+    def _patch_hours(self, conn, sensor, table, cache, times):
+        """Re-serve only the days of the reported hours, in their month chunks."""
+        for day in sorted({t[:10] for t in times}):
+            key = day[:7]
+            fresh = self._served(conn, sensor, table, "hour", day, day)
+            chunk = cache.chunks.get(key)
+            kept = [] if chunk is None else [i for i in chunk.items if i[0][:10] != day]
+            # Stable: a DST fall-back day's repeated hour keeps its served order.
+            cache.chunks[key] = _Chunk(table, sorted(kept + fresh, key=lambda i: i[0]))
 
     def _recent_cutoff(self, now):
         """Epoch of the local start of the previous month: the writer's upserts

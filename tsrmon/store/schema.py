@@ -75,7 +75,14 @@ def create_stat_table_sql(sensor, level):
         f"CREATE TABLE IF NOT EXISTS {q} (id INTEGER PRIMARY KEY AUTOINCREMENT, "
         f"time TIMESTAMP, data REAL, {added})",
         unique_t0_index_sql(table),
+        time_index_sql(table),
     ]
+
+
+def time_index_sql(table):
+    # Readers select by local date (``time`` text, as the deployed API does).
+    return (f"CREATE INDEX IF NOT EXISTS {quote_identifier(table + '__time')} "
+            f"ON {quote_identifier(table)} (time)")
 
 
 def unique_t0_index_sql(table):

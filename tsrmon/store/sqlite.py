@@ -107,6 +107,17 @@ def apply_sum_rows(conn, catalog, rows):
         conn.executemany(upsert_sql(sensor, level, mode), sum_params(group, mode))
 
 
+def _touched_hours(ops):
+    """hour table -> the ``time`` texts a batch of operations upserts."""
+    touched = {}
+    for op in ops:
+        if op[0] == "sums":
+            for r in op[1]:
+                if r[1] == "hour":
+                    touched.setdefault(schema.stat_table(r[0], "hour"), set()).add(r[4])
+    return touched
+
+
 class MachineDatabase:
     """One machine's file: its writer pool, its queue and its state."""
 
@@ -156,6 +167,7 @@ class MachineDatabase:
         ops, self.queue = self.queue, []
         rows, self.queued_rows = self.queued_rows, 0
         waiters, self._waiters = self._waiters, []
+        touched = _touched_hours(ops)
         self._inflight = self.pool.runWithConnection(self._write, ops)
 
         def done(result):
@@ -186,6 +198,8 @@ class MachineDatabase:
                 self.store.transactions += 1
                 self.store.rows_written += rows
                 self.store._queue_changed(-rows)
+                if touched:
+                    self.store._committed(self.machine, touched)
             for w in waiters:
                 w.callback(None)
             if self._waiters:
@@ -276,6 +290,9 @@ class SQLiteStore(service.Service):
         self.dropped_rows = 0
         self.faults = 0
         self._fault_commit = None
+        # Called as listener(machine, {hour table: {time text}}) after each
+        # commit (reactor thread): the reader patches its hour cache.
+        self.commit_listeners = []
         self._pruner = None
         self.closed = False
 
@@ -380,6 +397,14 @@ class SQLiteStore(service.Service):
             "congested": self.congested,
             "broken_databases": sum(1 for db in self.databases.values() if db.broken),
         }
+
+    def _committed(self, machine, touched):
+        for listener in self.commit_listeners:
+            try:
+                listener(machine, touched)
+            except Exception:
+                self.log.failure("commit listener {listener!r} failed for {machine}",
+                                 listener=listener, machine=machine)
 
     def _queue_changed(self, delta):
         self.queued_rows += delta
