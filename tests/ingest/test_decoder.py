@@ -6,6 +6,7 @@ import random
 import struct
 import tracemalloc
 
+import numpy as np
 import pytest
 
 from tests.conftest import expected, fixture_bytes
@@ -273,7 +274,14 @@ def _events(framer, data, step):
     out = []
     for item in feed_all(framer, data, step):
         if item[0] == "event":
-            out.append(item[1])
+            event = item[1]
+            if event[0] == schema.DATA:
+                # Long chunks come as float64 arrays on the fast path: the
+                # same samples as the pickle path's lists, in the same order.
+                sensors = [(n, t, [float(x) for x in v] if isinstance(v, np.ndarray) else v)
+                           for n, t, v in event[1]]
+                event = (event[0], sensors) + tuple(event[2:])
+            out.append(event)
         elif item[0] == OK:
             out.append(schema.from_pickle(item[1], item[2], known))
         else:

@@ -197,7 +197,7 @@ class MachineHub(service.Service):
             if known.get(sensor) != stype:
                 if not self._new_sensor(machine, sensor, stype):
                     continue
-            if not values:
+            if len(values) == 0:  # a list, or a numpy array for long chunks
                 continue
             machine.samples += len(values)
             if stats is not None:

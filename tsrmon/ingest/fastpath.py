@@ -59,7 +59,9 @@ class DataPlan:
                 if not finite.all():
                     a = a[finite]
                     nonfinite += total - len(a)
-                out.append((sensor, stype, a.tolist()))
+                # Handed on as a native float64 array: statistics reduce it
+                # and raw CSV formats it without a Python float per sample.
+                out.append((sensor, stype, a.astype(_np.float64)))
                 continue
             if len(runs) == 1:
                 offset, _, st = runs[0]

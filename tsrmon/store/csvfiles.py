@@ -71,7 +71,7 @@ class CSVFiles:
         batch = {}
         for chunk in chunks:
             key, entries = marshal.loads(chunk)
-            batch.setdefault(tuple(key), []).extend(entries)
+            batch.setdefault(tuple(key), []).extend((t, csvformat.unpack_values(v)) for t, v in entries)
         return self.write_batch(batch, now)
 
     def write_batch(self, batch, now):

@@ -21,6 +21,7 @@ formatting, and CSV readers (Python, pandas, Excel) parse both.
 import datetime
 import math
 
+import numpy as np
 import orjson
 
 HEADER = b"time,data\r\n"
@@ -31,6 +32,25 @@ TIME_FORMATS = ("hms", "iso")
 MAX_GROUP = 4096
 
 _OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+ARRAY_TAG = "<f8"
+
+
+def pack_array(values):
+    """An array of samples for ``marshal`` (to the worker process):
+    ``(ARRAY_TAG, little-endian float64 bytes)``, or a list when not numeric."""
+    try:
+        return (ARRAY_TAG, np.asarray(values, dtype="<f8").tobytes())
+    except (TypeError, ValueError):
+        return [float(x) for x in values]
+
+
+def unpack_values(values):
+    """The inverse of :func:`pack_array` (in the worker)."""
+    if type(values) is tuple and len(values) == 2 and values[0] == ARRAY_TAG:
+        return np.frombuffer(values[1], dtype="<f8")
+    return values
 
 
 def format_values(prefix, values, out):

@@ -502,9 +502,10 @@ def _marshal_batch(args):
     for key, entries in batch.items():
         for first in range(0, len(entries), MARSHAL_CHUNK):
             part = entries[first:first + MARSHAL_CHUNK]
-            # marshal would write a numpy array as its raw bytes: lists only.
+            # A float64 array (long chunks from ingest) travels as its bytes,
+            # tagged; anything else that is not a list becomes one.
             if not {type(v) for _, v in part} <= _SEQUENCES:
-                part = [(t, v if type(v) in _SEQUENCES else [float(x) for x in v]) for t, v in part]
+                part = [(t, v if type(v) in _SEQUENCES else csvformat.pack_array(v)) for t, v in part]
             try:
                 chunks.append(dumps((key, part), version))
             except ValueError:  # numpy scalars inside a list, say
@@ -514,3 +515,4 @@ def _marshal_batch(args):
 
 
 _SEQUENCES = frozenset({list, tuple})
+
