@@ -87,8 +87,16 @@ class Daemon:
         self.proc = subprocess.Popen(self.command(), cwd=self.workdir, env=env,
                                      stdout=self.output, stderr=subprocess.STDOUT)
         if wait:
-            wait_port(self.http_port, proc=self.proc)
-            wait_port(self.tcp_port, proc=self.proc)
+            try:
+                wait_port(self.http_port, proc=self.proc)
+                wait_port(self.tcp_port, proc=self.proc)
+            except BaseException:
+                # Never leave a daemon behind a failed start.
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                    self.proc.wait(10)
+                self.output.close()
+                raise
         return self
 
     def url(self, path):
