@@ -10,11 +10,11 @@ were made and the reactor never waits on the disk.
 
 import os
 
-from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.logger import Logger
 
 from tsrmon.alarms.engine import Alarm
+from tsrmon.store.sidecar import sidecar_pool
 
 FILE_NAME = ".alarms.sqlite"
 RETENTION_DAYS = 365  # cleared alarms older than this are pruned at start-up
@@ -48,11 +48,6 @@ _DDL = (
 )
 
 
-def _connected(conn):
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-
-
 class AlarmStore:
     """Reads and writes the alarm table; ``open``/``close`` bracket its life."""
 
@@ -70,15 +65,12 @@ class AlarmStore:
     def open(self, now):
         """Deferred[list of active :class:`Alarm`]; a failure is logged and gives []."""
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self.pool = sidecar_pool(self.path, self.reactor)
         except OSError as e:
             self.error = f"cannot create {os.path.dirname(self.path)}: {e.strerror}"
             self.log.error("alarm store unavailable: {error}; alarms live in memory only",
                            error=self.error)
             return defer.succeed([])
-        self.pool = adbapi.ConnectionPool(
-            "sqlite3", self.path, check_same_thread=False, cp_min=1, cp_max=1,
-            cp_openfun=_connected, cp_reactor=self.reactor)
         cutoff = now - RETENTION_DAYS * 86400
 
         def load(txn):

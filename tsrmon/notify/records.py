@@ -12,9 +12,10 @@ SQLite runs in adbapi's own single thread, so the reactor never waits on it.
 
 import os
 
-from twisted.enterprise import adbapi
 from twisted.internet import defer
 from twisted.logger import Logger
+
+from tsrmon.store.sidecar import sidecar_pool
 
 FILE_NAME = ".notifications.sqlite"
 # Rows older than this are pruned at start-up (the cap keeps the table small).
@@ -44,11 +45,6 @@ _DDL = (
 )
 
 
-def _connected(conn):
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-
-
 class AttemptRecords:
     """Writes and reads the attempt history; ``open``/``close`` bracket its life."""
 
@@ -65,14 +61,11 @@ class AttemptRecords:
     def open(self, now):
         """Deferred firing once the table exists; failures are logged and kept in ``error``."""
         try:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            self.pool = sidecar_pool(self.path, self.reactor)
         except OSError as e:
             self.error = f"cannot create {os.path.dirname(self.path)}: {e.strerror}"
             self.log.error("notification history unavailable: {error}", error=self.error)
             return defer.succeed(None)
-        self.pool = adbapi.ConnectionPool(
-            "sqlite3", self.path, check_same_thread=False, cp_min=1, cp_max=1,
-            cp_openfun=_connected, cp_reactor=self.reactor)
         cutoff = now - RETENTION_DAYS * 86400
 
         def create(txn):

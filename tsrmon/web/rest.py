@@ -160,6 +160,15 @@ class RestAPI:
             raise BadParameter("start", f"start ({start}) is after end ({end})")
         return (start.isoformat() if start else None), (end.isoformat() if end else None)
 
+    def _recent_range(self, request):
+        """Optional start/end dates; by default the last 30 days up to today."""
+        end = self._date(request, "end", required=False, default=self._today())
+        start = self._date(request, "start", required=False,
+                           default=end - timedelta(days=DEFAULT_NOTIFICATION_DAYS - 1))
+        if start > end:
+            raise BadParameter("start", f"start ({start}) is after end ({end})")
+        return start, end
+
     def _machine(self, request):
         name = self._arg(request, "machine")
         if name is None or name == "":
@@ -392,12 +401,7 @@ class RestAPI:
     @app.route("/notifications", methods=["GET"])
     @defer.inlineCallbacks
     def notifications(self, request):
-        today = self._today()
-        end = self._date(request, "end", required=False, default=today)
-        start = self._date(request, "start", required=False,
-                           default=end - timedelta(days=DEFAULT_NOTIFICATION_DAYS - 1))
-        if start > end:
-            raise BadParameter("start", f"start ({start}) is after end ({end})")
+        start, end = self._recent_range(request)
         if self.notifier is None:
             return self._json(request, {"enabled": False, "notifications": []})
         items = yield self.notifier.history(self._epoch(start), self._epoch(end + timedelta(days=1)))
@@ -417,12 +421,7 @@ class RestAPI:
     @defer.inlineCallbacks
     def alarms_history(self, request):
         machine = self._opt_machine(request)
-        today = self._today()
-        end = self._date(request, "end", required=False, default=today)
-        start = self._date(request, "start", required=False,
-                           default=end - timedelta(days=DEFAULT_NOTIFICATION_DAYS - 1))
-        if start > end:
-            raise BadParameter("start", f"start ({start}) is after end ({end})")
+        start, end = self._recent_range(request)
         if self.alarms is None:
             return self._json(request, {"enabled": False, "alarms": []})
         try:
