@@ -8,6 +8,8 @@ overrides the location.  Tests read them as bytes; nothing loads them with
 
 import json
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -47,3 +49,17 @@ def fixtures_dir():
 @pytest.fixture
 def expected_json(fixtures_dir):
     return expected()
+
+
+JS_DIR = os.path.join(ROOT, "tests", "js")
+
+
+@pytest.fixture(scope="session")
+def node_client():
+    """tests/js with socket.io-client installed (``npm ci`` when node_modules is missing)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    require_service(node and npm, "node/npm not installed")
+    if not all(os.path.isdir(os.path.join(JS_DIR, "node_modules", m)) for m in ("socket.io-client", "socket.io-client-v2")):
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, check=True,
+                       stdout=subprocess.DEVNULL, timeout=300)
+    return node, os.path.join(JS_DIR, "client.cjs")

@@ -3,7 +3,7 @@
 Start order (stop is the exact reverse, one child after the other, see
 ``runtime.OrderedMultiService``)::
 
-    lock → log files → SQLite store → raw CSV → statistics → hub
+    lock → clock-jump guard → log files → SQLite store → raw CSV → statistics → hub
          → notifier → reader → live → alarms → HTTP site → DAQ listener → systemd READY → (demo DAQs)
 
 so on SIGTERM the DAQ listener stops accepting and drains first, then the
@@ -174,6 +174,7 @@ def makeService(config, reactor=None, demo=False, lock=True):
         LockService(instance_lock).setServiceParent(top)
 
     from tsrmon.alarms.service import AlarmService
+    from tsrmon.clockjump import ClockJumpService
     from tsrmon.dashboard import dashboard_front
     from tsrmon.hub import MachineHub
     from tsrmon.ingest.protocol import DAQListenerService
@@ -187,6 +188,10 @@ def makeService(config, reactor=None, demo=False, lock=True):
     from tsrmon.web.rest import RestAPI
 
     rooms = top.rooms
+    # Before every room: starts first and stops last, so flush, ping, rollover
+    # and shutdown timers stay on schedule across wall-clock steps.
+    clockjump = rooms["clockjump"] = ClockJumpService(reactor)
+    clockjump.setServiceParent(top)
     rooms["logfile"] = LogFileService(config)
     hub = rooms["hub"] = MachineHub(config, reactor)
     hub.remember(known_machines(config["DATABASE"]["PATH"]))
@@ -221,10 +226,11 @@ def makeService(config, reactor=None, demo=False, lock=True):
     rest = rooms["rest"] = RestAPI(
         config, reactor, hub, reader, live=live, notifier=notifier,
         health={"daq": daq.healthy, "database": store.healthy, "notifier": notifier.health,
-                "raw_csv": raw.healthy, "live": live.healthy, "alarms": alarms.healthy},
+                "raw_csv": raw.healthy, "live": live.healthy, "alarms": alarms.healthy,
+                "clock": clockjump.healthy},
         counters={"ingest": daq.counters, "store": store.counters, "raw": raw.counters,
                   "stats": stats.counters, "live": live.counters, "notify": notifier.counters,
-                  "alarms": alarms.counters},
+                  "alarms": alarms.counters, "clock": clockjump.counters},
         alarms=alarms,
     )
     # The dashboard's page and assets in front of the REST resource (they

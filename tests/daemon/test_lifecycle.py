@@ -3,14 +3,13 @@
 import os
 import signal
 import sqlite3
-import subprocess
 import time
 
 import pytest
 import requests
 
 from tests.conftest import fixture_bytes
-from tests.daemon.harness import Daemon, port_is_closed, wait_port
+from tests.daemon.harness import Daemon, port_is_closed
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -19,7 +19,6 @@ import websocket
 
 from tests.daemon.harness import Daemon
 from tests.daemon.test_session_replay import _split_session
-from tests.live.test_clients import node_client  # noqa: F401  (session fixture: npm ci)
 
 pytestmark = pytest.mark.timeout(90)
 NSP = "/sio/ShotBlast"
@@ -103,7 +102,7 @@ def raw_app_sequence(port, out):
         ws.close()
 
 
-def test_real_clients_receive_the_deployed_events_while_session_bin_streams(tmp_path, node_client):  # noqa: F811
+def test_real_clients_receive_the_deployed_events_while_session_bin_streams(tmp_path, node_client):
     node, script = node_client
     d = Daemon(tmp_path, overrides={"LIVE": {"INTERVAL": 1}}).start()
     try:

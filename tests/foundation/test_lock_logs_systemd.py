@@ -6,7 +6,6 @@ import sys
 import textwrap
 
 import pytest
-import pytest_twisted
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import LogLevel, LogPublisher

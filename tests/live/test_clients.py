@@ -6,8 +6,6 @@ receiving ``initialize``, ``update`` and ``anomaly``.
 
 import json
 import os
-import shutil
-import subprocess
 import threading
 
 import pytest
@@ -15,25 +13,13 @@ import pytest_twisted
 from twisted.internet import reactor, threads, utils
 from twisted.internet.task import LoopingCall
 
-from tests.conftest import require_service
+from tests.conftest import JS_DIR
 from tests.live.conftest import FakeDAQ
 from tests.live.helpers import eventually
 from tsrmon.stats.sums import PartialSums
 
-JS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "js")
 VIB = [-1.5, 0.5, 2.0]
 TEMP = [20.0, 22.0]
-
-
-@pytest.fixture(scope="session")
-def node_client():
-    """tests/js with socket.io-client installed (``npm ci`` when node_modules is missing)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    require_service(node and npm, "node/npm not installed")
-    if not all(os.path.isdir(os.path.join(JS_DIR, "node_modules", m)) for m in ("socket.io-client", "socket.io-client-v2")):
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, check=True,
-                       stdout=subprocess.DEVNULL, timeout=300)
-    return node, os.path.join(JS_DIR, "client.cjs")
 
 
 @pytest.fixture

@@ -124,7 +124,9 @@ class StatsService(service.Service):
     # -- seconds -----------------------------------------------------------------
     def _tick(self):
         now = self.clock.seconds()
-        if now >= self._second_end:
+        # Outside the open second either way: the wall clock may have been
+        # set back, and the last second must still reach live and alarms.
+        if not (self._second_start <= now < self._second_end):
             self._roll(now)
 
     def _roll(self, t):
