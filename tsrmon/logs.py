@@ -34,6 +34,17 @@ def log_level(name):
     return _LEVELS[name]
 
 
+def stdout_observer():
+    """For ``twistd --logger=tsrmon.logs.stdout_observer`` (the systemd unit):
+    the journal gets info and above, as the dated files do by default."""
+    import sys
+
+    from twisted.logger import textFileLogObserver
+
+    return FilteringLogObserver(textFileLogObserver(sys.stdout),
+                                [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)])
+
+
 class DatedLogFile:
     """An observer writing ``<folder>/<name>.YYYYMMDD.log``."""
 

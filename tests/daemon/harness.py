@@ -66,14 +66,16 @@ class Daemon:
         self.demo = demo
         self.wrapper = list(wrapper or [])  # e.g. systemd-socket-activate ... before twistd
         self.extra_env = dict(env or {})
+        self.twistd_args = []  # e.g. the unit's --logger
         self.proc = None
         self.output = None
 
     def command(self):
         if self.tac:
-            return self.wrapper + [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "-y",
-                                   os.path.join(ROOT, "tsrmon.tac")]
-        cmd = [os.path.join(BIN, "twistd"), "-n", "--pidfile=", "tsrmon", "--config", self.config_path]
+            return self.wrapper + [os.path.join(BIN, "twistd"), "-n", "--pidfile=", *self.twistd_args,
+                                   "-y", os.path.join(ROOT, "tsrmon.tac")]
+        cmd = [os.path.join(BIN, "twistd"), "-n", "--pidfile=", *self.twistd_args, "tsrmon",
+               "--config", self.config_path]
         if self.demo:
             cmd.append("--demo")
         return self.wrapper + cmd

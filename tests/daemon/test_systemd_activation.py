@@ -35,6 +35,7 @@ def test_socket_activated_daemon_serves_and_notifies(tmp_path):
     d.wrapper = [activate, "--fdname=http:daq", "-l", f"127.0.0.1:{d.http_port}",
                  "-l", f"127.0.0.1:{d.tcp_port}", "-E", f"NOTIFY_SOCKET={notify_path}",
                  "-E", "PATH", "-E", "PYTHONUNBUFFERED", "-E", f"TSRMON_CONFIG={d.config_path}"]
+    d.twistd_args = ["--logger=tsrmon.logs.stdout_observer"]  # as tsrmon.service runs it
     try:
         d.start()
         ready = notify.recv(4096).decode()
@@ -51,3 +52,6 @@ def test_socket_activated_daemon_serves_and_notifies(tmp_path):
     n = con.execute('SELECT SUM(count) FROM "shot_blast_vib1_hour_avg" WHERE t0 IS NOT NULL').fetchone()[0]
     con.close()
     assert n == 3600
+    journal = d.log_text()
+    assert "DAQ feed listening" in journal
+    assert "#debug]" not in journal  # the unit's --logger keeps the journal at info and above

@@ -584,10 +584,19 @@ class _Backpressure:
         pass
 
 
+class _ProtocolLogger(Logger):
+    """Autobahn logs every handshake step and frame at debug on the
+    protocol's logger; with thousands of clients that drowns the log, so
+    those never leave it (warnings and failures do)."""
+
+    def debug(self, format=None, **kwargs):
+        pass
+
+
 class EngineWebSocket(WebSocketServerProtocol):
     """The WebSocket transport of one session (or a probe for an upgrade)."""
 
-    log = Logger()
+    log = _ProtocolLogger()
 
     def __init__(self):
         super().__init__()
