@@ -120,6 +120,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     q = args.quick
     rows = []
+    run_started = time.perf_counter()
+    load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
 
     def row(name, figure, value, target, passed, detail):
         rows.append({"row": name, "figure": figure, "value": value, "target": target,
@@ -155,7 +157,8 @@ def main(argv=None):
                     f"lost {r['lost_samples_vib1']} samples, CPU {r['server_cpu_pct']:.0f}%, RSS {r['rss_mb']:.0f} MB")
             except Exception as e:
                 row(name, "full rate", "error", f"≥ {target:,.0f}", False, repr(e)[:200])
-        for modname, fn in (("decoder", "bench_rows"), ("rest_hour", "bench_rows"), ("live", "bench_rows")):
+        for modname, fn in (("decoder", "bench_rows"), ("rest_hour", "bench_rows"), ("live", "bench_rows"),
+                            ("memory", "bench_rows")):
             if not wanted(modname):
                 continue
             try:
@@ -168,7 +171,9 @@ def main(argv=None):
             except Exception as e:
                 row(modname, modname, "error", "", False, repr(e)[:200])
 
-    header = f"tsrmon benchmark ({'quick' if q else 'full'}) on {machine_info()}"
+    elapsed = time.perf_counter() - run_started
+    header = (f"tsrmon benchmark ({'quick' if q else 'full'}) on {machine_info()}, "
+              f"load average at start {load_at_start}, {elapsed:.0f} s")
     print(f"\n{header}\n")
     print("| row | figure | value | target | pass | detail |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -180,7 +185,8 @@ def main(argv=None):
     os.makedirs(out_dir, exist_ok=True)
     out = os.path.join(out_dir, f"bench-{'quick' if q else 'full'}-{time.strftime('%Y%m%dT%H%M%S')}.json")
     with open(out, "w") as f:
-        json.dump({"machine": machine_info(), "quick": q, "rows": rows}, f, indent=1)
+        json.dump({"machine": machine_info(), "quick": q, "load_at_start": load_at_start,
+                   "seconds": elapsed, "rows": rows}, f, indent=1)
     print(f"\nJSON: {out}")
     return 0
 

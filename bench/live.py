@@ -1,0 +1,498 @@
+"""Live layer benchmark: latency and fan-out of the daemon's Socket.IO events.
+
+    .venv/bin/python -m bench.live [--quick] [--clients 1,100,1000]
+
+Starts the daemon (``LIVE.INTERVAL: 1``, ``TIME.ZONE: UTC``, raw CSV on),
+feeds one DAQ at a steady rate from another process (pre-encoded frames) and
+connects lean raw-WebSocket Socket.IO clients from other processes.  Each
+client speaks what the deployed app speaks (EIO4 websocket-only, CONNECT
+``/sio/<machine>``, pong every ping) and, for the fan-out rows, subscribes to
+the per-second ``second`` stream of every sensor.
+
+Latency, on the same machine clock (receipt time is taken once per
+``recv``, so every frame of a read shares it):
+
+- ``update``: receipt − the emit tick.  The daemon aligns its LoopingCall to
+  whole multiples of LIVE.INTERVAL and stamps the update with
+  ``clock.seconds()`` when the tick runs, so the tick is the stamp rounded
+  down to the interval; the stamp itself gives the time from when the tick
+  callback actually started (timer lateness excluded);
+- ``second``: receipt − the frame that closed the second.  The daemon closes
+  second [s, s + 1) when the first frame after s + 1 arrives (or its 1 s
+  stats timer fires); the DAQ sends a frame at s + 1 + FRAME_AFTER_SECOND,
+  so latency = receipt − (stamp + 1 + FRAME_AFTER_SECOND).
+
+The DAQ is kept off the whole second on purpose: with its frames exactly at
+s + 1, the second's roll and the live tick race, and a tick that runs first
+closes an empty window and sends no ``update`` (the next one covers two
+seconds).  ``ticks with updates`` in the details shows how many ticks
+produced their updates.
+
+Delivered events/s counts ``update`` + ``second`` events received by all
+clients during a window of whole seconds, divided by its length.
+"""
+
+import argparse
+import array
+import math
+import multiprocessing
+import os
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from bench.load import PacedFeeders, data_frames  # noqa: E402
+from bench.proc import cpu_seconds, percentile, rss_mb  # noqa: E402
+from tests.daemon.harness import Daemon  # noqa: E402
+
+MACHINE = "live"
+FEED_HZ = 50  # DataUpdates per second of the one DAQ
+# The DAQ's frames go out half a frame period after each whole 1/FEED_HZ, so
+# the frame that closes a second never lands on the live tick itself (see
+# the module doc: when it does, the tick and the second's roll race).
+FEED_PHASE = 0.5
+FRAME_AFTER_SECOND = FEED_PHASE / FEED_HZ
+UPGRADE = (b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
+           b"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+TIME_KEY = b'"time":"'
+GRACE = 3.0  # default seconds after the window that late events of it are still counted
+
+
+def ws_frame(text):
+    """A masked client text frame (a zero mask key keeps the payload as is)."""
+    data = text.encode("utf-8")
+    n = len(data)
+    if n < 126:
+        head = struct.pack("!BB", 0x81, 0x80 | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x81, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
+    return head + b"\0\0\0\0" + data
+
+
+PONG = ws_frame("3")
+
+
+def _frames(buf):
+    """Complete server frames in ``buf``: ``([(opcode, start, end)], rest offset)``."""
+    out = []
+    pos = 0
+    size = len(buf)
+    while size - pos >= 2:
+        n = buf[pos + 1] & 0x7F
+        head = 2
+        if n == 126:
+            if size - pos < 4:
+                break
+            n = (buf[pos + 2] << 8) | buf[pos + 3]
+            head = 4
+        elif n == 127:
+            if size - pos < 10:
+                break
+            n = int.from_bytes(buf[pos + 2:pos + 10], "big")
+            head = 10
+        end = pos + head + n
+        if end > size:
+            break
+        out.append((buf[pos] & 0x0F, pos + head, end))
+        pos = end
+    return out, pos
+
+
+def _read_until(sock, buf, predicate, deadline):
+    """Read frames until one payload satisfies ``predicate``; returns the rest of the buffer."""
+    while True:
+        frames, _ = _frames(buf)
+        for _op, a, b in frames:
+            if predicate(bytes(buf[a:b])):
+                return buf[b:]
+        if time.monotonic() > deadline:
+            raise TimeoutError("no handshake frame")
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed during the handshake")
+        buf += chunk
+
+
+def _connect_wave(port, nsp, count, subscribe, deadline):
+    """``count`` clients through upgrade, open and CONNECT (+ subscribe)."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(count)]
+    for s in socks:
+        s.sendall(UPGRADE)
+    out = []
+    ack = ("40" + nsp + ",{").encode()
+    for s in socks:
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed during the upgrade")
+            buf += chunk
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(head[:200])
+        buf = _read_until(s, buf, lambda p: p.startswith(b"0{"), deadline)
+        s.sendall(ws_frame("40" + nsp + ","))
+        buf = _read_until(s, buf, lambda p: p.startswith(ack), deadline)
+        if subscribe:
+            names = ",".join(f'"{x}"' for x in subscribe)
+            s.sendall(ws_frame(f'42{nsp},["subscribe",[{names}]]'))
+        out.append((s, bytearray(buf)))
+    return out
+
+
+def client_worker(port, nsp, count, subscribe, interval, results, control, frame_after=FRAME_AFTER_SECOND):
+    """A process holding ``count`` clients; see the module doc for what it measures.
+
+    Protocol with the parent: puts ``("ready", count)`` once connected, reads
+    ``(t0, t1)`` (epoch seconds) from ``control``, counts the events emitted
+    in [t0, t1) (by their tick), keeps reading until ``t1 + grace`` and puts
+    ``("done", counts, update latencies ms, update latencies from the stamp
+    ms, second latencies ms, closed)``.
+    """
+    try:
+        deadline = time.monotonic() + 120
+        clients = []
+        for i in range(0, count, 50):
+            clients.extend(_connect_wave(port, nsp, min(50, count - i), subscribe, deadline))
+    except Exception as e:  # reported to the parent, which fails the row
+        results.put(("error", repr(e)))
+        return
+    results.put(("ready", len(clients)))
+    sel = selectors.DefaultSelector()
+    for s, buf in clients:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ, buf)
+    sel.register(control, selectors.EVENT_READ, None)
+    prefix = ('42' + nsp + ',["').encode()
+    lp = len(prefix)
+    upd_lat = array.array("d")
+    upd_stamp = array.array("d")
+    sec_lat = array.array("d")
+    counts = {"update": 0, "second": 0, "other": 0, "pings": 0}
+    window = None
+    t0 = t1 = cpu0 = grace = 0.0
+    closed = 0
+    floor = math.floor
+    while True:
+        for key, _ in sel.select(0.2):
+            if key.data is None:
+                t0, t1, grace = control.recv()
+                window = True
+                cpu0 = time.process_time()
+                continue
+            s = key.fileobj
+            try:
+                chunk = s.recv(262144)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                chunk = b""
+            now = time.time()
+            if not chunk:
+                sel.unregister(s)
+                s.close()
+                closed += 1
+                continue
+            buf = key.data
+            buf += chunk
+            frames, used = _frames(buf)
+            now_h = now % 3600.0
+            for op, a, b in frames:
+                if op == 8:
+                    continue
+                if b - a == 1 and buf[a] == 0x32:  # "2": ping
+                    s.sendall(PONG)
+                    counts["pings"] += 1
+                    continue
+                if buf[a:a + lp] != prefix:
+                    counts["other"] += 1
+                    continue
+                kind = buf[a + lp:a + lp + 2]
+                if kind != b"up" and kind != b"se":
+                    counts["other"] += 1
+                    continue
+                j = buf.find(TIME_KEY, a, b) + 8
+                stamp = int(buf[j + 14:j + 16]) * 60 + float(buf[j + 17:j + 26])
+                if kind == b"up":
+                    # emitted at the tick: the stamp rounded down to the interval
+                    lat = (now_h - floor(stamp / interval) * interval) % 3600.0
+                    if window and t0 <= now - lat < t1:
+                        counts["update"] += 1
+                        upd_lat.append(lat * 1000.0)
+                        upd_stamp.append(((now_h - stamp) % 3600.0) * 1000.0)
+                else:
+                    # emitted once the second [stamp, stamp + 1) is over
+                    lat = (now_h - (floor(stamp) + 1.0 + frame_after)) % 3600.0
+                    if window and t0 <= now - lat < t1:
+                        counts["second"] += 1
+                        sec_lat.append(lat * 1000.0)
+            del buf[:used]
+        if window and time.time() > t1 + grace:
+            break
+    cpu = time.process_time() - cpu0
+    for s, _ in clients:
+        try:
+            s.close()
+        except OSError:
+            pass
+    counts["cpu_s"] = cpu
+    results.put(("done", counts, upd_lat.tobytes(), upd_stamp.tobytes(), sec_lat.tobytes(), closed))
+
+
+class ClientProcesses:
+    """``clients`` lean Socket.IO clients spread over ``processes`` processes.
+
+    ``frame_after``: how long after a whole second the DAQ's frame that closes
+    it is sent (the ``second`` latency is measured from that frame)."""
+
+    def __init__(self, port, nsp, clients, processes, subscribe=(), interval=1.0,
+                 frame_after=FRAME_AFTER_SECOND):
+        ctx = multiprocessing.get_context("spawn")
+        self.results = ctx.Queue()
+        self.workers = []
+        per = [clients // processes + (1 if i < clients % processes else 0) for i in range(processes)]
+        for n in per:
+            if not n:
+                continue
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=client_worker, daemon=True,
+                            args=(port, nsp, n, list(subscribe), interval, self.results, child,
+                                  frame_after))
+            self.workers.append((p, parent))
+
+    def start(self, timeout=180):
+        for p, _ in self.workers:
+            p.start()
+        ready = 0
+        for _ in self.workers:
+            msg = self.results.get(timeout=timeout)
+            if msg[0] != "ready":
+                raise RuntimeError(f"client process failed: {msg[1]}")
+            ready += msg[1]
+        return ready
+
+    def window(self, t0, t1, grace=GRACE):
+        """Count what is emitted in [t0, t1) (epoch seconds; sent ahead of t0)
+        and arrives by ``t1 + grace``."""
+        for _, conn in self.workers:
+            conn.send((t0, t1, grace))
+
+    def collect(self, timeout=120):
+        counts = {}
+        upd, stamp, sec = array.array("d"), array.array("d"), array.array("d")
+        closed = 0
+        for _ in self.workers:
+            msg = self.results.get(timeout=timeout)
+            if msg[0] != "done":
+                raise RuntimeError(f"client process failed: {msg[1]}")
+            for k, v in msg[1].items():
+                counts[k] = counts.get(k, 0) + v
+            upd.frombytes(msg[2])
+            stamp.frombytes(msg[3])
+            sec.frombytes(msg[4])
+            closed += msg[5]
+        for p, _ in self.workers:
+            p.join(10)
+        return counts, sorted(upd), sorted(stamp), sorted(sec), closed
+
+    def kill(self):
+        for p, _ in self.workers:
+            if p.is_alive():
+                p.kill()
+
+
+def _summary(values):
+    if not values:
+        return {"n": 0, "p50": None, "p99": None, "max": None}
+    return {"n": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99), "max": values[-1]}
+
+
+def _live_counters(d):
+    """The daemon's live-layer counters from ``/metrics`` (name -> value)."""
+    try:
+        text = requests.get(d.url("/metrics"), timeout=5).text
+    except requests.RequestException:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("tsrmon_live") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            try:
+                out[name] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def scenario(workdir, clients, sensors, seconds, subscribe, processes=None, floats=30, grace=GRACE,
+             profile=None):
+    """One daemon, one DAQ with ``sensors`` × ``floats`` at FEED_HZ, ``clients`` clients."""
+    overrides = {"LIVE": {"INTERVAL": 1}, "TIME": {"ZONE": "UTC"}}
+    d = Daemon(workdir, overrides=overrides).start()
+    feeders = clients_procs = None
+    try:
+        frames = data_frames(sensors, floats, 20)
+        feeders = PacedFeeders("127.0.0.1", d.tcp_port, [([MACHINE], frames, FEED_HZ, 0)],
+                               phase=FEED_PHASE).start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # the namespace exists once the hub knows the machine
+            r = requests.get(d.url("/machines"), timeout=5).json()
+            items = r.get("machines", r) if isinstance(r, dict) else r
+            names = list(items) if isinstance(items, dict) else [m.get("name", m.get("machine")) for m in items]
+            if MACHINE in names:
+                break
+            time.sleep(0.1)
+        if processes is None:
+            processes = 1 if clients <= 100 else 2
+        sub = [f"vib{i + 1}" for i in range(sensors)] if subscribe else ()
+        clients_procs = ClientProcesses(d.http_port, "/sio/" + MACHINE, clients,
+                                        processes, subscribe=sub)
+        connected = clients_procs.start()
+        t0 = math.ceil(time.time()) + 2  # whole seconds: ticks t0 .. t1 - 1 are counted
+        t1 = t0 + seconds
+        clients_procs.window(t0, t1, grace)
+        time.sleep(max(0.0, t0 - time.time()))
+        spy = None
+        if profile:  # collapsed stacks of the daemon over the window (py-spy in the venv)
+            spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record",
+                                    "-p", str(d.proc.pid), "-d", str(seconds), "-r", "200",
+                                    "-f", "raw", "-o", profile], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        cpu0 = cpu_seconds(d.proc.pid)
+        rss = []
+        while time.time() < t1:
+            rss.append(rss_mb(d.proc.pid))
+            time.sleep(min(1.0, max(0.0, t1 - time.time())))
+        cpu = cpu_seconds(d.proc.pid) - cpu0
+        rss.append(rss_mb(d.proc.pid))
+        counts, upd, stamp, sec, closed = clients_procs.collect()
+        if spy is not None:
+            spy.wait(60)
+        live = _live_counters(d)
+    finally:
+        if clients_procs is not None:
+            clients_procs.kill()
+        if feeders is not None:
+            try:
+                feeders.stop()
+            except Exception:
+                pass
+        d.stop(timeout=60)
+    delivered = counts.get("update", 0) + counts.get("second", 0)
+    return {
+        "clients": clients, "connected": connected, "sensors": sensors, "seconds": seconds,
+        "subscribe": bool(subscribe), "counts": counts, "closed": closed,
+        "events_per_s": delivered / seconds,
+        "expected_per_s": connected * sensors * (2 if subscribe else 1),
+        "update_ticks": counts.get("update", 0) / (connected * sensors) if connected else 0,
+        "update_ms": _summary(upd), "update_from_stamp_ms": _summary(stamp), "second_ms": _summary(sec),
+        "server_cpu_pct": 100 * cpu / seconds,
+        "client_cpu_pct": 100 * counts.get("cpu_s", 0.0) / (seconds + grace),
+        "rss_mb": max(rss), "live_counters": live,
+    }
+
+
+def _ms(v):
+    return "n/a" if v is None else f"{v:.1f}"
+
+
+def bench_rows(quick=False, workdir=None, latency_clients=(1, 100), fanout_clients=None):
+    """Rows for ``python -m bench``: live latency (row 3) and fan-out (row 4).
+
+    Quick mode keeps the run short: 2-3 s windows, and fan-out at 1,000
+    clients only (1 and 100 are in the full run)."""
+    if fanout_clients is None:
+        fanout_clients = (1000,) if quick else (1, 100, 1000)
+    grace = 2.0 if quick else GRACE
+    own = None
+    if workdir is None:
+        own = tempfile.TemporaryDirectory(prefix="tsrmon-live-")
+        workdir = own.name
+    rows = []
+    lat_seconds = 2 if quick else 30
+    fan_seconds = 3 if quick else 20
+    try:
+        for n in latency_clients:
+            name = f"live-latency-{n}"
+            try:
+                # Deployed shape (2 sensors × 30 floats): 2 updates per client per tick.
+                r = scenario(os.path.join(workdir, name), n, 2, lat_seconds, subscribe=True, grace=grace)
+                u, st, s = r["update_ms"], r["update_from_stamp_ms"], r["second_ms"]
+                ok = u["p99"] is not None and u["p99"] < 20 and r["connected"] == n
+                rows.append({
+                    "row": name, "figure": f"live latency, {n} client(s): update p99 from the emit tick, ms",
+                    "value": round(u["p99"], 1) if u["p99"] is not None else "error", "target": "< 20 ms",
+                    "pass": ok,
+                    "detail": (f"update p50 {_ms(u['p50'])} / p99 {_ms(u['p99'])} / max {_ms(u['max'])} ms "
+                               f"(n={u['n']}, ticks with updates {r['update_ticks']:g} of {lat_seconds}; "
+                               f"from the tick's stamp p99 {_ms(st['p99'])}); "
+                               f"per-second stream from its closing frame p50 {_ms(s['p50'])} / "
+                               f"p99 {_ms(s['p99'])} / max {_ms(s['max'])} ms"),
+                    "raw": r})
+            except Exception as e:  # a row that breaks is reported, the others still run
+                rows.append({"row": name, "figure": "live latency", "value": "error", "target": "< 20 ms",
+                             "pass": False, "detail": repr(e)[:200]})
+        for n in fanout_clients:
+            name = f"fanout-{n}"
+            target = 50_000 if n >= 1000 else None
+            try:
+                # 32 sensors, every client subscribed to all: 64 events per client per second
+                # (32 `update` + 32 `second`), the most one namespace gives at LIVE.INTERVAL 1
+                # with sensors of a sane count.
+                r = scenario(os.path.join(workdir, name), n, 32, fan_seconds, subscribe=True, grace=grace)
+                u, s = r["update_ms"], r["second_ms"]
+                rate = r["events_per_s"]
+                ok = r["connected"] == n and (target is None or rate >= target) and r["closed"] == 0
+                rows.append({
+                    "row": name, "figure": f"fan-out, {n} client(s) on one namespace: delivered events/s",
+                    "value": round(rate), "target": f"≥ {target:,}" if target else "",
+                    "pass": ok,
+                    "detail": (f"of {r['expected_per_s']:,} offered (ticks with updates "
+                               f"{r['update_ticks']:g} of {fan_seconds}); update p99 {_ms(u['p99'])} ms "
+                               f"(max {_ms(u['max'])}), second p99 {_ms(s['p99'])} ms; server CPU "
+                               f"{r['server_cpu_pct']:.0f}%, RSS {r['rss_mb']:.0f} MB; "
+                               f"{r['connected']} connected, {r['closed']} closed"),
+                    "raw": r})
+            except Exception as e:
+                rows.append({"row": name, "figure": "fan-out", "value": "error",
+                             "target": f"≥ {target:,}" if target else "", "pass": False, "detail": repr(e)[:200]})
+    finally:
+        if own is not None:
+            own.cleanup()
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--latency", default="1,100", help="client counts of the latency rows")
+    ap.add_argument("--fanout", default=None, help="client counts of the fan-out rows")
+    ap.add_argument("--profile", metavar="CLIENTS,SENSORS,SECONDS,OUT",
+                    help="only profile the daemon with py-spy (collapsed stacks to OUT) in one scenario")
+    args = ap.parse_args(argv)
+    counts = lambda text: tuple(int(x) for x in text.split(",") if x)  # noqa: E731
+    if args.profile:
+        n, sensors, seconds, out = args.profile.split(",", 3)
+        with tempfile.TemporaryDirectory(prefix="tsrmon-live-") as tmp:
+            r = scenario(os.path.join(tmp, "profile"), int(n), int(sensors), int(seconds), True,
+                         profile=os.path.abspath(out))
+        print({k: r[k] for k in ("events_per_s", "update_ms", "second_ms", "server_cpu_pct", "client_cpu_pct")})
+        return
+    for r in bench_rows(args.quick, latency_clients=counts(args.latency), fanout_clients=counts(args.fanout) if args.fanout else None):
+        print(f"{r['row']}: {r['value']} (target {r['target']}, {'pass' if r['pass'] else 'miss'}) {r['detail']}")
+
+
+if __name__ == "__main__":
+    main()
