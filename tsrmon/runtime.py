@@ -7,6 +7,8 @@ before the store closes, so a SIGTERM loses nothing.  (Buildbot's
 ``AsyncMultiService`` does the same.)
 """
 
+import gc
+
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -37,3 +39,20 @@ class OrderedMultiService(service.MultiService):
             except Exception:
                 # Logged with context; the remaining children still stop.
                 self.log.failure("stopping {service} failed", service=name)
+
+
+def tune_gc_for_a_daemon():
+    """Fewer garbage-collector passes over a heap full of buffered frames.
+
+    Between flushes the rooms hold a second or more of frames (a tuple and
+    a list per sensor per frame for raw CSV and statistics): hundreds of
+    thousands of tracked containers.  With CPython's default generation-0
+    threshold (700 allocations) the collector runs constantly and the older
+    generations re-scan those buffers; profiling put ~19 % of the daemon's
+    time on the CSV append that happened to trigger it.  None of these
+    objects form cycles, so collecting far less often loses nothing.
+    ``gc.freeze()`` moves everything imported and built at start-up out of
+    the collector's sight for good.  Only the daemon process calls this.
+    """
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)

@@ -23,7 +23,7 @@ from twisted.web.server import Site
 from tsrmon.config import ConfigError, default_config_path, load_config
 from tsrmon.lock import InstanceLock, LockError
 from tsrmon.names import is_valid_name
-from tsrmon.runtime import OrderedMultiService
+from tsrmon.runtime import OrderedMultiService, tune_gc_for_a_daemon
 from tsrmon.systemd import SystemdNotifyService
 
 log = Logger()
@@ -270,7 +270,9 @@ def service_or_exit(path, demo=False, reactor=None):
             if not os.path.exists(path):
                 path = None
         config = load_config(path)
-        return makeService(config, reactor=reactor, demo=demo)
+        top = makeService(config, reactor=reactor, demo=demo)
+        tune_gc_for_a_daemon()
+        return top
     except (ConfigError, LockError) as e:
         sys.stderr.write(f"tsrmon: {e}\n")
         sys.stderr.flush()
