@@ -56,3 +56,10 @@ def tune_gc_for_a_daemon():
     """
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
+
+
+def next_tick_delay(now, interval, offset):
+    """Seconds from ``now`` to the next ``k * interval + offset`` (epoch
+    aligned), for ticks that must land just after calendar boundaries."""
+    delay = (interval - now % interval + offset) % interval
+    return delay if delay > 1e-6 else interval

@@ -59,7 +59,7 @@ async def test_offline_machine_accepted_and_events_flow_when_daq_returns(make_se
     payload = events([status])[0][1][0]
     assert payload["machine"] == "m1" and payload["connected"] is True
     feed(server)
-    server.clock.advance(0.5)  # the aligned loop starts at T0 + 1
+    server.clock.advance(0.75)  # windows close 0.25 s after each boundary: T0 + 1.25
     frame = await next_event(ws, name="update")
     assert frame.startswith('42/sio/m1,["update",{"sensor_name":"vib1","data":1.333')
 
@@ -70,11 +70,11 @@ async def test_updates_on_the_clock_with_deployed_payloads(make_server):
     ws = await sio_ws(server.ws_url)
     server.hub.claim("m1", FakeDAQ())
     feed(server)
-    server.clock.advance(0.25)  # T0: first aligned tick
+    server.clock.advance(0.5)  # T0 + 0.25: the first window closes just after the boundary
     frames = [await next_event(ws, name="update"), await next_event(ws, name="update")]
-    assert frames[1] == '42/sio/m1,["update",{"sensor_name":"temp1","data":21.0,"time":"2027-01-15 17:00:00.000000"}]'
+    assert frames[1] == '42/sio/m1,["update",{"sensor_name":"temp1","data":21.0,"time":"2027-01-15 17:00:00.250000"}]'
     vib = json.loads(frames[0][len("42/sio/m1,"):])[1]
-    assert vib == {"sensor_name": "vib1", "data": pytest.approx(4 / 3), "time": "2027-01-15 17:00:00.000000"}
+    assert vib == {"sensor_name": "vib1", "data": pytest.approx(4 / 3), "time": "2027-01-15 17:00:00.250000"}
     assert type(vib["data"]) is float
     # A sensor without samples in the window gets nothing (never null or 0) ...
     server.hub.second("m1", "vib1", "VIB", T0 + 0.5, PartialSums.of([3.0, -3.0]))

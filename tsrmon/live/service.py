@@ -2,9 +2,10 @@
 
 The hub calls :meth:`LiveService.second`, :meth:`anomaly` and
 :meth:`machine_status` (``hub/ports.py`` ``LiveSink``).  Seconds are merged
-into one window per sensor; a LoopingCall on the injected clock, aligned to
-LIVE.INTERVAL, closes the windows and broadcasts ``update`` (a sensor without
-samples in the window gets none).  The last LIVE.CACHE updates per sensor are
+into one window per sensor; a tick on the injected clock, 0.25 s after each
+LIVE.INTERVAL boundary (statistics hand a finished second over within 50 ms),
+closes the windows and broadcasts ``update`` (a sensor without samples in the
+window gets none).  The last LIVE.CACHE updates per sensor are
 kept for ``initialize``; ``history(machine)`` (minute rows from storage)
 rebuilds them after a restart.
 """
@@ -14,12 +15,12 @@ import zoneinfo
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from tsrmon.live.engineio import EngineServer
 from tsrmon.live.machines import NAMESPACE_PREFIX, MachineRoom
 from tsrmon.live.socketio import Namespace, SocketServer
+from tsrmon.runtime import next_tick_delay
 from tsrmon.stats.sums import PartialSums
 
 MAX_PAYLOAD = 1_000_000
@@ -65,8 +66,7 @@ class LiveService(service.Service):
                                 counters=self._counters)
         self.engine.handler_factory = self.sio
         self._resource = self.engine.resource()
-        self._align = None
-        self._loop = None
+        self._align = None  # the next window close (a DelayedCall)
 
     # -- helpers used by the rooms -------------------------------------------
     def mode(self, stype):
@@ -120,6 +120,8 @@ class LiveService(service.Service):
         self._counters["events_emitted"] += room.broadcast("status", room.status_payload())
 
     # -- the clock -------------------------------------------------------------
+    TICK_OFFSET = 0.25
+
     def _tick(self):
         text = self.time_text(self.clock.seconds())
         sent = 0
@@ -129,12 +131,18 @@ class LiveService(service.Service):
         self._counters["updates_sent"] += sent
         self._counters["events_emitted"] += sent
 
-    def _start_loop(self):
-        self._align = None
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = self.clock
-        d = self._loop.start(self.interval, now=True)
-        d.addErrback(lambda f: self.log.failure("live: the update loop stopped", f))
+    def _schedule_tick(self):
+        # Each tick schedules the next from the clock: a late tick (a busy
+        # reactor, a coarse test clock) never shifts the phase.
+        self._align = self.clock.callLater(
+            next_tick_delay(self.clock.seconds(), self.interval, self.TICK_OFFSET), self._ticked)
+
+    def _ticked(self):
+        try:
+            self._tick()
+        except Exception:
+            self.log.failure("live: closing the update windows failed")
+        self._schedule_tick()
 
     # -- history ---------------------------------------------------------------
     def rebuild(self, machine):
@@ -174,9 +182,10 @@ class LiveService(service.Service):
     def startService(self):
         super().startService()
         self.engine.accepting = True
-        now = self.clock.seconds()
-        delay = self.interval - (now % self.interval)
-        self._align = self.clock.callLater(delay, self._start_loop)
+        # Windows close TICK_OFFSET after each interval boundary: statistics
+        # hand over a finished second ~50 ms after it ends, so the window
+        # holds exactly the seconds before the boundary.
+        self._schedule_tick()
         if self.history is not None:
             for name in list(self.hub.machines):
                 self.rebuild(name)
@@ -186,9 +195,6 @@ class LiveService(service.Service):
         if self._align is not None and self._align.active():
             self._align.cancel()
         self._align = None
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
         sockets = [s.ws for s in self.engine.sessions.values() if s.ws is not None]
         self.engine.close_all()
         waits = [ws.lost for ws in sockets if not ws.lost.called]
@@ -222,7 +228,7 @@ class LiveService(service.Service):
         return out
 
     def healthy(self):
-        looping = self._loop is not None and self._loop.running
-        return {"ok": bool(self.running) and (looping or self._align is not None),
+        ticking = self._align is not None and self._align.active()
+        return {"ok": bool(self.running) and ticking,
                 "sessions": len(self.engine.sessions),
                 "interval": self.interval}

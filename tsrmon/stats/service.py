@@ -29,6 +29,7 @@ from twisted.application import service
 from twisted.internet import task
 from twisted.logger import Logger
 
+from tsrmon.runtime import next_tick_delay
 from tsrmon.stats.calendar import Calendar
 from tsrmon.stats.sums import PartialSums
 
@@ -70,7 +71,7 @@ class StatsService(service.Service):
         self._second_end = -math.inf
         self._deltas = {}         # (machine, sensor, stype) -> {minute t0: PartialSums}
         self._announced = {}      # (machine, sensor) -> stype given to the store
-        self._ticker = None
+        self._align = None  # the next tick (a DelayedCall)
         self._flusher = None
         self._flushing = None
         self.samples = 0
@@ -80,21 +81,39 @@ class StatsService(service.Service):
         self.rows_handed = 0
 
     # -- service -------------------------------------------------------------
+    # The tick lands just after each whole second, so a finished second is
+    # handed to live and alarms within ~50 ms even when no frame arrives to
+    # roll it (LiveService closes its windows later, at +0.25 s).  Each tick
+    # schedules the next from the clock, so a late tick never shifts the
+    # phase.
+    TICK_OFFSET = 0.05
+
     def startService(self):
         super().startService()
-        self._ticker = task.LoopingCall(self._tick)
-        self._ticker.clock = self.clock
-        self._ticker.start(self.tick_interval, now=False).addErrback(self._loop_failed, "tick")
+        self._schedule_tick()
         self._flusher = task.LoopingCall(self.flush)
         self._flusher.clock = self.clock
         self._flusher.start(self.flush_interval, now=False).addErrback(self._loop_failed, "flush")
 
+    def _schedule_tick(self):
+        self._align = self.clock.callLater(
+            next_tick_delay(self.clock.seconds(), self.tick_interval, self.TICK_OFFSET), self._ticked)
+
+    def _ticked(self):
+        try:
+            self._tick()
+        except Exception:
+            self.log.failure("statistics tick failed")
+        self._schedule_tick()
+
     def stopService(self):
         super().stopService()
-        for loop in (self._ticker, self._flusher):
-            if loop is not None and loop.running:
-                loop.stop()
-        self._ticker = self._flusher = None
+        if self._align is not None and self._align.active():
+            self._align.cancel()
+        self._align = None
+        if self._flusher is not None and self._flusher.running:
+            self._flusher.stop()
+        self._flusher = None
         self._reduce_pending(second_done=True)
         return self.flush()
 
