@@ -12,21 +12,22 @@ the per-second ``second`` stream of every sensor.
 Latency, on the same machine clock (receipt time is taken once per
 ``recv``, so every frame of a read shares it):
 
-- ``update``: receipt − the emit tick.  The daemon aligns its LoopingCall to
-  whole multiples of LIVE.INTERVAL and stamps the update with
-  ``clock.seconds()`` when the tick runs, so the tick is the stamp rounded
-  down to the interval; the stamp itself gives the time from when the tick
-  callback actually started (timer lateness excluded);
+- ``update``: receipt − the emit tick.  The daemon closes its windows
+  ``LiveService.TICK_OFFSET`` (0.25 s) after each whole multiple of
+  LIVE.INTERVAL and stamps the update with ``clock.seconds()`` when the tick
+  runs, so the tick is the stamp rounded down to the interval plus that
+  offset; the stamp itself gives the time from when the tick callback
+  actually started (timer lateness excluded);
 - ``second``: receipt − the frame that closed the second.  The daemon closes
   second [s, s + 1) when the first frame after s + 1 arrives (or its 1 s
   stats timer fires); the DAQ sends a frame at s + 1 + FRAME_AFTER_SECOND,
   so latency = receipt − (stamp + 1 + FRAME_AFTER_SECOND).
 
-The DAQ is kept off the whole second on purpose: with its frames exactly at
-s + 1, the second's roll and the live tick race, and a tick that runs first
-closes an empty window and sends no ``update`` (the next one covers two
-seconds).  ``ticks with updates`` in the details shows how many ticks
-produced their updates.
+The DAQ sends a little after each whole second.  (Before the statistics
+tick was aligned to the second and the live tick moved 0.25 s past the
+boundary, frames exactly at s + 1 raced the live tick and some windows went
+out empty; ``ticks with updates`` in the details still shows how many ticks
+produced their updates.)
 
 Delivered events/s counts ``update`` + ``second`` events received by all
 clients during a window of whole seconds, divided by its length.
@@ -53,6 +54,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from bench.load import PacedFeeders, data_frames  # noqa: E402
 from bench.proc import cpu_seconds, percentile, rss_mb  # noqa: E402
 from tests.daemon.harness import Daemon  # noqa: E402
+from tsrmon.live.service import LiveService  # noqa: E402
 
 MACHINE = "live"
 FEED_HZ = 50  # DataUpdates per second of the one DAQ
@@ -65,6 +67,7 @@ UPGRADE = (b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
            b"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 TIME_KEY = b'"time":"'
+TICK_OFFSET = LiveService.TICK_OFFSET  # windows close this long after each boundary
 GRACE = 3.0  # default seconds after the window that late events of it are still counted
 
 
@@ -226,8 +229,9 @@ def client_worker(port, nsp, count, subscribe, interval, results, control, frame
                 j = buf.find(TIME_KEY, a, b) + 8
                 stamp = int(buf[j + 14:j + 16]) * 60 + float(buf[j + 17:j + 26])
                 if kind == b"up":
-                    # emitted at the tick: the stamp rounded down to the interval
-                    lat = (now_h - floor(stamp / interval) * interval) % 3600.0
+                    # emitted at the tick: boundary + TICK_OFFSET, just before the stamp
+                    tick = floor((stamp - TICK_OFFSET) / interval) * interval + TICK_OFFSET
+                    lat = (now_h - tick) % 3600.0
                     if window and t0 <= now - lat < t1:
                         counts["update"] += 1
                         upd_lat.append(lat * 1000.0)
