@@ -40,7 +40,6 @@ import multiprocessing
 import os
 import selectors
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from bench.load import PacedFeeders, data_frames  # noqa: E402
 from bench.proc import cpu_seconds, percentile, rss_mb  # noqa: E402
 from tests.daemon.harness import Daemon  # noqa: E402
+from tests.live.many_clients import frame as ws_frame  # noqa: E402  (a masked client text frame)
 from tsrmon.live.service import LiveService  # noqa: E402
 
 MACHINE = "live"
@@ -69,19 +69,6 @@ UPGRADE = (b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
 TIME_KEY = b'"time":"'
 TICK_OFFSET = LiveService.TICK_OFFSET  # windows close this long after each boundary
 GRACE = 3.0  # default seconds after the window that late events of it are still counted
-
-
-def ws_frame(text):
-    """A masked client text frame (a zero mask key keeps the payload as is)."""
-    data = text.encode("utf-8")
-    n = len(data)
-    if n < 126:
-        head = struct.pack("!BB", 0x81, 0x80 | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x81, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x81, 0x80 | 127, n)
-    return head + b"\0\0\0\0" + data
 
 
 PONG = ws_frame("3")
