@@ -19,8 +19,7 @@ import struct
 
 import numpy as _np
 
-from tsrmon.ingest.schema import DATA
-from tsrmon.names import name_problem
+from tsrmon.ingest.schema import DATA, sensor_problem
 
 _isfinite = math.isfinite
 _structs = {}
@@ -110,13 +109,9 @@ def plan_for(frame, runs):
         data = entry.get("data")
         if type(data) is not list:
             return None
-        problem = name_problem(sensor)
+        problem = sensor_problem(sensor, stype)
         if problem is not None:
-            bad.append((sensor, f"bad sensor name: {problem}"))
-            continue
-        problem = name_problem(stype)
-        if problem is not None:
-            bad.append((sensor, f"bad sensor type {stype!r}: {problem}"))
+            bad.append((sensor, problem))
             continue
         plan_runs = []
         i = 0

@@ -33,6 +33,18 @@ def _short(value, limit=80):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def sensor_problem(sensor, stype):
+    """Why a sensor entry is dropped from its frame (None when its name and
+    type are valid names); the same rule on the fast path and the slow one."""
+    problem = name_problem(sensor)
+    if problem is not None:
+        return f"bad sensor name: {problem}"
+    problem = name_problem(stype)
+    if problem is not None:
+        return f"bad sensor type {_short(stype)}: {problem}"
+    return None
+
+
 def from_pickle(value, trusted, known_names):
     """A decoded legacy frame ``(event, data)``."""
     if type(value) is not tuple and type(value) is not list or len(value) != 2:
@@ -142,13 +154,9 @@ def data_event(data, trusted, known_names, t):
         if type(values) is not list:
             raise FrameRefused(f"sensor {_short(sensor)}: 'data' must be a list")
         if sensor not in known_names or type(stype) is not str or stype not in known_names:
-            problem = name_problem(sensor)
+            problem = sensor_problem(sensor, stype)
             if problem is not None:
-                bad.append((sensor, f"bad sensor name: {problem}"))
-                continue
-            problem = name_problem(stype)
-            if problem is not None:
-                bad.append((sensor, f"bad sensor type {_short(stype)}: {problem}"))
+                bad.append((sensor, problem))
                 continue
             if len(known_names) < _MAX_KNOWN_NAMES:
                 known_names.add(sensor)
