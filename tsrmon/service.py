@@ -22,7 +22,6 @@ from twisted.web.server import Site
 
 from tsrmon.config import ConfigError, default_config_path, load_config
 from tsrmon.lock import InstanceLock, LockError
-from tsrmon.names import is_valid_name
 from tsrmon.runtime import OrderedMultiService, tune_gc_for_a_daemon
 from tsrmon.systemd import SystemdNotifyService
 
@@ -132,20 +131,6 @@ def demo_config(config):
     return config
 
 
-def known_machines(db_path):
-    """Machine names with a database file (so clients may subscribe while offline)."""
-    try:
-        entries = os.listdir(db_path)
-    except OSError:
-        return []
-    names = []
-    for entry in sorted(entries):
-        stem, ext = os.path.splitext(entry)
-        if ext == ".db" and is_valid_name(stem):
-            names.append(stem)
-    return names
-
-
 def http_endpoint(config):
     server = config["SERVER"]
     return server["HTTP_ENDPOINT"] or f"tcp:port={server['PORT']}:interface={_escape(server['HOST'])}"
@@ -194,9 +179,9 @@ def makeService(config, reactor=None, demo=False, lock=True):
     clockjump.setServiceParent(top)
     rooms["logfile"] = LogFileService(config)
     hub = rooms["hub"] = MachineHub(config, reactor)
-    hub.remember(known_machines(config["DATABASE"]["PATH"]))
     store = rooms["store"] = SQLiteStore(
         config, reactor, hub, minute_retention_days=config["DATABASE"]["MINUTE_RETENTION_DAYS"])
+    hub.remember(store.known_machines())
     raw = rooms["raw"] = RawCSVService(config, reactor, reactor, worker=config["DATA"]["WRITER"])
     stats = rooms["stats"] = StatsService(config, reactor, hub, store)
     notifier = rooms["notifier"] = NotifierService(config, reactor, reactor)

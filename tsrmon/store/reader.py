@@ -345,23 +345,7 @@ class SQLiteReader(service.Service):
         return os.path.join(self.config["DATABASE"]["PATH"], machine + ".db")
 
     def list_machines(self):
-        folder = self.config["DATABASE"]["PATH"]
-        try:
-            entries = list(os.scandir(folder))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-        out = []
-        for e in entries:
-            if not e.name.endswith(".db"):
-                continue  # -journal, -wal, -shm and everything else
-            stem = e.name[:-3]
-            try:
-                if is_valid_name(stem) and e.is_file():
-                    out.append(stem)
-            except OSError:
-                continue
-        out.sort()
-        return out
+        return schema.machine_names(self.config["DATABASE"]["PATH"])
 
     def _path_lock(self, path):
         with self._lock:
@@ -635,26 +619,34 @@ class SQLiteReader(service.Service):
         return self._anomaly_rows(conn, machine, start, end)
 
     def _anomaly_rows(self, conn, machine, start, end):
-        if schema.ANOMALY_TABLE not in self._tables(conn):
+        return [(machine, t, score, threshold)
+                for t, _epoch, score, threshold in self._score_rows(conn, machine, schema.ANOMALY_TABLE,
+                                                                    start, end)]
+
+    def _score_rows(self, conn, machine, table, start, end):
+        """``[(time, epoch or None, score, threshold)]`` of the anomaly or
+        fault table in a local date range, oldest first; rows with a missing
+        or non-finite score or threshold are never served."""
+        if table not in self._tables(conn):
             return []
-        cols = self._columns(conn, schema.ANOMALY_TABLE)
+        cols = self._columns(conn, table)
         if not {"time", "score", "threshold"} <= cols:
             return []
-        tcol = "t" if "t" in cols else "NULL"
+        tcol = "t" if "t" in cols else "NULL"  # deployed anomaly tables have no t
         where, args = self._date_where(start, end)
         where.append("typeof(time) = 'text'")
-        sql = (f"SELECT time, score, threshold, {tcol} FROM {schema.ANOMALY_TABLE} "
+        sql = (f"SELECT time, {tcol}, score, threshold FROM {table} "
                f"WHERE {' AND '.join(where)} ORDER BY time, id")
         out = []
         try:
-            for t, score, threshold, epoch in conn.execute(sql, args):
+            for t, epoch, score, threshold in conn.execute(sql, args):
                 score, threshold = _finite(score), _finite(threshold)
                 if score is None or threshold is None:
                     continue
-                out.append((machine, t, score, threshold))
+                out.append((t, _finite(epoch), score, threshold))
         except sqlite3.DatabaseError as e:
-            self._warn_once((machine, "anomaly", str(e)), "cannot read {machine} anomalies: {error}",
-                            machine=machine, error=e)
+            self._warn_once((machine, table, str(e)), "cannot read {machine} {table}: {error}",
+                            machine=machine, table=table, error=e)
         return out
 
     def _all_anomalies(self, start, end):
@@ -670,23 +662,9 @@ class SQLiteReader(service.Service):
 
     def _faults(self, machine, start, end):
         conn, path = self._connect(machine)
-        if conn is None or schema.FAULTS_TABLE not in self._tables(conn):
+        if conn is None:
             return []
-        where, args = self._date_where(start, end)
-        where.append("typeof(time) = 'text'")
-        sql = (f"SELECT time, t, score, threshold FROM {schema.FAULTS_TABLE} "
-               f"WHERE {' AND '.join(where)} ORDER BY time, id")
-        out = []
-        try:
-            for t, epoch, score, threshold in conn.execute(sql, args):
-                score, threshold = _finite(score), _finite(threshold)
-                if score is None or threshold is None:
-                    continue
-                out.append((t, _finite(epoch), score, threshold))
-        except sqlite3.DatabaseError as e:
-            self._warn_once((machine, "faults", str(e)), "cannot read {machine} faults: {error}",
-                            machine=machine, error=e)
-        return out
+        return self._score_rows(conn, machine, schema.FAULTS_TABLE, start, end)
 
 
 def _file_signature(path):

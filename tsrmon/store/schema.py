@@ -27,7 +27,9 @@ have NULL ``t0`` and ``count``: readers serve them as described in
 Every identifier goes through :func:`tsrmon.names.quote_identifier`.
 """
 
-from tsrmon.names import quote_identifier
+import os
+
+from tsrmon.names import is_valid_name, quote_identifier
 
 SCHEMA_VERSION = 1
 
@@ -53,6 +55,31 @@ SENSORS_TABLE = "tsrmon_sensors"
 VERSION_TABLE = "tsrmon_schema"
 FAULTS_TABLE = "fault_detect"
 ANOMALY_TABLE = "anomaly"
+
+
+def machine_names(folder):
+    """Machines with a database file ``<folder>/<machine>.db``, sorted.
+
+    Only valid names, only regular files: never ``-journal``/``-wal``/``-shm``
+    files, the daemon's own dot-files or anything else in the folder.  An
+    absent or unreadable folder has no machines.
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    out = []
+    for e in entries:
+        if not e.name.endswith(".db"):
+            continue
+        stem = e.name[:-3]
+        try:
+            if is_valid_name(stem) and e.is_file():
+                out.append(stem)
+        except OSError:
+            continue
+    out.sort()
+    return out
 
 
 def table_suffix(level):

@@ -334,15 +334,7 @@ class SQLiteStore(service.Service):
 
     def known_machines(self):
         """Machines with a database file (for ``hub.remember``)."""
-        try:
-            names = os.listdir(self.folder)
-        except OSError:
-            return []
-        out = []
-        for n in sorted(names):
-            if n.endswith(".db") and name_problem(n[:-3]) is None:
-                out.append(n[:-3])
-        return out
+        return schema.machine_names(self.folder)
 
     # -- AggregateStore ------------------------------------------------------------
     def ensure_sensor(self, machine, sensor, stype, mode):
