@@ -247,6 +247,10 @@ SCHEMA = {
         "MAX_MACHINES": (256, _int(1), False),
         "MAX_SENSORS": (64, _int(1), False),
         "MAX_PAUSE": (5, _number(0), False),
+        "NAME_TIMEOUT": (10, _number(0.1, 3600), False),
+        "MAX_CONNECTIONS_PER_HOST": (32, _int(1), False),
+        "MAX_TOTAL_BUFFER_BYTES": (512 * 1024 * 1024, _int(64 * 1024), False),
+        "MAX_SAMPLES_PER_FRAME": (2_000_000, _int(1), False),
     },
     "LIVE": {
         "INTERVAL": (60, _number(1, 3600), False),

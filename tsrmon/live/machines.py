@@ -1,6 +1,6 @@
 """The ``/sio/<machine>`` namespaces: the deployed events and two additions.
 
-Deployed (legacy-system.md §2.2, §2.3, §4): ``update`` per sensor every
+Deployed (docs/legacy.md §2.2, §2.3, §4): ``update`` per sensor every
 LIVE.INTERVAL seconds, ``anomaly`` for every FaultDetect, and ``initialize``
 (client asks, server answers with one event per sensor carrying the cached
 updates, oldest first).  Added: ``status`` (DAQ connected/disconnected, last

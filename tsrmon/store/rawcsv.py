@@ -1,6 +1,6 @@
 """The raw CSV log: every sample as a row of ``DATA.PATH/<machine>/YYYYMMDD_<sensor>.csv``.
 
-The deployed layout (legacy-system.md §2.6): header ``time,data``, one row
+The deployed layout (docs/legacy.md §2.6): header ``time,data``, one row
 per sample, CRLF line ends, local arrival time ``HH:MM:SS`` (or local
 ISO-8601 with milliseconds and offset when ``DATA.TIME_FORMAT`` is ``iso``).
 The date in the file name is the local date (``TIME.ZONE``) of the rows it
