@@ -32,7 +32,7 @@ _FUTURE_SLACK = 3600.0  # DAQ clocks drift; an hour ahead is still plausible
 
 def limits_of(config):
     daq = config["DAQ"]
-    return Limits(max_frame_bytes=daq["MAX_FRAME_BYTES"])
+    return Limits(max_frame_bytes=daq["MAX_FRAME_BYTES"], max_samples=daq["MAX_SAMPLES_PER_FRAME"])
 
 
 def set_keepalive(transport):

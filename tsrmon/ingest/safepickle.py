@@ -5,7 +5,17 @@ The walk here never executes anything: it reads each opcode and the length
 of its argument, refuses every opcode outside :data:`ALLOWED` (the ones that
 build None, bool, int, float, str, bytes, tuple, list, dict and the memo in
 protocols 0-5), and simulates the stack only as far as needed to bound
-nesting depth, element counts and memo indices.  The walk is resumable: bytes
+nesting depth, element counts and memo indices.  It also bounds what the
+frame *expands to*: a memo reference (GET/BINGET/LONG_BINGET, DUP) costs one
+opcode but hands whoever walks the value the whole referenced container
+again, so a 13.5 MB pickle whose 64 sensors all reference one memoized list
+of 1.5 M floats is 96 M samples downstream.  Containers are tracked as nodes
+(direct scalar count, child nodes, shared by reference through the memo, so
+an append after the reference is seen too); at STOP the tree the value
+unfolds to is sized over that graph (each shared node sized once) and the
+frame is refused, before ``pickle.loads`` allocates anything, when its
+samples exceed ``max_samples`` (``DAQ.MAX_SAMPLES_PER_FRAME``) or its
+containers ``max_containers``.  A container that contains itself is refused.  The walk is resumable: bytes
 arriving in small pieces continue it where it stopped, never from the start.
 
 Only bytes the walker accepted reach ``pickle.loads``.  With no GLOBAL,
@@ -116,16 +126,92 @@ _FLOAT_RUN = re.compile(rb"(?:G.{8})+", re.S)
 
 
 class Limits:
-    """Caps applied to every frame (see docs/protocol.md)."""
+    """Caps applied to every frame (see docs/protocol.md).
 
-    __slots__ = ("max_frame_bytes", "max_elements", "max_containers", "max_depth")
+    ``max_elements`` and ``max_containers`` count what the walk reads;
+    ``max_samples`` (scalars) and ``max_containers`` also bound what the
+    value expands to once every memo reference is unfolded."""
+
+    __slots__ = ("max_frame_bytes", "max_elements", "max_containers", "max_depth", "max_samples")
 
     def __init__(self, max_frame_bytes=16 * 1024 * 1024, max_elements=4_000_000,
-                 max_containers=100_000, max_depth=32):
+                 max_containers=100_000, max_depth=32, max_samples=2_000_000):
         self.max_frame_bytes = max_frame_bytes
         self.max_elements = max_elements
         self.max_containers = max_containers
         self.max_depth = max_depth
+        self.max_samples = max_samples
+
+
+class _Node:
+    """A simulated container: its depth so far, its direct scalars and its
+    child containers (with repeats: each reference unfolds again)."""
+
+    __slots__ = ("depth", "scalars", "kids")
+
+    def __init__(self, depth=1):
+        self.depth = depth
+        self.scalars = 0
+        self.kids = []
+
+    def add(self, item):
+        if item.__class__ is _Node:
+            self.kids.append(item)
+            if item.depth + 1 > self.depth:
+                self.depth = item.depth + 1
+        else:
+            self.scalars += 1
+
+    def add_many(self, items):
+        for item in items:
+            if item.__class__ is _Node:
+                self.kids.append(item)
+                if item.depth + 1 > self.depth:
+                    self.depth = item.depth + 1
+            else:
+                self.scalars += 1
+
+
+def _depth(item):
+    return item.depth if item.__class__ is _Node else 0
+
+
+def expansion(root):
+    """(samples, containers, depth) of the tree ``root`` unfolds to, every
+    shared node counted once per reference; None when a container contains
+    itself.  Iterative, each node visited once."""
+    if root.__class__ is not _Node:
+        return 1, 0, 0
+    done = {}  # id(node) -> (samples, containers, depth)
+    active = set()
+    todo = [(root, False)]
+    while todo:
+        node, ready = todo.pop()
+        key = id(node)
+        if ready:
+            samples, containers, depth = node.scalars, 1, 1
+            for kid in node.kids:
+                ks, kc, kd = done[id(kid)]
+                samples += ks
+                containers += kc
+                if kd + 1 > depth:
+                    depth = kd + 1
+            done[key] = (samples, containers, depth)
+            active.discard(key)
+            continue
+        if key in done:
+            continue
+        if key in active:
+            return None
+        active.add(key)
+        todo.append((node, True))
+        for kid in node.kids:
+            k = id(kid)
+            if k in active:
+                return None
+            if k not in done:
+                todo.append((kid, False))
+    return done[id(root)]
 
 
 class PickleWalk:
@@ -139,7 +225,7 @@ class PickleWalk:
     """
 
     __slots__ = ("start", "pos", "need", "line_from", "line_left", "limits", "stack", "marks", "memo",
-                 "elements", "containers", "refused", "end", "error", "runs", "walked")
+                 "elements", "containers", "refused", "end", "error", "runs", "walked", "expanded")
 
     def __init__(self, start, limits):
         self.start = start
@@ -148,9 +234,9 @@ class PickleWalk:
         self.line_from = 0
         self.line_left = 0
         self.limits = limits
-        self.stack = []  # depth of each simulated stack item
+        self.stack = []  # simulated stack: 0 (scalar) or a _Node
         self.marks = []
-        self.memo = {}  # index -> depth
+        self.memo = {}  # index -> stack item (0 or the _Node itself)
         self.elements = 0
         self.containers = 0
         self.refused = None
@@ -158,6 +244,7 @@ class PickleWalk:
         self.error = None
         self.runs = []  # (offset from start, count) of BINFLOAT runs, for Shape
         self.walked = 0  # opcodes walked (tests check nothing is walked twice)
+        self.expanded = None  # (samples, containers, depth) once sized at STOP
 
     def shift(self, delta):
         self.start -= delta
@@ -266,8 +353,13 @@ class PickleWalk:
             if forbidden is not None:
                 self._refuse(f"forbidden opcode {name} ({forbidden})")
             elif kind == _STOP:
-                if self.refused is None and (len(self.stack) != 1 or self.marks):
-                    self._refuse("malformed pickle (stack not a single value at STOP)")
+                if self.refused is None:
+                    if len(self.stack) != 1 or self.marks:
+                        self._refuse("malformed pickle (stack not a single value at STOP)")
+                    else:
+                        problem = self._expansion_problem()
+                        if problem is not None:
+                            self._refuse(problem)
                 self.end = end
                 self.pos = end
                 return DONE
@@ -293,7 +385,10 @@ class PickleWalk:
             p = end
 
     def _apply(self, kind, name, arg):
-        """Simulate one allowed opcode; None, a refusal text, or BAD."""
+        """Simulate one allowed opcode; None, a refusal text, or BAD.
+
+        Stack items are 0 (a scalar) or a :class:`_Node` (a container, the
+        same object wherever the memo or DUP references it)."""
         stack = self.stack
         marks = self.marks
         fence = marks[-1] if marks else 0
@@ -302,7 +397,7 @@ class PickleWalk:
             stack.append(0)
             self.elements += 1
         elif kind == _EMPTY:
-            stack.append(1)
+            stack.append(_Node())
             self.elements += 1
             self.containers += 1
         elif kind == _MARK:
@@ -315,7 +410,9 @@ class PickleWalk:
             del stack[m:]
             if name == "DICT" and len(items) % 2:
                 return BAD
-            stack.append(1 + max(items, default=0))
+            node = _Node()
+            node.add_many(items)
+            stack.append(node)
             self.elements += 1
             self.containers += 1
         elif kind == _TUPLE_N:
@@ -324,20 +421,29 @@ class PickleWalk:
                 return BAD
             items = stack[len(stack) - k:]
             del stack[len(stack) - k:]
-            stack.append(1 + max(items))
+            node = _Node()
+            node.add_many(items)
+            stack.append(node)
             self.elements += 1
             self.containers += 1
         elif kind == _APPEND:
             if len(stack) - fence < 2:
                 return BAD
             v = stack.pop()
-            stack[-1] = max(stack[-1], v + 1)
+            target = stack[-1]
+            if target.__class__ is not _Node:
+                return f"{name} to a value that is not a container"
+            target.add(v)
         elif kind == _SETITEM:
             if len(stack) - fence < 3:
                 return BAD
             v = stack.pop()
             k = stack.pop()
-            stack[-1] = max(stack[-1], v + 1, k + 1)
+            target = stack[-1]
+            if target.__class__ is not _Node:
+                return f"{name} to a value that is not a container"
+            target.add(k)
+            target.add(v)
         elif kind == _ITEMS:
             if not marks:
                 return BAD
@@ -348,8 +454,10 @@ class PickleWalk:
             del stack[m:]
             if name == "SETITEMS" and len(items) % 2:
                 return BAD
-            if items:
-                stack[-1] = max(stack[-1], 1 + max(items))
+            target = stack[-1]
+            if target.__class__ is not _Node:
+                return f"{name} to a value that is not a container"
+            target.add_many(items)
         elif kind == _POP:
             if marks and marks[-1] == len(stack):
                 marks.pop()
@@ -385,17 +493,36 @@ class PickleWalk:
             idx = _index(name, arg)
             if idx is None:
                 return BAD
-            depth = self.memo.get(idx)
-            if depth is None:
+            item = self.memo.get(idx)
+            if item is None:
                 return f"memo reference to undefined entry {idx}"
-            stack.append(depth)
+            stack.append(item)
             self.elements += 1
-        if stack and stack[-1] > limits.max_depth:
-            return f"nesting deeper than {limits.max_depth}"
+        if stack:
+            top = stack[-1]
+            if top.__class__ is _Node and top.depth > limits.max_depth:
+                return f"nesting deeper than {limits.max_depth}"
         if self.elements > limits.max_elements:
             return f"more than {limits.max_elements} elements"
         if self.containers > limits.max_containers:
             return f"more than {limits.max_containers} containers"
+        return None
+
+    def _expansion_problem(self):
+        """Why the complete value is refused for what it unfolds to (or None)."""
+        limits = self.limits
+        sized = expansion(self.stack[0])
+        if sized is None:
+            return "a container that contains itself"
+        samples, containers, depth = sized
+        self.expanded = sized
+        if samples > limits.max_samples or containers > limits.max_containers:
+            return (f"frame expands to {samples} samples and {containers} containers "
+                    f"(memo references unfolded; {self.elements} elements read), over "
+                    f"DAQ.MAX_SAMPLES_PER_FRAME ({limits.max_samples}) or "
+                    f"{limits.max_containers} containers")
+        if depth > limits.max_depth:
+            return f"nesting deeper than {limits.max_depth}"
         return None
 
 

@@ -1,0 +1,102 @@
+"""The decoder bounds what a frame expands to (memo references unfolded),
+before ``pickle.loads`` allocates anything."""
+
+import pickle
+
+from tests.hostile.ingest_attacks import (legit_frame, memo_amplification, memo_grow_after_reference,
+                                          self_containing)
+from tsrmon.config import build_config
+from tsrmon.ingest import framing
+from tsrmon.ingest.framing import OK, REFUSED, PickleFramer
+from tsrmon.ingest.protocol import limits_of
+from tsrmon.ingest.safepickle import DONE, Limits, PickleWalk
+
+
+class CountingLoads:
+    """Wraps the real ``loads`` to count the frames that reached it."""
+
+    def __init__(self, monkeypatch):
+        self.calls = 0
+        real = framing.loads
+
+        def loads(frame):
+            self.calls += 1
+            return real(frame)
+
+        monkeypatch.setattr(framing, "loads", loads)
+
+
+def test_memo_amplification_refused_before_loads(monkeypatch):
+    spy = CountingLoads(monkeypatch)
+    frame = memo_amplification()
+    items = PickleFramer(Limits(), events=True).feed(frame)
+    assert len(items) == 1 and items[0][0] == REFUSED and items[0][2] == len(frame)
+    reason = items[0][1]
+    # 64 x 1.5 M floats + 64 x (3 keys/type strings + sensor key) + "DataUpdate"
+    assert "expands to 96000257 samples" in reason, reason
+    assert "MAX_SAMPLES_PER_FRAME (2000000)" in reason
+    assert spy.calls == 0
+
+
+def test_growth_after_the_references_is_counted(monkeypatch):
+    spy = CountingLoads(monkeypatch)
+    frame = memo_grow_after_reference(sensors=64, samples=100_000)
+    items = PickleFramer(Limits()).feed(frame)
+    assert [i[0] for i in items] == [REFUSED]
+    assert "expands to 6400257 samples" in items[0][1], items[0][1]
+    assert spy.calls == 0
+    # The same bytes with fewer samples are legal and decode as they walk.
+    small = memo_grow_after_reference(sensors=4, samples=10)
+    items = PickleFramer(Limits()).feed(small)
+    assert items[0][0] == OK and items[0][1][1]["s3"]["data"] == [1.5] * 10
+
+
+def test_shared_list_within_the_bound_is_accepted():
+    frame = memo_amplification(sensors=64, samples=1000)
+    items = PickleFramer(Limits()).feed(frame)
+    assert items[0][0] == OK
+    assert sum(len(e["data"]) for e in items[0][1][1].values()) == 64_000
+
+
+def test_self_containing_container_refused(monkeypatch):
+    spy = CountingLoads(monkeypatch)
+    items = PickleFramer(Limits()).feed(self_containing())
+    assert items[0][0] == REFUSED and "contains itself" in items[0][1]
+    assert spy.calls == 0
+
+
+def test_largest_legal_frame_fits_the_default():
+    frame = legit_frame(64, 25_600)
+    walk = PickleWalk(0, Limits())
+    assert walk.walk(frame) == DONE and walk.refused is None
+    assert walk.expanded[0] == 64 * 25_600 + 64 * 4 + 1
+    items = PickleFramer(Limits(), events=True).feed(frame)
+    assert items[0][0] == OK and len(items[0][1][1]) == 64
+
+
+def test_bound_comes_from_the_config_key(tmp_path):
+    config = build_config({"DAQ": {"MAX_SAMPLES_PER_FRAME": 1000}}, base_dir=str(tmp_path))
+    limits = limits_of(config)
+    assert limits.max_samples == 1000
+    ok = pickle.dumps(("DataUpdate", {"v": {"type": "VIB", "data": [1.0] * 990}}), protocol=4)
+    big = pickle.dumps(("DataUpdate", {"v": {"type": "VIB", "data": [1.0] * 1000}}), protocol=4)
+    items = PickleFramer(limits).feed(ok + big)
+    assert [i[0] for i in items] == [OK, REFUSED]
+    assert "expands to 1005 samples" in items[1][1]
+
+
+def test_expanded_containers_bounded():
+    # One memoized empty dict referenced 3,000 times by each of 40 lists:
+    # 120,000 containers unfolded from ~3,000 opcodes' worth of structure.
+    out = [b"\x80\x04}q\x000(", b"]q\x01(" + b"h\x00" * 3000 + b"e"]
+    out += [b"h\x01"] * 39
+    out.append(b"l.")
+    items = PickleFramer(Limits()).feed(b"".join(out))
+    assert items[0][0] == REFUSED and "120041 containers" in items[0][1], items[0][1]
+
+
+def test_refused_frame_does_not_cost_the_next_one():
+    good = pickle.dumps(("DataUpdate", {"v": {"type": "VIB", "data": [2.0]}}), protocol=4)
+    items = PickleFramer(Limits()).feed(memo_amplification(64, 40_000) + good)
+    assert [i[0] for i in items] == [REFUSED, OK]
+    assert items[1][1][1]["v"]["data"] == [2.0]
