@@ -270,8 +270,9 @@ async def test_upgrade_from_polling(server, http):
     assert error_of(resp, body) == (400, {"code": 3, "message": "Bad request"})
     resp, body = await http.post(q, b"4x")
     assert resp.code == 400
-    with pytest.raises(ConnectionError):
-        await ws_open(f"{conf.ws_url}{EIO}?EIO=4&transport=websocket&sid={sid}")
+    # A second WebSocket for the upgraded sid: accepted, then closed by the server.
+    second = await ws_open(f"{conf.ws_url}{EIO}?EIO=4&transport=websocket&sid={sid}")
+    assert await second.wait_closed() == 1000
     assert conf.echo.counters["upgrades"] == 1
     clock.advance(0.3)
     assert await ws.recv() == "2"

@@ -184,7 +184,8 @@ class EngineServer:
         self.sessions = {}
         self.counters = counters if counters is not None else {}
         for key in ("sessions_opened", "sessions_closed", "dropped_slow_clients",
-                    "ping_timeouts", "upgrades", "packets_sent", "bad_requests"):
+                    "ping_timeouts", "upgrades", "packets_sent", "bad_requests",
+                    "second_websockets"):
             self.counters.setdefault(key, 0)
         self.factory = WebSocketServerFactory()
         self.factory.protocol = EngineWebSocket
@@ -658,8 +659,10 @@ class EngineWebSocket(WebSocketServerProtocol):
             return
         session = engine.get_session(self.sid_wanted)
         if session is None or session.ws is not None or session.probe is not None:
-            # A second WebSocket for one session (or it vanished meanwhile).
-            self.sendClose()
+            # A second WebSocket for one session (or it vanished meanwhile):
+            # closed, the session on its first transport is untouched.
+            self.factory.engine.counters["second_websockets"] += 1
+            self.sendClose(1000)
             return
         self.session = session
         session.probe_started(self)
@@ -816,8 +819,10 @@ class EngineResource(Resource):
             if upgrade:
                 if session is None:
                     return self._refuse_upgrade(request)
-                if session.ws is not None or session.probe is not None:
-                    return error_body(request, BAD_REQUEST, server)
+                # A second WebSocket for a session that is upgrading or already
+                # upgraded is accepted and closed at once (EngineWebSocket.onOpen),
+                # as the Engine.IO reference server does: the client sees a
+                # close, not a failed handshake.
                 return server._ws_resource.render(request)
             if session is None:
                 return error_body(request, UNKNOWN_SID, server)
