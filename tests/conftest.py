@@ -1,9 +1,8 @@
 """Shared test helpers.
 
-The byte-exact DAQ fixtures live in ``../shared/fixtures/legacy-daq`` beside
-the checkout (CI lays a copy of ``shared/`` there too); ``TSRMON_FIXTURES``
-overrides the location.  Tests read them as bytes; nothing loads them with
-``pickle``.
+The byte-exact DAQ fixtures live in ``tests/fixtures/legacy-daq`` (written by
+``tests/fixtures/make_legacy.py``); ``TSRMON_FIXTURES`` overrides the location.
+Tests read them as bytes; nothing loads them with ``pickle``.
 """
 
 import json
@@ -16,7 +15,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.environ.get(
     "TSRMON_FIXTURES",
-    os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "legacy-daq"),
+    os.path.join(ROOT, "tests", "fixtures", "legacy-daq"),
 )
 
 
