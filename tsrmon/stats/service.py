@@ -29,6 +29,7 @@ from twisted.application import service
 from twisted.internet import task
 from twisted.logger import Logger
 
+from tsrmon.peerlog import peer_text
 from tsrmon.runtime import next_tick_delay
 from tsrmon.stats.calendar import Calendar
 from tsrmon.stats.sums import PartialSums
@@ -79,6 +80,7 @@ class StatsService(service.Service):
         self.seconds_reduced = 0
         self.flushes = 0
         self.rows_handed = 0
+        self.rows_refused = 0
 
     # -- service -------------------------------------------------------------
     # The tick lands just after each whole second, so a finished second is
@@ -204,7 +206,11 @@ class StatsService(service.Service):
         if self._announced.get((machine, sensor)) != stype:
             self._announced[(machine, sensor)] = stype
             mode, _named = self.config.stat_mode(stype)
-            self.store.ensure_sensor(machine, sensor, stype, mode)
+            try:
+                self.store.ensure_sensor(machine, sensor, stype, mode)
+            except Exception:
+                self.log.failure("the store refused sensor {sensor} of machine {machine}",
+                                 sensor=peer_text(sensor), machine=peer_text(machine))
 
     def _merge_delta(self, key, m0, sums):
         minutes = self._deltas.get(key)
@@ -244,7 +250,15 @@ class StatsService(service.Service):
         self._reduce_pending(second_done=False)
         for machine, rows in self.take_rows().items():
             self.rows_handed += len(rows)
-            self.store.upsert_sums(machine, rows)
+            try:
+                self.store.upsert_sums(machine, rows)
+            except Exception:
+                # One machine the store refuses (a name it cannot keep) must
+                # not cost the others their flush: counted and logged.
+                self.rows_refused += len(rows)
+                self.log.failure("the store refused {n} sum rows of machine {machine}; they are "
+                                 "dropped ({total} in all)", n=len(rows),
+                                 machine=peer_text(machine), total=self.rows_refused)
         self.flushes += 1
         d = self.store.flush()
         d.addErrback(lambda f: self.log.failure("flushing statistics failed", f))
@@ -257,5 +271,6 @@ class StatsService(service.Service):
             "seconds_reduced": self.seconds_reduced,
             "flushes": self.flushes,
             "rows_handed": self.rows_handed,
+            "rows_refused": self.rows_refused,
             "pending_keys": len(self._pending),
         }

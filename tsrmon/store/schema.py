@@ -129,3 +129,74 @@ BASE_DDL = [
     f"mode TEXT, first_seen REAL, ord INTEGER)",
     f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER NOT NULL)",
 ]
+
+
+def _fold(name):
+    return name.casefold()
+
+
+def find_case_collisions(folder):
+    """Names in ``folder`` (``DATABASE.PATH``) that differ only in case.
+
+    Reported, never merged or renamed (start-up logs them, ``tsrmon
+    check-config`` prints them).  A list of dicts:
+
+    * ``{"kind": "machine", "names": ["Press", "press"]}``: machine database
+      files that are one file on a case-insensitive file system;
+    * ``{"kind": "sensor", "machine": "M", "names": ["Vib", "vib"],
+      "shared_tables": True}``: sensors of one database.  ``shared_tables``
+      is True when SQLite (which ignores ASCII case in table names) keeps
+      their statistics in the same ``<sensor>_<level>_avg`` tables, i.e.
+      their rows were merged before tsrmon refused such names.
+
+    Databases are opened read-only; one that cannot be read is skipped.
+    """
+    import sqlite3
+    import urllib.parse
+
+    out = []
+    machines = machine_names(folder)
+    groups = {}
+    for m in machines:
+        groups.setdefault(_fold(m), []).append(m)
+    out.extend({"kind": "machine", "names": sorted(g)} for g in groups.values() if len(g) > 1)
+    for m in machines:
+        path = os.path.join(folder, f"{m}.db")
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=1.0)
+        except sqlite3.Error:
+            continue
+        try:
+            names = [r[0] for r in conn.execute(f"SELECT name FROM {SENSORS_TABLE}")]
+        except sqlite3.Error:
+            continue  # no sensors table (deployed file, tables unique already) or unreadable
+        finally:
+            conn.close()
+        by_fold = {}
+        for n in names:
+            if isinstance(n, str):
+                by_fold.setdefault(_fold(n), []).append(n)
+        for g in by_fold.values():
+            if len(g) > 1:
+                # SQLite folds ASCII letters only in identifiers.
+                shared = len({_ascii_lower(n) for n in g}) < len(g)
+                out.append({"kind": "sensor", "machine": m, "names": sorted(g),
+                            "shared_tables": shared})
+    return out
+
+
+def _ascii_lower(name):
+    return "".join(c.lower() if c.isascii() else c for c in name)
+
+
+def describe_case_collision(c):
+    """One line for a :func:`find_case_collisions` entry."""
+    names = ", ".join(repr(n) for n in c["names"])
+    if c["kind"] == "machine":
+        return (f"machine databases {names} differ only in case (one file on a "
+                f"case-insensitive file system); not merged, rename one by hand")
+    merged = (" and share their statistics tables (their rows are merged)"
+              if c["shared_tables"] else "")
+    return (f"machine {c['machine']!r}: sensors {names} differ only in case{merged}; "
+            f"not merged, see docs/storage.md")

@@ -11,20 +11,30 @@ migration at open is *broken*: its writes are dropped and counted, the error
 (naming the file) is logged once, ``healthy()`` turns false, and the other
 machines go on.  When the queue outgrows ``max_queue_rows`` the hub is told
 storage is congested (DAQ reads pause) until it drains below half.
+
+Nothing is lost in silence: operations of a failing database are compacted
+(one sum row per bucket) and retried; whatever is still queued when the
+store stops is written to the spool (``store/spool.py``, ``DATABASE.PATH/
+spool/``), which the next start replays before new data; every row dropped
+is counted and logged.  :meth:`SQLiteStore.health` is the ``/healthz``
+detail: one failing or broken database is *degraded* (the others go on),
+the store as a whole failing is *unhealthy* (docs/storage.md).
 """
 
 import math
 import os
+import time
 
 from twisted.application import service
 from twisted.enterprise import adbapi
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tsrmon.names import name_problem, quote_identifier
+from tsrmon.peerlog import peer_text
 from tsrmon.stats.calendar import Calendar
-from tsrmon.store import migrate, schema, serving
+from tsrmon.store import migrate, schema, serving, spool
 
 MINUTE_RETENTION_DAYS = 7
 PRUNE_INTERVAL = 3600.0
@@ -107,6 +117,50 @@ def apply_sum_rows(conn, catalog, rows):
         conn.executemany(upsert_sql(sensor, level, mode), sum_params(group, mode))
 
 
+def compact_ops(ops):
+    """The same effect as ``ops`` in fewer rows: sum rows merged per bucket.
+
+    A failing database's queue is compacted before every retry, so it grows
+    with the number of buckets touched, not with the number of flushes.
+    Returns ``(ops, rows)``.  Sensor announcements come first (last one per
+    sensor wins), then sums, faults and one prune (the latest).
+    """
+    sensors = {}
+    sums = {}
+    faults = []
+    prune = None
+    for op in ops:
+        kind = op[0]
+        if kind == "sensor":
+            sensors.pop(op[1], None)
+            sensors[op[1]] = op
+        elif kind == "sums":
+            for r in op[1]:
+                key = (r[0], r[1], r[2])
+                got = sums.get(key)
+                if got is None:
+                    sums[key] = r
+                else:
+                    sums[key] = (got[0], got[1], got[2], got[3], got[4], got[5] + r[5],
+                                 got[6] + r[6], got[7] + r[7], min(got[8], r[8]),
+                                 max(got[9], r[9]), got[10] + r[10])
+        elif kind == "fault":
+            faults.append(op)
+        elif kind == "prune":
+            prune = op if prune is None or op[1] > prune[1] else prune
+    out = list(sensors.values())
+    if sums:
+        out.append(("sums", list(sums.values())))
+    out.extend(faults)
+    if prune is not None:
+        out.append(prune)
+    return out, len(sensors) + len(sums) + len(faults) + (prune is not None)
+
+
+def op_rows(op):
+    return len(op[1]) if op[0] == "sums" else 1
+
+
 def _touched_hours(ops):
     """hour table -> the ``time`` texts a batch of operations upserts."""
     touched = {}
@@ -135,6 +189,10 @@ class MachineDatabase:
         self._inflight = None
         self._waiters = []
         self._failures = 0        # consecutive failed transactions
+        self.failing = None       # error text of the last failed transaction
+        self.failing_since = None
+        self.dropped_rows = 0     # this machine's rows dropped (broken file)
+        self._dropped_logged = 0
         self.pool = adbapi.ConnectionPool(
             "sqlite3", path, isolation_level=None, check_same_thread=False,
             cp_min=1, cp_max=1, cp_reactor=store.reactor)
@@ -143,10 +201,17 @@ class MachineDatabase:
     def enqueue(self, op, rows=1):
         if self.broken is not None or self.store.closed:
             self.store.dropped_rows += rows
+            self.dropped_rows += rows
             if self.store.closed:
                 # A wiring bug (a room still writing after the store stopped).
                 self.log.error("{machine}: {n} rows dropped: the store has stopped",
-                               machine=self.machine, n=rows)
+                               machine=peer_text(self.machine), n=rows)
+            elif self.dropped_rows >= 10 * max(self._dropped_logged, 1):
+                # Logged at 1, 10, 100, ... rows: counts, not one line a flush.
+                self._dropped_logged = self.dropped_rows
+                self.log.error("{machine}: {n} rows dropped in all since its database broke "
+                               "({error})", machine=peer_text(self.machine),
+                               n=self.dropped_rows, error=self.broken)
             return
         self.queue.append(op)
         self.queued_rows += rows
@@ -178,6 +243,9 @@ class MachineDatabase:
                 else:
                     self.store.failed_transactions += 1
                     self._failures += 1
+                    if self.failing is None:
+                        self.failing_since = self.store.clock.seconds()
+                    self.failing = result.getErrorMessage()
                     # Logged in full once per streak, then at 10, 100, ... failures.
                     if self._failures == 1:
                         self.log.failure("{path}: writing {n} queued rows failed; they stay "
@@ -187,14 +255,19 @@ class MachineDatabase:
                         self.log.error("{path}: still failing ({count} attempts, {n} rows "
                                        "queued): {error}", path=self.path, count=self._failures,
                                        n=rows + self.queued_rows, error=result.getErrorMessage())
-                    # Still counted in the store's queue: only put them back.
-                    self.queue[:0] = ops
-                    self.queued_rows += rows
+                    # Still counted in the store's queue: put them back,
+                    # merged per bucket so a long outage stays small.
+                    self.queue, kept = compact_ops(ops + self.queue)
+                    before = rows + self.queued_rows
+                    self.queued_rows = kept
+                    self.store._queue_changed(kept - before)
             else:
                 if self._failures:
                     self.log.info("{path}: writing again after {count} failed attempts",
                                   path=self.path, count=self._failures)
                     self._failures = 0
+                self.failing = None
+                self.failing_since = None
                 self.store.transactions += 1
                 self.store.rows_written += rows
                 self.store._queue_changed(-rows)
@@ -209,12 +282,39 @@ class MachineDatabase:
 
     def _mark_broken(self, text, rows):
         self.broken = text
-        self.store.dropped_rows += rows + self.queued_rows
-        self.store._queue_changed(-(rows + self.queued_rows))
+        self.failing = None
+        lost = rows + self.queued_rows
+        self.store.dropped_rows += lost
+        self.dropped_rows += lost
+        self._dropped_logged = self.dropped_rows
+        self.store._queue_changed(-lost)
         self.queue = []
         self.queued_rows = 0
-        self.log.error("{error}. Writes for machine {machine} stop (its other data and "
-                       "other machines go on)", error=text, machine=self.machine)
+        self.log.error("{error}. Writes for machine {machine} stop ({n} queued rows dropped; "
+                       "its other data and other machines go on)",
+                       error=text, machine=peer_text(self.machine), n=lost)
+
+    def replay(self, ops):
+        """Commit spooled operations as one transaction of their own, ahead of
+        anything queued later; a Deferred firing True or False (logged)."""
+        if self.broken is not None:
+            return defer.succeed(False)
+        d = self.pool.runWithConnection(self._write, ops)
+
+        def done(result):
+            if isinstance(result, Failure):
+                if self.failing is None:
+                    self.failing_since = self.store.clock.seconds()
+                self.failing = result.getErrorMessage()
+                self.log.error("{path}: replaying {n} spooled rows failed ({error}); they stay "
+                               "in the spool for the next start", path=self.path,
+                               n=sum(map(op_rows, ops)), error=result.getErrorMessage())
+                return False
+            touched = _touched_hours(ops)
+            if touched:
+                self.store._committed(self.machine, touched)
+            return True
+        return d.addBoth(done)
 
     def close(self):
         self.pool.close()
@@ -272,7 +372,7 @@ class SQLiteStore(service.Service):
     name = "store"
 
     def __init__(self, config, reactor, hub=None, clock=None, max_queue_rows=200_000,
-                 minute_retention_days=MINUTE_RETENTION_DAYS):
+                 minute_retention_days=MINUTE_RETENTION_DAYS, run_in_thread=None):
         self.config = config
         self.reactor = reactor
         self.clock = clock or reactor
@@ -295,6 +395,17 @@ class SQLiteStore(service.Service):
         self.commit_listeners = []
         self._pruner = None
         self.closed = False
+        self.spool_folder = spool.spool_dir(self.folder)
+        self.spooled_rows = 0        # written to the spool at stop
+        self.replayed_rows = 0       # replayed from it at start
+        self.spool_kept_rows = 0     # still in the spool after the replay (failed)
+        self.spool_errors = 0
+        self.replay_done = None      # a Deferred: the start-up replay is over
+        self.case_collisions = None  # find_case_collisions() at start
+        if run_in_thread is None:
+            def run_in_thread(fn, *args):
+                return threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
+        self._run_in_thread = run_in_thread
 
     # -- service ---------------------------------------------------------------
     def startService(self):
@@ -304,20 +415,159 @@ class SQLiteStore(service.Service):
         # so a broken or deployed file is reported before any DAQ connects.
         for machine in self.known_machines():
             self.database(machine).commit()
+        # Spooled rows go to each writer thread now, ahead of any new data.
+        self.replay_done = self.replay_spool()
+        self.replay_done.addErrback(lambda f: self.log.failure("replaying the spool failed", f))
+        self._run_in_thread(schema.find_case_collisions, self.folder).addCallbacks(
+            self._report_collisions,
+            lambda f: self.log.failure("looking for names that differ only in case failed", f))
         self._pruner = task.LoopingCall(self.prune_minutes)
         self._pruner.clock = self.clock
         self._pruner.start(PRUNE_INTERVAL, now=True).addErrback(
             lambda f: self.log.failure("minute pruning stopped", f))
+
+    def _report_collisions(self, found):
+        self.case_collisions = found
+        for c in found:
+            self.log.warn("{folder}: {text}", folder=self.folder,
+                          text=peer_text(schema.describe_case_collision(c), 400))
 
     @defer.inlineCallbacks
     def stopService(self):
         super().stopService()
         if self._pruner is not None and self._pruner.running:
             self._pruner.stop()
-        yield self.flush()
-        self.closed = True
-        for db in self.databases.values():
-            db.close()
+        try:
+            # A database that failed at its last attempt (the statistics' flush
+            # a moment ago) is not tried again: its rows go to the spool.
+            ds = [db._inflight for db in self.databases.values()
+                  if db.failing and db._inflight is not None]
+            ds += [db.commit() for db in self.databases.values() if not db.failing]
+            yield defer.gatherResults(ds, consumeErrors=True)
+        except defer.CancelledError:
+            # SERVER.SHUTDOWN_TIMEOUT expired: spool what is queued now.
+            pass
+        finally:
+            self._spool_queued()
+            self.closed = True
+            for db in self.databases.values():
+                db.close()
+
+    # -- the spool -------------------------------------------------------------------
+    def _spool_queued(self):
+        """Write every queued operation to a spool file (at stop); log counts."""
+        records = []
+        machines = 0
+        inflight = 0
+        for m, db in self.databases.items():
+            if db._inflight is not None:
+                # Only after SERVER.SHUTDOWN_TIMEOUT cut the final commit short.
+                inflight += 1
+            recs = spool.records_of(m, db.queue)
+            if recs:
+                machines += 1
+                records.extend(recs)
+            db.queue = []
+            self._queue_changed(-db.queued_rows)
+            db.queued_rows = 0
+        if inflight:
+            self.log.error("the shutdown timeout expired while {n} databases were committing; "
+                           "their rows are stored if those transactions finish", n=inflight)
+        if not records:
+            return
+        n_sums = sum(1 for r in records if r["kind"] == "sums")
+        n_faults = sum(1 for r in records if r["kind"] == "fault")
+        try:
+            path = spool.write_records(self.spool_folder, records, self.clock.seconds())
+        except (OSError, ValueError) as e:
+            self.spool_errors += 1
+            self.dropped_rows += len(records)
+            self.log.critical("{n} rows of {machines} machines ({sums} sum rows, {faults} faults) "
+                              "could not be committed nor spooled to {folder} ({error}): lost",
+                              n=len(records), machines=machines, sums=n_sums, faults=n_faults,
+                              folder=self.spool_folder, error=e)
+            return
+        self.spooled_rows += len(records)
+        self.log.warn("{n} rows of {machines} machines ({sums} sum rows, {faults} faults) could "
+                      "not be committed before shutdown; kept in {path}, replayed at the next start",
+                      n=len(records), machines=machines, sums=n_sums, faults=n_faults, path=path)
+
+    @defer.inlineCallbacks
+    def replay_spool(self):
+        """Replay every spool file (oldest first), one transaction per machine
+        and file.  A file is removed once all its rows are committed; rows
+        that fail stay in it (rewritten without the committed ones)."""
+        for path in spool.spool_files(self.spool_folder):
+            try:
+                records, bad = yield self._run_in_thread(spool.read_file, path)
+            except OSError as e:
+                self.spool_errors += 1
+                self.log.error("cannot read spool file {path} ({error}); left in place",
+                               path=path, error=e)
+                continue
+            if bad:
+                self.log.error("spool file {path}: {n} lines are not spool records; skipped",
+                               path=path, n=bad)
+            by_machine = {}
+            invalid = 0
+            for rec in records:
+                try:
+                    machine, op, _ = spool.op_of(rec)
+                except spool.SpoolError:
+                    invalid += 1
+                    continue
+                by_machine.setdefault(machine, ([], []))
+                by_machine[machine][0].append(op)
+                by_machine[machine][1].append(rec)
+            if invalid:
+                self.log.error("spool file {path}: {n} records are malformed; skipped",
+                               path=path, n=invalid)
+            machines = list(by_machine)
+            results = []
+            for machine in machines:
+                try:
+                    db = self.database(machine)
+                except ValueError as e:
+                    self.log.error("spool file {path}: {n} rows of machine {machine} cannot be "
+                                   "stored ({error}); they stay in the spool",
+                                   path=path, n=len(by_machine[machine][1]),
+                                   machine=peer_text(machine), error=peer_text(str(e), 200))
+                    results.append(defer.succeed(False))
+                    continue
+                ops, _ = compact_ops(by_machine[machine][0])
+                results.append(db.replay(ops))
+            outcome = yield defer.gatherResults(results)
+            done = sum(len(by_machine[m][1]) for m, ok in zip(machines, outcome) if ok)
+            kept = [rec for m, ok in zip(machines, outcome) if not ok for rec in by_machine[m][1]]
+            self.replayed_rows += done
+            self.rows_written += done
+            try:
+                if kept:
+                    name = os.path.basename(path)
+                    if name.endswith(spool.PART):
+                        name = name[:-len(spool.PART)]
+                    yield self._run_in_thread(spool.write_records, self.spool_folder, kept,
+                                              self.clock.seconds(), name)
+                    if path.endswith(spool.PART):
+                        yield self._run_in_thread(spool.remove, path)
+                else:
+                    yield self._run_in_thread(spool.remove, path)
+            except OSError as e:
+                self.spool_errors += 1
+                # The file still holds the committed rows: replaying it again
+                # would count them twice, so say so loudly.
+                self.log.critical("spool file {path}: {done} rows were replayed but the file "
+                                  "could not be updated ({error}); move it away before the next "
+                                  "start or they are counted twice", path=path, done=done, error=e)
+                continue
+            self.spool_kept_rows += len(kept)
+            if done:
+                self.log.info("replayed {n} spooled rows of {machines} machines from {path}",
+                              n=done, machines=sum(outcome), path=path)
+            if kept:
+                self.log.error("{n} spooled rows of {machines} machines could not be replayed; "
+                               "kept in {path} for the next start", n=len(kept),
+                               machines=len(machines) - sum(outcome), path=path)
 
     # -- databases ---------------------------------------------------------------
     def path_of(self, machine):
@@ -373,6 +623,56 @@ class SQLiteStore(service.Service):
     def healthy(self):
         return not any(db.broken for db in self.databases.values())
 
+    MAX_HEALTH_DETAIL = 20
+
+    def health(self):
+        """The ``/healthz`` check: ``ok`` False only when the store as a whole
+        cannot write; one failing or broken database is ``degraded`` detail.
+
+        Unhealthy: ``DATABASE.PATH`` is not a writable folder, SQLite says
+        the disk is full, or at least two databases are failing and none is
+        writing.  Degraded entries vanish by themselves once their database
+        commits again (a broken file stays until it is repaired and the
+        daemon restarted).
+        """
+        degraded = {}
+        failing = writing = 0
+        full = False
+        for m, db in self.databases.items():
+            if db.broken:
+                entry = {"error": db.broken, "broken": True, "dropped_rows": db.dropped_rows}
+            elif db.failing:
+                failing += 1
+                full = full or "full" in db.failing
+                entry = {"error": db.failing, "broken": False, "since": db.failing_since,
+                         "attempts": db._failures, "queued_rows": db.queued_rows}
+            else:
+                writing += 1
+                continue
+            if len(degraded) < self.MAX_HEALTH_DETAIL:
+                degraded[peer_text(m)] = entry
+        n_degraded = sum(1 for db in self.databases.values() if db.broken or db.failing)
+        problem = None
+        if not (os.path.isdir(self.folder) and os.access(self.folder, os.W_OK | os.X_OK)):
+            problem = f"{self.folder} is not a writable folder"
+        elif full:
+            problem = "the disk is full"
+        elif failing >= 2 and not writing:
+            problem = "every database is failing"
+        out = {"ok": problem is None,
+               "state": "failing" if problem else ("degraded" if n_degraded else "ok"),
+               "path": self.folder,
+               "queued_rows": self.queued_rows,
+               "dropped_rows": self.dropped_rows}
+        if problem:
+            out["error"] = problem
+        if n_degraded:
+            out["degraded"] = degraded
+            out["degraded_count"] = n_degraded
+        if self.spool_kept_rows:
+            out["spool_rows"] = self.spool_kept_rows
+        return out
+
     def broken(self):
         """``{machine: error text}`` of unusable databases."""
         return {m: db.broken for m, db in self.databases.items() if db.broken}
@@ -388,6 +688,11 @@ class SQLiteStore(service.Service):
             "faults": self.faults,
             "congested": self.congested,
             "broken_databases": sum(1 for db in self.databases.values() if db.broken),
+            "failing_databases": sum(1 for db in self.databases.values() if db.failing),
+            "spooled_rows": self.spooled_rows,
+            "replayed_rows": self.replayed_rows,
+            "spool_rows": self.spool_kept_rows,
+            "spool_errors": self.spool_errors,
         }
 
     def _committed(self, machine, touched):
