@@ -6,8 +6,11 @@
     tsrmon backup DEST              online, consistent copy of every database
     tsrmon run [twistd args]        twistd -n --pidfile= tsrmon ... (foreground)
 
-The daemon itself runs under twistd: ``twistd -n --pidfile= tsrmon --config
-etc/tsrmon.yml`` or ``twistd -ny tsrmon.tac``.
+The daemon itself runs under twistd (``--pidfile=``: tsrmon locks its data
+folders itself, so twistd need not leave a twistd.pid behind):
+
+    twistd -n --pidfile= tsrmon --config etc/tsrmon.yml
+    TSRMON_CONFIG=etc/tsrmon.yml twistd -n --pidfile= -y tsrmon.tac
 """
 
 import argparse
@@ -94,7 +97,7 @@ def main(argv=None):
     p.add_argument("--to", dest="date_to", required=True, help="YYYY-MM-DD")
     p.set_defaults(func=_rebuild)
 
-    p = sub.add_parser("backup", help="consistent copy of every database")
+    p = sub.add_parser("backup", help="consistent copy of every database in DATABASE.PATH (side files too)")
     p.add_argument("--config")
     p.add_argument("dest")
     p.set_defaults(func=_backup)

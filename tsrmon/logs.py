@@ -45,6 +45,58 @@ def stdout_observer():
                                 [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)])
 
 
+def console_is_stdout(twistd_options):
+    """Whether twistd, run with ``twistd_options`` (its ServerOptions), would
+    log to stdout: ``-n`` without ``--logfile``/``--syslog``/``--logger``, or
+    ``--logfile=-``."""
+    if twistd_options is None:
+        return False
+    try:
+        if twistd_options.get("logger") or twistd_options.get("syslog"):
+            return False
+        logfile = twistd_options.get("logfile")
+        return logfile == "-" or (bool(twistd_options.get("nodaemon")) and not logfile)
+    except AttributeError:
+        return False
+
+
+def console_observer(predicate, twistd_options, stream=None):
+    """The console observer for twistd, filtered by ``predicate`` (the
+    LogFileService's LOGGER.LEVEL predicate, so SIGHUP changes both), or None
+    when twistd does not log to stdout (``--logfile``, ``--syslog`` and
+    ``--logger`` keep twistd's own choice).
+
+    twistd asks the application for an ``ILogObserver`` component before it
+    builds its own, unfiltered, stdout observer; the plugin and the .tac set
+    this one there."""
+    if not console_is_stdout(twistd_options):
+        return None
+    import sys
+
+    from twisted.logger import textFileLogObserver
+
+    return FilteringLogObserver(textFileLogObserver(stream or sys.stdout), [predicate])
+
+
+def twistd_options_from_argv(argv=None):
+    """twistd's options re-read from the command line (for the .tac, which
+    is not handed them), or None when this is not twistd."""
+    import sys
+
+    argv = list(sys.argv if argv is None else argv)
+    if not argv or not os.path.basename(argv[0]).startswith("twistd"):
+        return None
+    from twisted.python import usage
+    from twisted.scripts.twistd import ServerOptions
+
+    options = ServerOptions()
+    try:
+        options.parseOptions(argv[1:])
+    except (usage.UsageError, SystemExit):
+        return None
+    return options
+
+
 class DatedLogFile:
     """An observer writing ``<folder>/<name>.YYYYMMDD.log``."""
 

@@ -61,6 +61,18 @@ class TsrmonService(OrderedMultiService):
         self.demo = False
         self._old_handlers = {}
 
+    # The twistd plugin sets this (tsrmon.logs.console_observer): twistd asks
+    # the application for an ILogObserver before building its unfiltered one.
+    console_observer = None
+
+    def setServiceParent(self, parent):
+        if self.console_observer is not None:
+            from twisted.logger import ILogObserver
+
+            if hasattr(parent, "setComponent") and parent.getComponent(ILogObserver, None) is None:
+                parent.setComponent(ILogObserver, self.console_observer)
+        return super().setServiceParent(parent)
+
     def startService(self):
         super().startService()
         if self.handle_signals:

@@ -28,9 +28,14 @@ class TsrmonServiceMaker:
     options = Options
 
     def makeService(self, options):
+        from tsrmon.logs import console_observer
         from tsrmon.service import service_or_exit
 
-        return service_or_exit(options["config"], demo=bool(options["demo"]))
+        top = service_or_exit(options["config"], demo=bool(options["demo"]))
+        # The console honours LOGGER.LEVEL (twistd's parent options say where it logs).
+        top.console_observer = console_observer(top.rooms["logfile"].predicate,
+                                                getattr(options, "parent", None))
+        return top
 
 
 serviceMaker = TsrmonServiceMaker()
