@@ -6,10 +6,16 @@ sends the ``name`` handshake, then one DataUpdate per 1/rate seconds holding
 seconds (every ``over_every``-th one over threshold).  Signals: vibration is
 a few shaft harmonics plus noise with occasional decaying bursts; temperature
 drifts slowly around 40 degC.
+
+The DAQ link carries no acknowledgements, so all a simulator can know is
+whether it connected and whether the server closed the connection (which is
+how the daemon refuses a machine name or a token); a refused frame shows only
+in the daemon's log and its ``refused_frames`` counters.
 """
 
 import argparse
 import math
+import signal
 import sys
 
 import numpy as np
@@ -113,6 +119,13 @@ class SimulatedDAQ(protocol.Protocol):
             if loop.running:
                 loop.stop()
         self.loops = []
+        f = self.factory
+        f.connected = False
+        if not f.stopping:
+            # We did not close it: the server did (a refused name or token,
+            # a refused handshake, a restart) or the network failed.
+            f.closed_by_server += 1
+            f.last_problem = "the server closed the connection"
 
 
 class SimulatedDAQFactory(protocol.ReconnectingClientFactory):
@@ -134,11 +147,37 @@ class SimulatedDAQFactory(protocol.ReconnectingClientFactory):
         self.frames_sent = 0
         self.faults_sent = 0
         self.connections = 0
+        self.connected = False
+        self.failed_attempts = 0  # connection attempts that never connected
+        self.closed_by_server = 0  # connections that ended without our asking
+        self.last_problem = None
+        self.stopping = False
         self.protocol_instance = None
 
     def buildProtocol(self, addr):
         self.protocol_instance = SimulatedDAQ(self)
+        self.connected = True
         return self.protocol_instance
+
+    def clientConnectionFailed(self, connector, reason):
+        self.failed_attempts += 1
+        self.last_problem = f"could not connect: {reason.getErrorMessage()}"
+        super().clientConnectionFailed(connector, reason)
+
+    @property
+    def reconnects(self):
+        """Connections after the first one."""
+        return max(self.connections - 1, 0)
+
+    def trouble(self):
+        """Why this machine did not stream cleanly, or None."""
+        if self.connections == 0:
+            return self.last_problem or "never connected"
+        if self.closed_by_server:
+            n = self.closed_by_server
+            return (f"the server closed the connection {n} time{'s' if n != 1 else ''} "
+                    f"(a refused machine name or token? see the daemon's log)")
+        return None
 
 
 def sensors_for(machine_index, count):
@@ -158,8 +197,9 @@ class SimulatorService(service.Service):
     log = Logger()
 
     def __init__(self, reactor, address_getter, machines, rate=1.0, chunk=30, use_json=False,
-                 fault_every=10.0, over_every=5, seed=0, over_machines=None):
+                 fault_every=10.0, over_every=5, seed=0, over_machines=None, token=None):
         self.reactor = reactor
+        self.token = token
         self.address_getter = address_getter
         self.machines = machines  # {name: [(sensor, type)]}
         self.rate = rate
@@ -187,7 +227,8 @@ class SimulatorService(service.Service):
         for i, (machine, sensors) in enumerate(self.machines.items()):
             over = self.over_every if self.over_machines is None or machine in self.over_machines else 0
             factory = SimulatedDAQFactory(self.reactor, machine, sensors, self.rate, self.chunk,
-                                          self.use_json, self.fault_every, over, self.seed + i)
+                                          self.use_json, self.fault_every, over, self.seed + i,
+                                          token=self.token)
             self.factories.append(factory)
             self.connectors.append(self.reactor.connectTCP(host, port, factory))
         self.log.info("simulating {n} DAQs against {host}:{port}", n=len(self.machines), host=host, port=port)
@@ -197,6 +238,7 @@ class SimulatorService(service.Service):
         if self._poll is not None and self._poll.active():
             self._poll.cancel()
         for factory in self.factories:
+            factory.stopping = True
             factory.stopTrying()
         for connector in self.connectors:
             connector.disconnect()
@@ -204,6 +246,21 @@ class SimulatorService(service.Service):
 
     def frames_sent(self):
         return sum(f.frames_sent for f in self.factories)
+
+    def progress_line(self, elapsed):
+        """One line: frames sent, connection state and reconnects per machine."""
+        parts = []
+        for f in self.factories:
+            state = "connected" if f.connected else ("retrying" if f.failed_attempts or f.connections else "connecting")
+            parts.append(f"{f.machine} {f.frames_sent} frames, {state}, {f.reconnects} reconnects"
+                         + (f", {f.failed_attempts} failed attempts" if f.failed_attempts else ""))
+        if not parts:
+            parts.append("waiting for the server address")
+        return f"[{elapsed:.1f} s] sent {self.frames_sent()} frames: " + "; ".join(parts)
+
+    def troubles(self):
+        """``[(machine, reason)]`` of machines that could not stream cleanly."""
+        return [(f.machine, f.trouble()) for f in self.factories if f.trouble() is not None]
 
 
 class DemoService(SimulatorService):
@@ -221,17 +278,38 @@ class DemoService(SimulatorService):
         self.config = config
 
 
+HELP = """Simulated DAQ PCs streaming to a running tsrmon.
+
+Progress (frames sent, connection state and reconnects per machine) goes to
+stderr every --progress seconds; a summary goes to stdout at the end (after
+--duration, or on Ctrl-C).
+
+The DAQ link carries no acknowledgements: "sent" counts frames written to
+the socket, not frames the server accepted.  A refused frame shows only in
+the daemon's log (and its refused_frames counters); a refused machine name or
+token shows here as the server closing the connection.
+
+Exit status: 0 when every machine connected and kept its connection, 1 when a
+machine could not connect or the server closed a connection, 2 on bad
+arguments."""
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="tsrmon simulate", description="Simulated DAQ PCs.")
+    parser = argparse.ArgumentParser(prog="tsrmon simulate", description=HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", default="127.0.0.1:8082", help="HOST:PORT of the DAQ port")
     parser.add_argument("--machines", type=int, default=1)
     parser.add_argument("--sensors", type=int, default=2, help="sensors per machine")
     parser.add_argument("--rate", type=float, default=1.0, help="DataUpdates per second per machine")
     parser.add_argument("--chunk", type=int, default=30, help="samples per sensor per DataUpdate")
     parser.add_argument("--json", action="store_true", help="use the JSON lines encoding")
+    parser.add_argument("--token", default=None,
+                        help="DAQ.TOKENS token sent in the name frame (implies --json)")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--fault-every", type=float, default=10.0, help="seconds between FaultDetects (0: none)")
     parser.add_argument("--prefix", default="SimMachine", help="machine name prefix")
+    parser.add_argument("--progress", type=float, default=5.0,
+                        help="seconds between progress lines on stderr (0: none)")
     args = parser.parse_args(argv)
     host, sep, port = args.server.rpartition(":")
     if not sep or not port.isdigit():
@@ -243,36 +321,84 @@ def parse_args(argv):
             parser.error(f"--{name} must be at least 1")
     if args.rate <= 0:
         parser.error("--rate must be positive")
+    if args.progress < 0:
+        parser.error("--progress must not be negative")
+    if args.token is not None:
+        args.json = True  # only the JSON name frame carries a token
     return args
 
 
 def simulator_from_args(reactor, args):
     machines = {f"{args.prefix}{i + 1}": sensors_for(i + 1, args.sensors) for i in range(args.machines)}
     return SimulatorService(reactor, lambda: (args.host, args.port), machines, rate=args.rate,
-                            chunk=args.chunk, use_json=args.json, fault_every=args.fault_every)
+                            chunk=args.chunk, use_json=args.json, fault_every=args.fault_every,
+                            token=getattr(args, "token", None))
 
 
 @defer.inlineCallbacks
-def run(reactor, args):
-    """Run until ``args.duration`` (or forever); returns the service."""
+def run(reactor, args, stop=None, out=None):
+    """Run until ``args.duration``, or until ``stop`` (a Deferred) fires, or
+    forever; returns the service.  Progress lines go to ``out``."""
     sim = simulator_from_args(reactor, args)
+    started = reactor.seconds()
+    progress = None
+    if out is not None and getattr(args, "progress", 0):
+        def report():
+            out.write(sim.progress_line(reactor.seconds() - started) + "\n")
+            out.flush()
+        progress = task.LoopingCall(report)
+        progress.clock = reactor
+        progress.start(args.progress, now=False)
     sim.startService()
+    waits = [stop if stop is not None else defer.Deferred()]
     if args.duration is not None:
-        yield task.deferLater(reactor, args.duration, lambda: None)
-    else:
-        yield defer.Deferred()  # until interrupted
+        waits.append(task.deferLater(reactor, args.duration, lambda: None))
+    yield defer.DeferredList(waits, fireOnOneCallback=True, consumeErrors=True)
+    for d in waits:
+        if not d.called:
+            d.cancel()
+    if progress is not None and progress.running:
+        progress.stop()
     yield sim.stopService()
     return sim
+
+
+def summary(sim, args):
+    """(exit status, lines for stdout)."""
+    lines = [f"sent {sim.frames_sent()} frames from {args.machines} machines "
+             f"(written to the socket; the link has no acknowledgements)"]
+    for f in sim.factories:
+        lines.append(f"  {f.machine}: {f.frames_sent} frames, {f.connections} connections, "
+                     f"{f.reconnects} reconnects")
+    troubles = sim.troubles()
+    if len(sim.factories) < args.machines:
+        troubles.append(("*", f"never got to connect to {args.host}:{args.port}"))
+    for machine, why in troubles:
+        lines.append(f"tsrmon simulate: {machine}: {why}")
+    return (1 if troubles else 0), lines
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
 
     def _run(reactor):
-        d = run(reactor, args)
+        interrupted = defer.Deferred()
+
+        def on_signal(*_):
+            reactor.callFromThread(lambda: interrupted.called or interrupted.callback(None))
+
+        # Ctrl-C / SIGTERM end the run with the summary and its exit status.
+        reactor.callWhenRunning(signal.signal, signal.SIGINT, on_signal)
+        reactor.callWhenRunning(signal.signal, signal.SIGTERM, on_signal)
+        d = run(reactor, args, stop=interrupted, out=sys.stderr)
 
         def report(sim):
-            print(f"sent {sim.frames_sent()} frames from {args.machines} machines")
+            status, lines = summary(sim, args)
+            for line in lines:
+                print(line, file=sys.stdout if not line.startswith("tsrmon simulate:") else sys.stderr)
+            sys.stdout.flush()
+            if status:
+                raise SystemExit(status)
         return d.addCallback(report)
 
     task.react(_run)

@@ -232,6 +232,7 @@ def rebuild_stats(config, machine, date_from, date_to, progress=None):
         catalog = SensorCatalog()
         catalog.load(conn)
         touched = {}  # sensor -> set of (year, month)
+        days = set()  # local dates rebuilt (several sensors share a day)
         if progress is not None:
             progress(0, total)
         for day, sensor, file_path in files:
@@ -265,7 +266,8 @@ def rebuild_stats(config, machine, date_from, date_to, progress=None):
                 conn.execute("ROLLBACK")
                 raise
             touched.setdefault(sensor, set()).add((day.year, day.month))
-            summary["days"] += 1
+            days.add(day)
+            summary["days"] = len(days)
             done += os.path.getsize(file_path)
             if progress is not None:
                 progress(done, total)
@@ -295,29 +297,72 @@ def rebuild_stats(config, machine, date_from, date_to, progress=None):
     return summary
 
 
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _is_sqlite(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == _SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def database_files(folder):
+    """Every SQLite database directly in ``folder``, sorted: the machine
+    databases (``<machine>.db``) and the daemon's side files
+    (``.alarms.sqlite``, ``.notifications.sqlite``, and any added later),
+    found by their SQLite header rather than by name."""
+    out = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(("-wal", "-shm", "-journal", ".part")):
+            continue
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and _is_sqlite(path):
+            out.append(name)
+    return out
+
+
 def backup(config, dest):
-    """Online, consistent copies of every ``DATABASE.PATH/*.db`` into folder
+    """Online, consistent copies of every SQLite database in
+    ``DATABASE.PATH`` (machine databases and side files) into folder
     ``dest`` (SQLite backup API: safe while the daemon writes).  Returns the
-    list of files written."""
+    list of files written.  A missing source folder or an unusable
+    destination is a :class:`ToolError` with a one-line reason."""
     src_folder = os.path.abspath(config["DATABASE"]["PATH"])
     dest = os.path.abspath(dest)
     if dest == src_folder:
         raise ToolError(f"backup destination {dest} is the database folder itself")
     try:
-        names = sorted(n for n in os.listdir(src_folder)
-                       if n.endswith(".db") and name_problem(n[:-3]) is None)
+        names = database_files(src_folder)
     except FileNotFoundError:
         raise ToolError(f"no database folder at {src_folder}") from None
-    os.makedirs(dest, exist_ok=True)
+    except OSError as e:
+        raise ToolError(f"cannot read the database folder {src_folder}: {e.strerror or e}") from None
+    try:
+        os.makedirs(dest, exist_ok=True)
+        if not os.access(dest, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as e:
+        raise ToolError(f"backup destination {dest} is unusable: {e.strerror or e}") from None
     written = []
     for name in names:
         src_path = os.path.join(src_folder, name)
+        dest_path = os.path.join(dest, name)
         try:
             src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
-            try:
-                written.append(migrate.backup_copy(src, os.path.join(dest, name)))
-            finally:
-                src.close()
-        except sqlite3.DatabaseError as e:
+        except sqlite3.Error as e:
+            raise ToolError(f"{src_path}: cannot open for backup ({e})") from None
+        try:
+            written.append(migrate.backup_copy(src, dest_path))
+        except OSError as e:
+            raise ToolError(f"backup destination {dest} is unusable: {e.strerror or e}") from None
+        except sqlite3.Error as e:
+            # The copy is made into dest_path.part: an error opening that is the
+            # destination's fault, anything else the source's.
+            if not os.access(dest, os.W_OK):
+                raise ToolError(f"backup destination {dest} is unusable: {e}") from None
             raise ToolError(f"{src_path}: backup failed ({e})") from None
+        finally:
+            src.close()
     return written
