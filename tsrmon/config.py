@@ -9,7 +9,10 @@ names the file, the key and what is wrong.
 
 import copy
 import ipaddress
+import math
 import os
+import re
+import socket
 import zoneinfo
 
 import yaml
@@ -66,7 +69,13 @@ def _zone_exists(name):
 # --- validators: each takes (value) and returns the normalised value or raises
 # ValueError with the problem text.
 
+# Larger integers overflow C-level APIs (socket, SQLite) far from the file.
+INT_MAX = 2**63 - 1
+
+
 def _int(lo=None, hi=None):
+    hi = INT_MAX if hi is None else hi
+
     def check(v):
         if isinstance(v, bool) or not isinstance(v, int):
             raise ValueError(f"expected an integer, got {type(v).__name__} {v!r}")
@@ -82,6 +91,8 @@ def _number(lo=None, hi=None):
     def check(v):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ValueError(f"expected a number, got {type(v).__name__} {v!r}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"expected a finite number, got {v!r}")
         if lo is not None and v < lo:
             raise ValueError(f"must be at least {lo}, got {v}")
         if hi is not None and v > hi:
@@ -98,6 +109,127 @@ def _str(v):
 
 def _opt_str(v):
     return None if v is None else _str(v)
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_WILDCARDS = ("", "0.0.0.0", "::")
+
+
+def host_problem(v):
+    """Why ``v`` cannot be a bind address, or None.
+
+    Accepted: an IPv4 or IPv6 literal (``0.0.0.0``, ``::1``, ``fe80::1%eth0``)
+    or a host name as RFC 1123 has it (dot-separated labels of letters,
+    digits and inner hyphens, each at most 63, at most 253 in all).  Names
+    are not resolved here: a name that does not resolve fails at start-up
+    like a port in use.  Empty is refused: say ``0.0.0.0`` or ``::``.
+    """
+    if v == "":
+        return "empty (use 0.0.0.0 for every IPv4 interface or :: for every interface)"
+    try:
+        ipaddress.ip_address(v)
+        return None
+    except ValueError:
+        pass
+    name = v[:-1] if v.endswith(".") else v
+    labels = name.split(".")
+    if ":" in v:
+        return f"{v!r} is not an IPv6 address (write it without brackets, e.g. ::1)"
+    if all(re.fullmatch(r"[0-9]+", label) for label in labels):
+        return f"{v!r} is not an IPv4 address"
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return (f"{v!r} is neither an IP address nor a host name (RFC 1123: labels of "
+                f"letters, digits and inner '-', at most 63 each, separated by '.')")
+    return None
+
+
+def _host(v):
+    _str(v)
+    problem = host_problem(v)
+    if problem:
+        raise ValueError(problem)
+    return v
+
+
+class _NoReactor:
+    """Stands in for the reactor while an endpoint description is parsed:
+    building an endpoint never touches it; only ``listen`` would."""
+
+
+def parse_endpoint(description):
+    """Check a Twisted server endpoint description without listening.
+
+    Returns ``(kind, where)`` for overlap checks: ``("tcp", (port,
+    interface))``, ``("systemd", index or name)``, ``("unix", path)`` or
+    ``(kind, description)``.  Raises ValueError naming the problem.
+    ``systemd:`` descriptions are checked without looking up the inherited
+    descriptors, so ``check-config`` accepts them outside socket activation.
+    """
+    from twisted.internet import endpoints
+
+    try:
+        args, kw = endpoints._parse(description)
+    except Exception as e:  # the tokenizer's own errors
+        raise ValueError(f"{description!r} is not an endpoint description ({e})") from None
+    kind = args[0] if args and args[0] else ""
+    if kind == "systemd":
+        return "systemd", _check_systemd(description, args[1:], kw)
+    try:
+        endpoint = endpoints.serverFromString(_NoReactor(), description)
+    except Exception as e:
+        # ValueError (unknown type), TypeError (unknown or missing argument),
+        # OSError (an ssl key file), ImportError (no TLS support)...
+        text = str(e).replace("\n", " ") or type(e).__name__
+        raise ValueError(f"{description!r} is not a usable endpoint description ({text})") from None
+    if kind in ("tcp", "tcp6", "ssl"):
+        port = getattr(endpoint, "_port", None)
+        interface = getattr(endpoint, "_interface", "")
+        if isinstance(port, int) and not 0 <= port <= 65535:
+            raise ValueError(f"{description!r}: port must be 0..65535, got {port}")
+        if interface and host_problem(interface):
+            raise ValueError(f"{description!r}: interface {host_problem(interface)}")
+        return "tcp", (port, interface if interface else ("::" if kind == "tcp6" else ""))
+    if kind == "unix":
+        return "unix", os.path.abspath(str(args[1]) if len(args) > 1 else str(kw.get("address")))
+    return kind, description
+
+
+def _check_systemd(description, args, kw):
+    # Same rules as twisted.internet.endpoints' systemd parser, minus the
+    # lookup of LISTEN_FDS (absent when the file is only being checked).
+    names = ["domain", "index", "name"]
+    given = dict(zip(names, args))
+    if len(args) > len(names):
+        raise ValueError(f"{description!r}: too many arguments")
+    for k, v in kw.items():
+        if k not in names or k in given:
+            raise ValueError(f"{description!r}: unexpected argument {k!r} (systemd takes domain and index or name)")
+        given[k] = v
+    domain = given.get("domain")
+    if domain not in ("INET", "INET6", "UNIX"):
+        raise ValueError(f"{description!r}: domain must be INET, INET6 or UNIX, got {domain!r}")
+    if ("index" in given) == ("name" in given):
+        raise ValueError(f"{description!r}: give exactly one of index= or name=")
+    if "index" in given:
+        if not re.fullmatch(r"[0-9]+", given["index"]):
+            raise ValueError(f"{description!r}: index must be a number, got {given['index']!r}")
+        return ("index", int(given["index"]))
+    return ("name", given["name"])
+
+
+def _endpoint(v):
+    if v is None:
+        return None
+    _str(v)
+    parse_endpoint(v)
+    return v
+
+
+def _file_prefix(v):
+    _str(v)
+    if not v or "/" in v or "\0" in v or v in (".", ".."):
+        raise ValueError(f"{v!r} is not usable as a file name prefix (non-empty, no '/')")
+    return v
 
 
 def _port(v):
@@ -196,11 +328,11 @@ def _webhooks(v):
 # daemon's working directory when the configuration is loaded.
 SCHEMA = {
     "SERVER": {
-        "HOST": ("0.0.0.0", _str, False),
+        "HOST": ("0.0.0.0", _host, False),
         "PORT": (8080, _port, False),
         "TCP_PORT": (8082, _port, False),
-        "HTTP_ENDPOINT": (None, _opt_str, False),
-        "TCP_ENDPOINT": (None, _opt_str, False),
+        "HTTP_ENDPOINT": (None, _endpoint, False),
+        "TCP_ENDPOINT": (None, _endpoint, False),
         "CORS_ORIGINS": (["*"], _str_list, False),
         "SHUTDOWN_TIMEOUT": (30, _number(0.1, 3600), False),
     },
@@ -216,7 +348,7 @@ SCHEMA = {
         "PATH": ("log", _str, True),
         "LEVEL": ("info", _level, False),
         "RETENTION_DAYS": (30, _int(0), False),
-        "NAME": ("tsrmon", _str, False),
+        "NAME": ("tsrmon", _file_prefix, False),
     },
     # STAT is special: any type name maps to a mode; see _check_stat.
     "STAT": {},
@@ -331,6 +463,9 @@ def build_config(raw, source=None, base_dir=None):
     cfg = Config()
     cfg.source = source
     cfg.base_dir = base_dir
+    for dotted, value in _non_finite(raw):
+        # .nan / .inf never make sense here, whatever the key expects.
+        raise ConfigError(source, dotted, f"expected a finite number, got {value!r}")
     for section in raw:
         if section not in SCHEMA:
             raise ConfigError(source, str(section), f"unknown section (known: {', '.join(SCHEMA)})")
@@ -367,8 +502,66 @@ def build_config(raw, source=None, base_dir=None):
     from tsrmon.alarms.rules import parse_rules
 
     parse_rules(cfg["ALARM"]["RULES"], source)
+    _check_notify(cfg)
+    _check_listeners(cfg)
     _check_paths(cfg)
     return cfg
+
+
+def _non_finite(value, path=""):
+    """(dotted key, value) of every NaN or infinity in a parsed document."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path or "<top level>", value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _non_finite(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _non_finite(v, f"{path}[{i}]")
+
+
+def _check_notify(cfg):
+    # The notifier checks these when it is built, which is after the folders
+    # exist; checking here refuses the file before anything is created.
+    from tsrmon.notify.fcm import topic_problem
+    from tsrmon.notify.service import _check_template
+
+    _check_template(cfg.source, "FCM.TITLE", cfg["FCM"]["TITLE"])
+    _check_template(cfg.source, "FCM.BODY", cfg["FCM"]["BODY"])
+    topic = cfg["FCM"]["TOPIC"]
+    if topic is not None and topic_problem(topic):
+        raise ConfigError(cfg.source, "FCM.TOPIC", f"{topic!r}: {topic_problem(topic)}")
+
+
+def listen_addresses(cfg):
+    """The two listeners as ``(key, kind, where)``: the key that sets each,
+    and what :func:`parse_endpoint` says about it."""
+    server = cfg["SERVER"]
+    out = []
+    for endpoint_key, port_key in (("HTTP_ENDPOINT", "PORT"), ("TCP_ENDPOINT", "TCP_PORT")):
+        if server[endpoint_key]:
+            kind, where = parse_endpoint(server[endpoint_key])
+            out.append((f"SERVER.{endpoint_key}", kind, where))
+        else:
+            out.append((f"SERVER.{port_key}", "tcp", (server[port_key], server["HOST"])))
+    return out
+
+
+def _check_listeners(cfg):
+    """HTTP and DAQ must not ask for the same socket (the second bind would
+    fail, or both would adopt one systemd socket)."""
+    (key_a, kind_a, a), (key_b, kind_b, b) = listen_addresses(cfg)
+    if kind_a != kind_b:
+        return
+    if kind_a == "tcp":
+        (port_a, host_a), (port_b, host_b) = a, b
+        same_host = host_a == host_b or host_a in _WILDCARDS or host_b in _WILDCARDS
+        if port_a and port_a == port_b and same_host:
+            raise ConfigError(cfg.source, key_b, f"port {port_b} is also the HTTP port ({key_a}) on the "
+                              f"same host; the HTTP and DAQ listeners need different ports")
+    elif a == b and kind_a in ("systemd", "unix"):
+        raise ConfigError(cfg.source, key_b, f"the same socket as {key_a}; the HTTP and DAQ listeners "
+                          f"need different sockets")
 
 
 def _check_paths(cfg):
@@ -392,17 +585,94 @@ def load_config(path=None, base_dir=None):
     if path is None:
         return build_config({}, None, base_dir)
     try:
-        with open(path, encoding="utf-8-sig") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as e:
         raise ConfigError(path, None, f"cannot read configuration: {e.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(path, None, f"not UTF-8 text: byte 0x{data[e.start]:02x} at line {line} "
+                          f"(save the file as UTF-8)") from None
+    try:
+        raw = yaml.load(text, Loader=StrictLoader)
+    except DuplicateKeyError as e:
+        raise ConfigError(path, e.key, e.problem) from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(path, None, f"invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+        raise ConfigError(path, None, f"invalid YAML{_yaml_where(e, text)}: {_yaml_problem(e)}") from None
     return build_config(raw, path, base_dir)
+
+
+def _yaml_where(e, text):
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None:
+        return f" at line {mark.line + 1}"
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow
+        return f" at line {text.count(chr(10), 0, e.position) + 1}"
+    return ""
+
+
+def _yaml_problem(e):
+    if isinstance(e, yaml.reader.ReaderError):
+        code = e.character if isinstance(e.character, int) else ord(e.character)
+        text = f"control character U+{code:04X} is not allowed in YAML"
+    else:
+        text = getattr(e, "problem", None) or str(e)
+    return " ".join(str(text).split())  # one line, whatever the parser said
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key, problem):
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping.
+
+    PyYAML keeps the last value silently: a second ``SERVER:`` section
+    replaced the first whole (its HOST fell back to 0.0.0.0).  The refusal
+    names the dotted key and both lines.  ``<<`` merge keys may still be
+    overridden by the mapping's own keys, as YAML intends.
+    """
+
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        self._refuse_duplicates(node, "", set())
+        return self.construct_document(node)
+
+    def _refuse_duplicates(self, node, path, seen_nodes):
+        if id(node) in seen_nodes:  # an alias met again (or a recursive one)
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = None
+                if isinstance(key_node, yaml.ScalarNode):
+                    try:
+                        key = self.construct_object(key_node)
+                        hash(key)
+                    except Exception:
+                        key = None
+                dotted = f"{path}.{key}" if path else str(key)
+                if key is not None:
+                    if key in first:
+                        what = "section" if not path else "key"
+                        raise DuplicateKeyError(dotted, (
+                            f"duplicate {what} at line {key_node.start_mark.line + 1} (first at line "
+                            f"{first[key] + 1}); YAML would silently keep only the last one"))
+                    first[key] = key_node.start_mark.line
+                self._refuse_duplicates(value_node, dotted, seen_nodes)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._refuse_duplicates(item, f"{path}[{i}]", seen_nodes)
 
 
 def default_config_path(base_dir=None):
