@@ -199,6 +199,8 @@ class MachineDatabase:
 
     # -- reactor thread ------------------------------------------------------
     def enqueue(self, op, rows=1):
+        if self.broken is not None and op[0] == "prune":
+            return
         if self.broken is not None or self.store.closed:
             self.store.dropped_rows += rows
             self.dropped_rows += rows
@@ -239,7 +241,7 @@ class MachineDatabase:
             self._inflight = None
             if isinstance(result, Failure):
                 if result.check(migrate.DatabaseBroken):
-                    self._mark_broken(str(result.value), rows)
+                    self._mark_broken(str(result.value), rows, ops)
                 else:
                     self.store.failed_transactions += 1
                     self._failures += 1
@@ -280,14 +282,15 @@ class MachineDatabase:
 
         self._inflight.addBoth(done)
 
-    def _mark_broken(self, text, rows):
+    def _mark_broken(self, text, rows, ops):
         self.broken = text
         self.failing = None
-        lost = rows + self.queued_rows
+        self.store._queue_changed(-(rows + self.queued_rows))
+        # Data rows only (a prune is not data).
+        lost = sum(op_rows(op) for op in ops + self.queue if op[0] != "prune")
         self.store.dropped_rows += lost
         self.dropped_rows += lost
         self._dropped_logged = self.dropped_rows
-        self.store._queue_changed(-lost)
         self.queue = []
         self.queued_rows = 0
         self.log.error("{error}. Writes for machine {machine} stop ({n} queued rows dropped; "
