@@ -8,7 +8,6 @@ Tests read them as bytes; nothing loads them with ``pickle``.
 import json
 import os
 import shutil
-import subprocess
 
 import pytest
 
@@ -55,10 +54,10 @@ JS_DIR = os.path.join(ROOT, "tests", "js")
 
 @pytest.fixture(scope="session")
 def node_client():
-    """tests/js with socket.io-client installed (``npm ci`` when node_modules is missing)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    require_service(node and npm, "node/npm not installed")
-    if not all(os.path.isdir(os.path.join(JS_DIR, "node_modules", m)) for m in ("socket.io-client", "socket.io-client-v2")):
-        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, check=True,
-                       stdout=subprocess.DEVNULL, timeout=300)
+    """tests/js with socket.io-client installed by ``.ci/install-test-deps`` (never by a test)."""
+    node = shutil.which("node")
+    require_service(node, "node not installed")
+    installed = all(os.path.isdir(os.path.join(JS_DIR, "node_modules", m))
+                    for m in ("socket.io-client", "socket.io-client-v2"))
+    require_service(installed, "tests/js/node_modules missing (run .ci/install-test-deps)")
     return node, os.path.join(JS_DIR, "client.cjs")

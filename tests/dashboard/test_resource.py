@@ -157,8 +157,10 @@ async def test_the_real_build_output_is_consistent(config, serve):
     import os
     import re
 
-    if not os.path.isfile(os.path.join(STATIC_DIR, "index.html")):
-        pytest.skip("dashboard not built (cd dashboard && npm ci && npm run build)")
+    from tests.conftest import require_service
+
+    require_service(os.path.isfile(os.path.join(STATIC_DIR, "index.html")),
+                    "dashboard not built (cd dashboard && npm ci && npm run build)")
     base = serve(Site(dashboard_resource(config)))
     r, page = await _get(base + "/")
     assert r.code == 200 and b'data-tsrmon-dashboard="built"' in page

@@ -1,4 +1,4 @@
-"""Engine.IO v3 / Socket.IO v4 for old clients (socketio.md §1.9, §2 "v4 protocol").
+"""Engine.IO v3 / Socket.IO v4 for old clients (docs/socketio.md, "Engine.IO v3 / Socket.IO v4 (old clients)").
 
 The Node 2.x client runs in test_clients.py; these pin the wire details.
 """

@@ -1,4 +1,4 @@
-"""Engine.IO v4 behaviour (socketio.md §1) on the conformance echo endpoint.
+"""Engine.IO v4 behaviour (handshake, heartbeat, upgrade, payloads; docs/socketio.md) on the conformance echo endpoint.
 
 Timers run on a ``task.Clock`` so ping/timeout scenarios are deterministic;
 the sockets are real.

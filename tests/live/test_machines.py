@@ -1,4 +1,4 @@
-"""The /sio/<machine> namespaces (legacy-system.md §2.2, §2.3, §4) on a LiveService.
+"""The /sio/<machine> namespaces (docs/legacy.md §2.2, §2.3, §4) on a LiveService.
 
 Timers (update windows, pings) run on a ``task.Clock``; the sockets are real
 and the client speaks raw Engine.IO/Socket.IO like the deployed Flutter app.

@@ -1,4 +1,4 @@
-"""Socket.IO v5 behaviour (socketio.md §2) on the conformance fixture namespaces."""
+"""Socket.IO v5 behaviour (CONNECT, events, acks, binary attachments; docs/socketio.md) on the conformance fixture namespaces."""
 
 import json
 

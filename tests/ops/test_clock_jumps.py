@@ -16,9 +16,6 @@ separates working from broken.
 
 import datetime
 import glob
-import os
-import shutil
-import subprocess
 import time
 import zoneinfo
 
@@ -49,20 +46,9 @@ def _find_libfaketime():
 
 @pytest.fixture(scope="module")
 def libfaketime():
+    # Installed by .ci/install-test-deps (Debian package 'faketime'), never from a test.
     path = _find_libfaketime()
-    if path is None and shutil.which("apt-get") and os.geteuid() == 0:
-        # The Debian package; installing it needs root, so CI runs as root.
-        for cmd in (["apt-get", "install", "-y", "-q", "faketime"],
-                    ["sh", "-c", "apt-get update -q && apt-get install -y -q faketime"]):
-            try:
-                subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               timeout=100, check=False, env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
-            except subprocess.TimeoutExpired:
-                pass
-            path = _find_libfaketime()
-            if path:
-                break
-    require_service(path, "libfaketime not found (Debian package 'faketime'; installing it needs root and apt)")
+    require_service(path, "libfaketime not found (Debian package 'faketime': run .ci/install-test-deps)")
     return path
 
 

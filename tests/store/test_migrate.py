@@ -1,4 +1,4 @@
-"""A database built from the deployed DDL (legacy-system.md §2.5), with
+"""A database built from the deployed DDL (docs/legacy.md §2.5), with
 duplicate and NULL rows, is backed up, migrated in place keeping every row,
 and served by the rules of docs/storage.md."""
 

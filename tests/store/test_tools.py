@@ -20,7 +20,7 @@ BERLIN = "Europe/Berlin"
 
 
 def write_raw(cfg, machine, sensor, day, samples, gz=False):
-    """A raw CSV as §2.6 describes it: header, CRLF, HH:MM:SS,repr."""
+    """A raw CSV as docs/legacy.md §2.6 describes it: header, CRLF, HH:MM:SS,repr."""
     folder = os.path.join(cfg["DATA"]["PATH"], machine)
     os.makedirs(folder, exist_ok=True)
     tz = zoneinfo.ZoneInfo(BERLIN)

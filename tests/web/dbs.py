@@ -4,7 +4,7 @@
 ``session.bin``) into the schema's tables the way the store writes them
 (one counted row per bucket, ``data`` from the partial sums), so the tests
 do not depend on the writer being present.  ``make_deployed_db`` writes the
-deployed server's exact layout (§2.5), NULL rows and duplicates included.
+deployed server's exact layout (docs/legacy.md §2.5), NULL rows and duplicates included.
 """
 
 import sqlite3
@@ -105,7 +105,7 @@ DEPLOYED_ANOMALY_DDL = ("CREATE TABLE anomaly (id INTEGER PRIMARY KEY AUTOINCREM
 
 
 def make_deployed_db(path, sensors, rows, anomalies=()):
-    """The deployed §2.5 layout: ``rows`` = [(sensor, level, time_text, data or None)]
+    """The deployed layout (docs/legacy.md §2.5): ``rows`` = [(sensor, level, time_text, data or None)]
     inserted in order (so later duplicates have higher ids); ``anomalies`` =
     [(time_text, threshold, score)]."""
     conn = sqlite3.connect(path)

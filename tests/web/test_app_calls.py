@@ -1,4 +1,4 @@
-"""The deployed app's exact requests (legacy-system.md §3, "What the app actually
+"""The deployed app's exact requests (docs/legacy.md §3, "What the app actually
 calls") against a database filled from session.bin, every field and JSON type."""
 
 import os
