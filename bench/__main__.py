@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import platform
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -113,15 +114,29 @@ def ingest(workdir, n_conns, n_sensors, n_floats, total_frames, overrides=None, 
     }
 
 
+class TimeUp(Exception):
+    """SIGTERM (``timeout`` in .ci/run) arrived: report what finished, name the rest."""
+
+
+def _time_up(signum, frame):
+    raise TimeUp(signal.Signals(signum).name)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench")
     ap.add_argument("--quick", action="store_true", help="small counts, under a minute")
     ap.add_argument("--only", action="append", help="row name(s) to run")
+    ap.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                    help="start no row after this many seconds; rows left out are listed, never silently dropped "
+                         "(SIGTERM, e.g. from `timeout`, ends the run the same way)")
     args = ap.parse_args(argv)
     q = args.quick
     rows = []
+    unfinished = []  # (row group, why): printed after the table
     run_started = time.perf_counter()
     load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    signal.signal(signal.SIGTERM, _time_up)
+    state = {"stopped": None}
 
     def row(name, figure, value, target, passed, detail):
         rows.append({"row": name, "figure": figure, "value": value, "target": target,
@@ -130,46 +145,75 @@ def main(argv=None):
     def wanted(name):
         return not args.only or name in args.only
 
+    def attempt(name, fn):
+        """Run one row group unless the time limit or a SIGTERM says stop; say which."""
+        if not wanted(name):
+            return
+        spent = time.perf_counter() - run_started
+        if state["stopped"]:
+            unfinished.append((name, f"not started: {state['stopped']}"))
+            return
+        if args.time_limit is not None and spent >= args.time_limit:
+            unfinished.append((name, f"not started: time limit {args.time_limit:.0f} s reached ({spent:.0f} s spent)"))
+            return
+        try:
+            fn()
+        except TimeUp as e:
+            state["stopped"] = f"{e} received after {time.perf_counter() - run_started:.0f} s"
+            unfinished.append((name, f"cut short: {state['stopped']}"))
+
+    def ingest_row(name, conns):
+        total = (20_000 if q else 300_000)
+        try:
+            r = ingest(os.path.join(tmp, name), conns, 2, 30, total,
+                       processes=1 if conns == 1 else 2)
+            row(name, f"ingest 2×30 floats, {conns} DAQ(s): frames/s, zero loss",
+                round(r["frames_per_s"]), "≥ 50,000", r["frames_per_s"] >= 50_000 and r["lost_samples_vib1"] == 0,
+                f"lost {r['lost_samples_vib1']} samples, CPU {r['server_cpu_pct']:.0f}%, RSS {r['rss_mb']:.0f} MB")
+        except TimeUp:
+            raise
+        except Exception as e:  # a row that breaks is reported, the others still run
+            row(name, "ingest", "error", "≥ 50,000", False, repr(e)[:200])
+
+    def fullrate_row(name, csv_on):
+        target = 5e6 if csv_on else 20e6
+        try:
+            r = ingest(os.path.join(tmp, name), 1, 4, 25_600, 40 if q else 600,
+                       overrides={"DATA": {"ENABLED": csv_on, "MIN_FREE_MB": 0}})
+            row(name, f"full rate 4×25,600 floats, raw CSV {'on' if csv_on else 'off'}: samples/s",
+                round(r["samples_per_s"]), f"≥ {target:,.0f}", r["samples_per_s"] >= target and r["lost_samples_vib1"] == 0,
+                f"lost {r['lost_samples_vib1']} samples, CPU {r['server_cpu_pct']:.0f}%, RSS {r['rss_mb']:.0f} MB")
+        except TimeUp:
+            raise
+        except Exception as e:
+            row(name, "full rate", "error", f"≥ {target:,.0f}", False, repr(e)[:200])
+
+    def module_rows(modname, fn):
+        try:
+            mod = __import__(f"bench.{modname}", fromlist=[fn])
+        except ImportError:
+            return
+        try:
+            for r in getattr(mod, fn)(quick=q, workdir=tmp):
+                rows.append(r)
+        except TimeUp:
+            raise
+        except Exception as e:
+            row(modname, modname, "error", "", False, repr(e)[:200])
+
     with tempfile.TemporaryDirectory(prefix="tsrmon-bench-") as tmp:
-        for conns in (1, 10, 100):
-            name = f"ingest-{conns}"
-            if not wanted(name):
-                continue
-            total = (20_000 if q else 300_000)
-            try:
-                r = ingest(os.path.join(tmp, name), conns, 2, 30, total,
-                           processes=1 if conns == 1 else 2)
-                row(name, f"ingest 2×30 floats, {conns} DAQ(s): frames/s, zero loss",
-                    round(r["frames_per_s"]), "≥ 50,000", r["frames_per_s"] >= 50_000 and r["lost_samples_vib1"] == 0,
-                    f"lost {r['lost_samples_vib1']} samples, CPU {r['server_cpu_pct']:.0f}%, RSS {r['rss_mb']:.0f} MB")
-            except Exception as e:  # a row that breaks is reported, the others still run
-                row(name, "ingest", "error", "≥ 50,000", False, repr(e)[:200])
-        for csv_on in (True, False):
-            name = f"fullrate-csv-{'on' if csv_on else 'off'}"
-            if not wanted(name):
-                continue
-            target = 5e6 if csv_on else 20e6
-            try:
-                r = ingest(os.path.join(tmp, name), 1, 4, 25_600, 40 if q else 600,
-                           overrides={"DATA": {"ENABLED": csv_on, "MIN_FREE_MB": 0}})
-                row(name, f"full rate 4×25,600 floats, raw CSV {'on' if csv_on else 'off'}: samples/s",
-                    round(r["samples_per_s"]), f"≥ {target:,.0f}", r["samples_per_s"] >= target and r["lost_samples_vib1"] == 0,
-                    f"lost {r['lost_samples_vib1']} samples, CPU {r['server_cpu_pct']:.0f}%, RSS {r['rss_mb']:.0f} MB")
-            except Exception as e:
-                row(name, "full rate", "error", f"≥ {target:,.0f}", False, repr(e)[:200])
-        for modname, fn in (("decoder", "bench_rows"), ("rest_hour", "bench_rows"), ("live", "bench_rows"),
-                            ("memory", "bench_rows")):
-            if not wanted(modname):
-                continue
-            try:
-                mod = __import__(f"bench.{modname}", fromlist=[fn])
-            except ImportError:
-                continue
-            try:
-                for r in getattr(mod, fn)(quick=q, workdir=tmp):
-                    rows.append(r)
-            except Exception as e:
-                row(modname, modname, "error", "", False, repr(e)[:200])
+        try:
+            for conns in (1, 10, 100):
+                attempt(f"ingest-{conns}", lambda conns=conns: ingest_row(f"ingest-{conns}", conns))
+            for csv_on in (True, False):
+                name = f"fullrate-csv-{'on' if csv_on else 'off'}"
+                attempt(name, lambda name=name, csv_on=csv_on: fullrate_row(name, csv_on))
+            for modname, fn in (("decoder", "bench_rows"), ("rest_hour", "bench_rows"), ("live", "bench_rows"),
+                                ("memory", "bench_rows")):
+                attempt(modname, lambda modname=modname, fn=fn: module_rows(modname, fn))
+        except TimeUp as e:  # between two rows
+            state["stopped"] = state["stopped"] or f"{e} received"
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
     elapsed = time.perf_counter() - run_started
     header = (f"tsrmon benchmark ({'quick' if q else 'full'}) on {machine_info()}, "
@@ -181,14 +225,22 @@ def main(argv=None):
         value = f"{r['value']:,}" if isinstance(r["value"], (int, float)) else r["value"]
         print(f"| {r['row']} | {r['figure']} | {value} | {r['target']} | "
               f"{'pass' if r['pass'] else 'miss'} | {r['detail']} |")
+    if unfinished:
+        print("\nRows that did not finish within the limit:")
+        for name, why in unfinished:
+            print(f"- {name}: {why}")
+    else:
+        print("\nEvery row finished.")
     out_dir = os.path.join(HERE, "results")
     os.makedirs(out_dir, exist_ok=True)
     out = os.path.join(out_dir, f"bench-{'quick' if q else 'full'}-{time.strftime('%Y%m%dT%H%M%S')}.json")
     with open(out, "w") as f:
         json.dump({"machine": machine_info(), "quick": q, "load_at_start": load_at_start,
-                   "seconds": elapsed, "rows": rows}, f, indent=1)
+                   "seconds": elapsed, "time_limit": args.time_limit, "rows": rows,
+                   "unfinished": [{"row": n, "why": w} for n, w in unfinished]}, f, indent=1)
     print(f"\nJSON: {out}")
-    return 0
+    sys.stdout.flush()
+    return 3 if unfinished else 0
 
 
 if __name__ == "__main__":
