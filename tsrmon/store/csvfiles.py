@@ -47,6 +47,10 @@ def new_result():
         "notes": [],     # warnings, one line each
         "failures": [],  # (machine, sensor, traceback text): bugs
         "opened": 0, "files_open": 0, "succeeded": 0,
+        # Per sensor: (machine, sensor, path, errno, text, rows) of each failed
+        # append, and (machine, sensor) of the sensors that failed at their
+        # previous attempt and were written now.
+        "file_errors": [], "recovered": [],
     }
 
 
@@ -60,6 +64,7 @@ class CSVFiles:
         self.idle_close = idle_close
         self.max_open = max_open
         self.files = {}  # path -> _OpenFile
+        self.failing = set()  # (machine, sensor) whose last append failed
 
     # -- appending --------------------------------------------------------------
     def write_chunks(self, chunks, now):
@@ -96,12 +101,26 @@ class CSVFiles:
                 try:
                     written = self._append(path, b"".join(chunks), now, result)
                 except OSError as e:
+                    text = e.strerror or str(e)
                     result["failed_rows"] += count
-                    result["errors"].append((path, e.errno, e.strerror or str(e)))
+                    result["errors"].append((path, e.errno, text))
+                    result["file_errors"].append((machine, sensor, path, e.errno, text, count))
+                    self.failing.add((machine, sensor))
                 else:
                     result["rows"] += count
                     result["bytes"] += written
                     result["succeeded"] += 1
+                    if self.failing and (machine, sensor) in self.failing:
+                        self.failing.discard((machine, sensor))
+                        result["recovered"].append((machine, sensor))
+        self._close_idle(now, result)
+        result["files_open"] = len(self.files)
+        return result
+
+    def close_idle(self, now):
+        """Close files unused for ``idle_close`` seconds (a timer calls this
+        when no rows arrive, so a deleted file's space is freed)."""
+        result = new_result()
         self._close_idle(now, result)
         result["files_open"] = len(self.files)
         return result

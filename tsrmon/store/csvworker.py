@@ -27,7 +27,8 @@ import traceback
 from twisted.internet import defer, protocol
 
 _HEAD = struct.Struct("<I")
-_METHODS = frozenset({"write_batch", "write_chunks", "old_files", "maintain_one", "close_all"})
+_METHODS = frozenset({"write_batch", "write_chunks", "old_files", "maintain_one", "close_all",
+                      "close_idle"})
 
 
 class WorkerGone(Exception):

@@ -32,6 +32,7 @@ How it stays off the ingest path:
 
 import collections
 import datetime
+import errno
 import marshal
 import os
 import sys
@@ -41,11 +42,17 @@ from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 
+from tsrmon.peerlog import PeerLog, peer_text
 from tsrmon.store import csvformat
 from tsrmon.store.csvfiles import CSVFiles
 
 _MB = 1024 * 1024
 WORKERS = ("thread", "process")
+# Write errors that concern the file system as a whole (the raw log is
+# failing); any other errno (a name too long, a folder where the file goes,
+# permissions of one file) degrades only that sensor's file.
+GLOBAL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS,
+                                      errno.EIO) if e is not None)
 
 
 def statvfs_free_bytes(path):
@@ -74,7 +81,13 @@ class RawCSVService(service.Service):
 
     FLUSH_INTERVAL = 1.0
     SPACE_INTERVAL = 10.0
+    # Files unused this long are closed (clock-driven, so a deleted file's
+    # space is freed even when no rows arrive); DATA.IDLE_CLOSE if set.
     IDLE_CLOSE = 60.0
+    # A degraded file with no failure for this long is forgotten (its sensor
+    # is gone): /healthz recovers without a restart.
+    DEGRADED_EXPIRE = 3600.0
+    MAX_HEALTH_DETAIL = 20
     MAX_OPEN_FILES = 256
     # About 200 MB of 30-float frames; minutes at deployed rates, seconds at 50,000 frames/s.
     MAX_BACKLOG_FRAMES = 200_000
@@ -108,8 +121,9 @@ class RawCSVService(service.Service):
                 def run_in_thread(fn, *args):
                     return threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
         self._run_in_thread = run_in_thread
+        self.idle_close = float(data.get("IDLE_CLOSE", self.IDLE_CLOSE))
         files_args = (self.root, config["TIME"]["ZONE"], self.time_format, None,
-                      self.IDLE_CLOSE, self.MAX_OPEN_FILES)
+                      self.idle_close, self.MAX_OPEN_FILES)
         if worker == "thread":
             self.files = CSVFiles(*files_args)  # touched by one job at a time
             if open_file is not None:
@@ -140,6 +154,8 @@ class RawCSVService(service.Service):
         self._failed_at_failure = 0
         self._last_error = None
         self._free_bytes = None
+        self._degraded = {}  # (machine, sensor) -> what failed, since when, rows dropped
+        self._peerlog = None
 
         self.rows_written = 0
         self.bytes_written = 0
@@ -156,6 +172,7 @@ class RawCSVService(service.Service):
         self.gzipped_files = 0
         self.removed_files = 0
         self.maintenance_errors = 0
+        self.idle_closes = 0
 
     # -- the hub's side (reactor thread, hot path) ------------------------
     def write(self, machine, sensor, values, t):
@@ -247,6 +264,8 @@ class RawCSVService(service.Service):
             self._today = today
             if self.gzip_after_days or self.retention_days:
                 self.maintain()
+        if self._degraded:
+            self._expire_degraded()
         if self._flushes_pending >= self._max_flushes:
             # The previous flush is still queued or writing: let the buffers
             # wait, within bounds.
@@ -262,6 +281,12 @@ class RawCSVService(service.Service):
         if batch:
             d = self._job("write_batch", batch, self.clock.seconds())
             d.addCallbacks(self._batch_done, self._batch_lost, errbackArgs=(batch,))
+        elif self.files_open:
+            # Nothing to write but files open: close the idle ones.
+            d = self._job("close_idle", self.clock.seconds())
+            d.addCallback(self._idle_closed)
+            d.addErrback(lambda f: self.log.debug("raw CSV: closing idle files: {error}",
+                                                  error=f.getErrorMessage()))
         else:
             d = self._job("ping")  # fires once the jobs before it are done
             # Nothing was buffered, so nothing is lost; the batches around it
@@ -296,6 +321,14 @@ class RawCSVService(service.Service):
         self._buffers = collections.defaultdict(list)
         return sum(len(values) for entries in batch.values() for _, values in entries)
 
+    def _idle_closed(self, result):
+        closed = self.files_open - result["files_open"]
+        if closed > 0:
+            self.idle_closes += closed
+        self.files_open = result["files_open"]
+        for note in result["notes"]:
+            self.log.warn("raw CSV: {note}", note=note)
+
     def _batch_done(self, result):
         """Reactor thread: account for a job and log what it met."""
         self.flushes += 1
@@ -316,11 +349,20 @@ class RawCSVService(service.Service):
             self.log.warn("raw CSV: {note}", note=note)
         errors = result["errors"]
         if errors:
-            failed = result["failed_rows"]
             self.write_errors += len(errors)
-            self.dropped_write_error += failed
+            self.dropped_write_error += result["failed_rows"]
             path, _, text = errors[0]
             self._last_error = f"{path}: {text}"
+        now = self.clock.seconds()
+        for machine, sensor, path, eno, text, rows in result.get("file_errors", ()):
+            if eno not in GLOBAL_ERRNOS:
+                self._file_failed(machine, sensor, path, text, rows, now)
+        for machine, sensor in result.get("recovered", ()):
+            self._file_recovered(machine, sensor)
+        errors = [e for e in errors if e[1] in GLOBAL_ERRNOS]
+        if errors:
+            failed = sum(e[5] for e in result.get("file_errors", ()) if e[3] in GLOBAL_ERRNOS)
+            path, _, text = errors[0]
             if not self._failing:
                 self._failing = True
                 self._failed_at_failure = self.dropped_write_error - failed
@@ -333,6 +375,47 @@ class RawCSVService(service.Service):
             self.log.info("raw CSV: writes succeed again; {rows} rows were dropped while they failed",
                           rows=self.dropped_write_error - self._failed_at_failure)
         return result
+
+    # -- one sensor's file --------------------------------------------------------
+    @property
+    def peerlog(self):
+        if self._peerlog is None:
+            self._peerlog = PeerLog(self.log, self.clock)
+        return self._peerlog
+
+    def _file_failed(self, machine, sensor, path, text, rows, now):
+        key = (machine, sensor)
+        entry = self._degraded.get(key)
+        if entry is None:
+            entry = self._degraded[key] = {"file": path, "error": text, "since": now,
+                                           "last": now, "failures": 0, "dropped_rows": 0}
+            self.peerlog.error(machine, "raw-csv-file",
+                               "raw CSV: cannot write the file of {machine}/{sensor} ({error}); "
+                               "{rows} rows dropped, retried at every flush; other files go on",
+                               machine=peer_text(machine), sensor=peer_text(sensor), error=text,
+                               rows=rows)
+        entry.update(file=path, error=text, last=now)
+        entry["failures"] += 1
+        entry["dropped_rows"] += rows
+
+    def _file_recovered(self, machine, sensor):
+        entry = self._degraded.pop((machine, sensor), None)
+        if entry is not None:
+            self.peerlog.info(machine, "raw-csv-file-ok",
+                              "raw CSV: the file of {machine}/{sensor} is written again; {rows} "
+                              "rows were dropped in {n} failed flushes",
+                              machine=peer_text(machine), sensor=peer_text(sensor),
+                              rows=entry["dropped_rows"], n=entry["failures"])
+
+    def _expire_degraded(self):
+        now = self.clock.seconds()
+        for key, entry in list(self._degraded.items()):
+            if now - entry["last"] >= self.DEGRADED_EXPIRE:
+                del self._degraded[key]
+                self.log.info("raw CSV: no rows for {machine}/{sensor} for {s:.0f} s since its "
+                              "file failed ({rows} rows dropped); no longer reported",
+                              machine=peer_text(key[0]), sensor=peer_text(key[1]),
+                              s=now - entry["last"], rows=entry["dropped_rows"])
 
     def _batch_lost(self, failure, batch):
         """The job itself failed (the worker process died, or a bug): count, log, go on."""
@@ -465,10 +548,16 @@ class RawCSVService(service.Service):
             "removed_files": self.removed_files,
             "maintenance_errors": self.maintenance_errors,
             "free_bytes": self._free_bytes,
+            "files_degraded": len(self._degraded),
+            "idle_closes": self.idle_closes,
         }
 
     def healthy(self):
-        """``ok`` is False while rows are being dropped (paused or failing writes)."""
+        """``ok`` is False while the raw log as a whole drops rows (paused,
+        disk behind, or write errors of the file system: ENOSPC, EIO, EROFS,
+        EDQUOT).  Files of single sensors that fail for another reason are
+        ``degraded`` detail with ``ok`` True; each entry goes away when its
+        file is written again (or after ``DEGRADED_EXPIRE`` s without rows)."""
         if not self.enabled:
             state = "disabled"
         elif self._paused:
@@ -477,16 +566,30 @@ class RawCSVService(service.Service):
             state = "write errors"
         elif self._backlogged:
             state = "disk behind"
+        elif self._degraded:
+            state = "degraded"
         else:
             state = "ok"
-        return {
-            "ok": state in ("ok", "disabled"),
+        out = {
+            "ok": state in ("ok", "disabled", "degraded"),
             "state": state,
             "path": self.root,
             "free_mb": None if self._free_bytes is None else self._free_bytes // _MB,
             "min_free_mb": self.min_free_bytes // _MB,
             "last_error": self._last_error,
         }
+        if self._degraded:
+            detail = {}
+            for (machine, sensor), entry in self._degraded.items():
+                if len(detail) >= self.MAX_HEALTH_DETAIL:
+                    break
+                detail[f"{peer_text(machine)}/{peer_text(sensor)}"] = {
+                    "file": peer_text(entry["file"], 300), "error": entry["error"],
+                    "since": entry["since"], "failures": entry["failures"],
+                    "dropped_rows": entry["dropped_rows"]}
+            out["degraded"] = detail
+            out["degraded_count"] = len(self._degraded)
+        return out
 
 
 # Entries per marshalled piece: the worker decodes one piece at a time.
