@@ -88,7 +88,7 @@ def main(argv=None):
     p.set_defaults(func=_check_config)
 
     sub.add_parser("simulate", help="simulated DAQs (see tsrmon simulate --help)")
-    sub.add_parser("run", help="run the daemon in the foreground (twistd -n)")
+    sub.add_parser("run", help="run the daemon in the foreground (twistd -n --pidfile= tsrmon ...)")
 
     p = sub.add_parser("rebuild-stats", help="recompute aggregates from raw CSV")
     p.add_argument("--config")

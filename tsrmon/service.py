@@ -3,7 +3,7 @@
 Start order (stop is the exact reverse, one child after the other, see
 ``runtime.OrderedMultiService``)::
 
-    lock → clock-jump guard → log files → SQLite store → raw CSV → statistics → hub
+    lock → clock-jump guard → reactor lag → log files → SQLite store → raw CSV → statistics → hub
          → notifier → reader → live → alarms → HTTP site → DAQ listener → systemd READY → (demo DAQs)
 
 so on SIGTERM the DAQ listener stops accepting and drains first, then the
@@ -13,16 +13,20 @@ raw CSV buffers are written, and the store commits and closes.
 
 import os
 import signal
+import socket
 import sys
 
 from twisted.application import internet, service
+from twisted.internet import defer
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from tsrmon.config import ConfigError, default_config_path, load_config
 from tsrmon.lock import InstanceLock, LockError
-from tsrmon.runtime import OrderedMultiService, tune_gc_for_a_daemon
+from tsrmon.runtime import OrderedMultiService, ProcessExit, tune_gc_for_a_daemon
 from tsrmon.systemd import SystemdNotifyService
 
 log = Logger()
@@ -41,6 +45,82 @@ class LockService(service.Service):
         self.lock.release()
 
 
+# Exit status of a daemon that stops because a listener failed (a bad
+# configuration exits 2 before anything starts).
+LISTENER_FAILED = 1
+# Seconds between checks that every listening socket still accepts.
+LISTENER_CHECK_INTERVAL = 1.0
+
+
+class EndpointListener(internet.StreamServerEndpointService):
+    """Listens on an endpoint description, as ``StreamServerEndpointService``
+    (in ``privilegedStartService``), but keeps a failure instead of logging a
+    traceback: ``TsrmonService`` reports it in one line and stops.  Like the
+    DAQ listener it offers ``listening`` (a Deferred firing with the port,
+    or None on failure), ``port``, ``listen_error`` and
+    ``endpoint_description()``.  The endpoint is built when listening, so a
+    ``systemd:`` description without its inherited socket is such a failure
+    too, not a traceback while the service tree is built.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, description, factory, name, label=None):
+        super().__init__(None, factory)
+        self.reactor = reactor
+        self.description = description
+        self.setName(name)
+        self.label = label or name
+        self.port = None
+        self.listen_error = None
+        self.listening = None
+
+    def endpoint_description(self):
+        return self.description
+
+    def privilegedStartService(self):
+        service.Service.privilegedStartService(self)
+        try:
+            self.endpoint = serverFromString(self.reactor, self.description)
+            d = self.endpoint.listen(self.factory)
+        except Exception:
+            d = defer.fail()
+
+        def listening(port):
+            self.port = port
+            self.log.info("{label} listening on {address}", label=self.label, address=port.getHost())
+            return port
+
+        def failed(failure):
+            self.listen_error = failure.getErrorMessage()
+            return None
+
+        d.addCallbacks(listening, failed)
+        # StreamServerEndpointService.stopService stops the port through this.
+        self._waitingForPort = self.listening = d
+
+
+def listener_problem(port):
+    """Why a listening port no longer accepts connections, or None.
+
+    Twisted logs an unexpected ``accept()`` error and keeps the port
+    registered, so a listener whose socket broke (shut down, closed under
+    it) would sit there refusing every client while the daemon looks alive.
+    """
+    if getattr(port, "connected", True) is False:
+        return "the listening socket was closed"
+    sock = getattr(port, "socket", None)
+    if not isinstance(sock, socket.socket):
+        return None
+    try:
+        accepting = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+    except OSError as e:
+        return f"the listening socket failed ({e.strerror or e})"
+    if not accepting:
+        return "the socket no longer listens (shut down)"
+    return None
+
+
 class TsrmonService(OrderedMultiService):
     """The top service; keeps references to the rooms for tests and tools.
 
@@ -48,17 +128,30 @@ class TsrmonService(OrderedMultiService):
     has a ``reconfigure(config)`` method (tokens, allow-lists, caps,
     thresholds, alarm rules, log level).  Ports, paths and the time zone
     need a restart; a file that no longer validates is logged and ignored.
+
+    Listeners (children with a ``listening`` Deferred, or any
+    ``StreamServerEndpointService``) are all or nothing: one that cannot
+    listen stops start-up there (later children, systemd's READY=1 among
+    them, never start), and one whose socket stops accepting later stops
+    the daemon.  Either is one log line, a clean stop of what had started,
+    and exit status ``LISTENER_FAILED`` through ``exit_status`` (a
+    ``ProcessExit``; without one, as when the tree is embedded in another
+    program, the failure is only logged and kept in ``failure``).
     """
 
     name = "tsrmon"
 
-    def __init__(self, config, reactor, handle_signals=True):
+    def __init__(self, config, reactor, handle_signals=True, exit_status=None):
         super().__init__(clock=reactor, stop_timeout=config["SERVER"]["SHUTDOWN_TIMEOUT"])
         self.config = config
         self.reactor = reactor
         self.rooms = {}
         self.handle_signals = handle_signals
+        self.exit_status = exit_status
         self.demo = False
+        self.failure = None
+        self._ports = []  # (child, listening port)
+        self._port_check = None
         self._old_handlers = {}
 
     # The twistd plugin sets this (tsrmon.logs.console_observer): twistd asks
@@ -74,11 +167,90 @@ class TsrmonService(OrderedMultiService):
         return super().setServiceParent(parent)
 
     def startService(self):
-        super().startService()
+        # MultiService.startService, but a listener that fails ends start-up.
+        service.Service.startService(self)
+        for child in self:
+            if self.failure is not None:
+                break
+            try:
+                child.startService()
+            except Exception as e:
+                if self._is_listener(child):
+                    self._fatal(f"cannot start: {self._listener_text(child)}: {e}")
+                else:
+                    self.log.failure("starting {service} failed", service=child.name)
+                    self._fatal(f"cannot start: {child.name or type(child).__name__} failed: {e}")
+                break
+            self._watch_listener(child)
+        self._port_check = LoopingCall(self._check_ports)
+        self._port_check.clock = self.reactor
+        self._port_check.start(LISTENER_CHECK_INTERVAL, now=False)
         if self.handle_signals:
             # After the reactor has installed its own handlers (twistd starts
             # the application before reactor.run()).
             self.reactor.callWhenRunning(self._install_signal_handlers)
+
+    # -- listeners: all or nothing -------------------------------------
+    @staticmethod
+    def _listening_deferred(child):
+        d = getattr(child, "listening", None)
+        if not isinstance(d, defer.Deferred):
+            d = getattr(child, "_waitingForPort", None)  # a plain StreamServerEndpointService
+        return d if isinstance(d, defer.Deferred) else None
+
+    def _is_listener(self, child):
+        return (self._listening_deferred(child) is not None or hasattr(child, "endpoint_description")
+                or isinstance(child, internet.StreamServerEndpointService))
+
+    @staticmethod
+    def _listener_text(child):
+        label = getattr(child, "label", None) or {"daq": "DAQ", "http": "HTTP"}.get(child.name, child.name)
+        describe = getattr(child, "endpoint_description", None)
+        where = f" on {describe()}" if describe is not None else ""
+        return f"the {label} listener{where}"
+
+    def _watch_listener(self, child):
+        d = self._listening_deferred(child)
+        if d is None:
+            return
+
+        def settled(result):
+            if not self.running:
+                return None if isinstance(result, Failure) else result
+            if isinstance(result, Failure) or result is None:
+                error = getattr(child, "listen_error", None)
+                if error is None:
+                    error = result.getErrorMessage() if isinstance(result, Failure) else "did not listen"
+                self._fatal(f"cannot listen: {self._listener_text(child)}: {error}")
+                return None
+            self._ports.append((child, result))
+            return result
+
+        d.addBoth(settled)
+
+    def _check_ports(self):
+        for child, port in self._ports:
+            problem = listener_problem(port)
+            if problem is not None:
+                if hasattr(port, "stopReading"):
+                    port.stopReading()  # Twisted would retry accept() on every loop
+                self._fatal(f"listener lost: {self._listener_text(child)} ({port.getHost()}): {problem}")
+                return
+
+    def _fatal(self, line, code=LISTENER_FAILED):
+        if self.failure is not None:
+            return
+        self.failure = line
+        if self.exit_status is None:
+            self.log.critical("{line}", line=line)
+            return
+        self.log.critical("{line}; stopping (exit status {code})", line=line, code=code)
+        self.exit_status.code = code
+        self.reactor.callWhenRunning(self._stop_reactor_now)
+
+    def _stop_reactor_now(self):
+        if self.reactor.running:
+            self.reactor.stop()
 
     def _install_signal_handlers(self):
         if not self.running:
@@ -103,6 +275,9 @@ class TsrmonService(OrderedMultiService):
         for signum, handler in self._old_handlers.items():
             signal.signal(signum, handler)
         self._old_handlers = {}
+        if self._port_check is not None and self._port_check.running:
+            self._port_check.stop()
+        self._ports = []
         return super().stopService()
 
     def reload(self):
@@ -153,18 +328,19 @@ def _escape(host):
     return host.replace(":", "\\:")
 
 
-def makeService(config, reactor=None, demo=False, lock=True):
+def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     """Build the service tree for ``config`` (a validated ``Config``).
 
     Raises ``LockError`` if another daemon uses the same folders.  Nothing
-    listens until the returned service is started.
+    listens until the returned service is started.  ``exit_status`` (a
+    ``runtime.ProcessExit``) receives the exit status when a listener fails.
     """
     if reactor is None:
         from twisted.internet import reactor
     if demo:
         config = demo_config(config)
 
-    top = TsrmonService(config, reactor)
+    top = TsrmonService(config, reactor, exit_status=exit_status)
     top.demo = demo
     if lock:
         instance_lock = InstanceLock([config["DATA"]["PATH"], config["DATABASE"]["PATH"]]).acquire()
@@ -178,6 +354,7 @@ def makeService(config, reactor=None, demo=False, lock=True):
     from tsrmon.live.service import LiveService
     from tsrmon.logs import LogFileService
     from tsrmon.notify.service import NotifierService
+    from tsrmon.reactorlag import ReactorLagService
     from tsrmon.stats.service import StatsService
     from tsrmon.store.rawcsv import RawCSVService
     from tsrmon.store.reader import SQLiteReader
@@ -189,6 +366,9 @@ def makeService(config, reactor=None, demo=False, lock=True):
     # and shutdown timers stay on schedule across wall-clock steps.
     clockjump = rooms["clockjump"] = ClockJumpService(reactor)
     clockjump.setServiceParent(top)
+    # Timer lateness for /metrics (tsrmon_reactor_lag_seconds) and /healthz.
+    lag = rooms["reactorlag"] = ReactorLagService(reactor)
+    lag.setServiceParent(top)
     rooms["logfile"] = LogFileService(config)
     hub = rooms["hub"] = MachineHub(config, reactor)
     store = rooms["store"] = SQLiteStore(
@@ -224,19 +404,17 @@ def makeService(config, reactor=None, demo=False, lock=True):
         config, reactor, hub, reader, live=live, notifier=notifier,
         health={"daq": daq.healthy, "database": store.healthy, "notifier": notifier.health,
                 "raw_csv": raw.healthy, "live": live.healthy, "alarms": alarms.healthy,
-                "clock": clockjump.healthy},
+                "clock": clockjump.healthy, "reactor": lag.healthy},
         counters={"ingest": daq.counters, "store": store.counters, "raw": raw.counters,
                   "stats": stats.counters, "live": live.counters, "notify": notifier.counters,
-                  "alarms": alarms.counters, "clock": clockjump.counters},
+                  "alarms": alarms.counters, "clock": clockjump.counters, "reactor": lag.counters},
         alarms=alarms,
     )
     # The dashboard's page and assets in front of the REST resource (they
     # hold no data, so they load without a token and can ask for one).
     site = Site(dashboard_front(rest.resource(), config))
     site.displayTracebacks = False
-    http = rooms["http"] = internet.StreamServerEndpointService(
-        serverFromString(reactor, http_endpoint(config)), site)
-    http.setName("http")
+    http = rooms["http"] = EndpointListener(reactor, http_endpoint(config), site, "http", label="HTTP")
 
     for child in (rooms["logfile"], store, raw, stats, hub, notifier, reader, live, alarms, http, daq):
         child.setServiceParent(top)
@@ -260,14 +438,16 @@ def makeService(config, reactor=None, demo=False, lock=True):
 
 def service_or_exit(path, demo=False, reactor=None):
     """For twistd and the .tac: a bad configuration or a held lock is one
-    line on stderr and exit status 2, before any port opens."""
+    line on stderr and exit status 2, before any port opens or any folder
+    is made; a listener that fails later gives exit status 1."""
+    exit_status = ProcessExit().arm()
     try:
         if path is None:
             path = default_config_path()
             if not os.path.exists(path):
                 path = None
         config = load_config(path)
-        top = makeService(config, reactor=reactor, demo=demo)
+        top = makeService(config, reactor=reactor, demo=demo, exit_status=exit_status)
         tune_gc_for_a_daemon()
         return top
     except (ConfigError, LockError) as e:
