@@ -7,7 +7,11 @@ before the store closes, so a SIGTERM loses nothing.  (Buildbot's
 ``AsyncMultiService`` does the same.)
 """
 
+import atexit
 import gc
+import logging
+import os
+import sys
 
 from twisted.application import service
 from twisted.internet import defer
@@ -63,3 +67,37 @@ def next_tick_delay(now, interval, offset):
     aligned), for ticks that must land just after calendar boundaries."""
     delay = (interval - now % interval + offset) % interval
     return delay if delay > 1e-6 else interval
+
+
+class ProcessExit:
+    """The exit status of the daemon process, applied when it exits.
+
+    twistd exits 0 after every reactor stop that was not a signal, and
+    offers no exit code of its own (only ``reactor._exitSignal``, which ends
+    the process by that signal: systemd counts SIGTERM as success).  A
+    daemon that stops because it cannot serve must exit non-zero, so
+    systemd (``Restart=on-failure``) and the operator learn of it.  ``arm``
+    registers an ``atexit`` handler, after twistd has stopped the services,
+    removed its pidfile and closed its logs; when ``code`` is set it ends
+    the process with that status.  Only the daemon's entry point arms it.
+    """
+
+    def __init__(self):
+        self.code = None
+
+    def arm(self):
+        # Registered early (before the rooms are imported), so the handlers
+        # registered later (multiprocessing's among them) still run first.
+        atexit.register(self._apply)
+        return self
+
+    def _apply(self):
+        if not self.code:
+            return
+        logging.shutdown()  # registered before us, so os._exit would skip it
+        for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(self.code)
