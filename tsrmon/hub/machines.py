@@ -13,19 +13,24 @@ causes.  Rooms are attached after construction; a room that is not attached
 from twisted.application import service
 from twisted.logger import Logger
 
-from tsrmon.names import name_problem
+from tsrmon.names import case_key, name_problem
+from tsrmon.peerlog import PeerLog, peer_text
 
 
 class Refused(Exception):
-    """A handshake the hub will not accept; the text is for the log.
+    """A handshake the hub will not accept; the text is for the log (peer
+    text in it is already cut short and escaped).
 
     ``quiet`` asks the caller not to log it again (a refusal repeated within
     a minute, so a misconfigured DAQ retrying in a loop cannot flood the log).
+    ``kind`` names the reason for counters (``refused_name_<kind>``): ``bad``,
+    ``not_allowed``, ``max_machines``, ``in_use``, ``case``.
     """
 
-    def __init__(self, reason, quiet=False):
+    def __init__(self, reason, quiet=False, kind="bad"):
         super().__init__(reason)
         self.quiet = quiet
+        self.kind = kind
 
 
 class Machine:
@@ -34,6 +39,8 @@ class Machine:
     def __init__(self, name):
         self.name = name
         self.sensors = {}  # sensor name -> type, first-seen order
+        self.sensor_case = {}  # case_key(sensor) -> sensor (known and remembered)
+        self.warned_sensors = set()  # dropped sensors already logged
         self.connection = None
         self.peer_host = None
         self.connected_since = None
@@ -100,6 +107,11 @@ class MachineHub(service.Service):
         self._refusal_logged = {}  # (name, host) -> last log time
         self._stype_warned = set()
         self._congested = False
+        self._case = {}  # case_key(machine) -> machine name
+        # Connect, takeover and disconnect lines: a reconnect storm writes a
+        # few lines a minute per machine and source, not one per reconnect.
+        self.peerlog = PeerLog(self.log, clock, burst=5, global_burst=300)
+        self.counters = dict.fromkeys(("refused_sensor_case", "refused_sensor_max"), 0)
 
     # -- configuration -------------------------------------------------
     def reconfigure(self, config):
@@ -111,6 +123,15 @@ class MachineHub(service.Service):
         for name in names:
             if name_problem(name) is None and name not in self.machines:
                 self.machines[name] = Machine(name)
+                self._case.setdefault(case_key(name), name)
+
+    def remember_sensors(self, machine_name, sensors):
+        """Sensor names known from storage, so a name differing only in case
+        is refused after a restart too (types are learnt from the DAQ)."""
+        machine = self.machines.get(machine_name)
+        if machine is not None:
+            for sensor in sensors:
+                machine.sensor_case.setdefault(case_key(sensor), sensor)
 
     def known(self, name):
         return name in self.machines
@@ -129,27 +150,37 @@ class MachineHub(service.Service):
         """
         problem = name_problem(name)
         if problem is not None:
-            raise Refused(f"bad machine name {name!r}: {problem}")
+            raise Refused(f"bad machine name {peer_text(name)}: {problem}")
         daq = self.config["DAQ"]
         if daq["MACHINES"] and name not in daq["MACHINES"]:
-            raise Refused(f"machine {name!r} is not in DAQ.MACHINES")
+            raise Refused(f"machine {name!r} is not in DAQ.MACHINES", kind="not_allowed")
         machine = self.machines.get(name)
         if machine is None:
+            other = self._case.get(case_key(name))
+            if other is not None:
+                # One SQLite database/table set and, on a case-insensitive
+                # file system, one file: refused, never merged.
+                raise Refused(f"machine name {name!r} differs only in case from the known machine {other!r}",
+                              kind="case")
             if len(self.machines) >= daq["MAX_MACHINES"]:
-                raise Refused(f"DAQ.MAX_MACHINES ({daq['MAX_MACHINES']}) reached; machine {name!r} refused")
+                raise Refused(f"DAQ.MAX_MACHINES ({daq['MAX_MACHINES']}) reached; machine {name!r} refused",
+                              kind="max_machines")
             machine = self.machines[name] = Machine(name)
+            self._case[case_key(name)] = name
         old = machine.connection
+        takeover = False
         if old is not None and old is not connection:
             if old.peer_host != connection.peer_host:
                 key = (name, connection.peer_host)
                 now = self.clock.seconds()
                 last = self._refusal_logged.get(key)
+                if len(self._refusal_logged) >= 4096:
+                    self._refusal_logged.clear()
                 self._refusal_logged[key] = now
                 raise Refused(f"machine {name!r} is already connected from {old.peer_host}",
-                              quiet=last is not None and now - last < 60)
+                              quiet=last is not None and now - last < 60, kind="in_use")
             machine.takeovers += 1
-            self.log.info("{machine} reconnected from {peer}: closing the old connection",
-                          machine=name, peer=connection.peer_host)
+            takeover = True
             machine.connection = None
             old.takeover(f"{name} reconnected")
         t = self.clock.seconds()
@@ -160,7 +191,14 @@ class MachineHub(service.Service):
         machine.connects += 1
         if self._congested:
             connection.storage_congested(True)
-        self.log.info("{machine} connected from {peer}", machine=name, peer=connection.peer_host)
+        if takeover:
+            # One line per takeover (the old connection closes without one).
+            self.peerlog.info(connection.peer_host, "takeover " + name,
+                              "{machine} reconnected from {peer}: the old connection was closed "
+                              "({n} takeovers)", machine=name, peer=connection.peer_host, n=machine.takeovers)
+        else:
+            self.peerlog.info(connection.peer_host, "connect " + name, "{machine} connected from {peer}",
+                              machine=name, peer=connection.peer_host)
         for live in self.live:
             live.machine_status(machine)
         return machine
@@ -171,7 +209,8 @@ class MachineHub(service.Service):
             return
         machine.connection = None
         machine.disconnected_at = self.clock.seconds()
-        self.log.info("{machine} disconnected", machine=machine.name)
+        self.peerlog.info(connection.peer_host, "disconnect " + machine.name, "{machine} disconnected",
+                          machine=machine.name)
         for live in self.live:
             live.machine_status(machine)
 
@@ -210,13 +249,28 @@ class MachineHub(service.Service):
 
     def _new_sensor(self, machine, sensor, stype):
         if sensor not in machine.sensors:
+            key = case_key(sensor)
+            other = machine.sensor_case.get(key)
+            if other is not None and other != sensor:
+                # "Vib" and "vib" would share the table "Vib_hour_avg".
+                machine.dropped_sensors += 1
+                self.counters["refused_sensor_case"] += 1
+                if self._first_warning(machine, sensor):
+                    self.peerlog.warn(machine.name, "sensor case " + sensor,
+                                      "{machine}: sensor {sensor!r} refused: it differs only in case from "
+                                      "the known sensor {other!r}", machine=machine.name, sensor=sensor,
+                                      other=other)
+                return False
             cap = self.config["DAQ"]["MAX_SENSORS"]
             if len(machine.sensors) >= cap:
                 machine.dropped_sensors += 1
-                if machine.dropped_sensors == 1:
-                    self.log.warn("{machine}: DAQ.MAX_SENSORS ({cap}) reached; sensor {sensor!r} dropped",
-                                  machine=machine.name, cap=cap, sensor=sensor)
+                self.counters["refused_sensor_max"] += 1
+                if self._first_warning(machine, sensor):
+                    self.peerlog.warn(machine.name, "max sensors",
+                                      "{machine}: DAQ.MAX_SENSORS ({cap}) reached; sensor {sensor!r} dropped",
+                                      machine=machine.name, cap=cap, sensor=sensor)
                 return False
+            machine.sensor_case[key] = sensor
         elif machine.sensors[sensor] != stype:
             self.log.warn("{machine}/{sensor}: type changed from {old} to {new}",
                           machine=machine.name, sensor=sensor, old=machine.sensors[sensor], new=stype)
@@ -227,6 +281,14 @@ class MachineHub(service.Service):
             self.log.warn("sensor type {stype!r} (first seen on {machine}/{sensor}) is not in STAT: "
                           "using STAT.DEFAULT ({mode})",
                           stype=stype, machine=machine.name, sensor=sensor, mode=mode)
+        return True
+
+    @staticmethod
+    def _first_warning(machine, sensor):
+        """A dropped sensor is logged when first dropped, not in every frame."""
+        if sensor in machine.warned_sensors or len(machine.warned_sensors) >= 256:
+            return False
+        machine.warned_sensors.add(sensor)
         return True
 
     def fault(self, machine, score, threshold, t=None):

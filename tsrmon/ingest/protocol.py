@@ -6,6 +6,20 @@ anything else is the deployed pickle stream.  Each decoded frame is checked
 logged with the peer and the reason, and the connection goes on.  A
 connection that cannot be resynchronised, overflows its buffer cap or sends
 a refused machine name is closed.  The server never writes on this link.
+
+Admission (see docs/security.md): a connection must send its name frame
+within ``DAQ.NAME_TIMEOUT`` and may buffer at most :data:`PRE_NAME_BUFFER`
+bytes before it; one source address holds at most
+``DAQ.MAX_CONNECTIONS_PER_HOST`` connections and all of them at most
+``DAQ.MAX_CONNECTIONS``.  When either table is full, the oldest connection
+that has not named itself yet is closed to make room, so unnamed connections
+never lock a DAQ out.  All buffered bytes together stay under
+``DAQ.MAX_TOTAL_BUFFER_BYTES``: over it, the connection that grew stops being
+read (as under storage backpressure) until the total falls; one paused longer
+than ``DAQ.MAX_PAUSE`` while the total stays over is closed, largest buffer
+first.  Every refusal has a ``refused_<reason>`` counter; every warning about
+a peer goes through one :class:`~tsrmon.peerlog.PeerLog` (per source address
+and reason) and quotes peer text through :func:`~tsrmon.peerlog.peer_text`.
 """
 
 import hmac
@@ -19,12 +33,14 @@ from twisted.logger import Logger
 from tsrmon.hub.machines import Refused
 from tsrmon.ingest import schema
 from tsrmon.ingest.framing import EVENT, OK, JsonLineFramer, PickleFramer
-from tsrmon.ingest.safepickle import Limits
+from tsrmon.ingest.safepickle import EXPANSION_REASON, Limits
+from tsrmon.peerlog import PeerLog, peer_text
 
 KEEPALIVE_IDLE = 60
 KEEPALIVE_INTERVAL = 60
 KEEPALIVE_COUNT = 3
-_LOGGED_REFUSALS_PER_MINUTE = 10
+PRE_NAME_BUFFER = 64 * 1024  # bytes a connection may buffer before its name frame
+_REASON_CHARS = 240  # refusal reasons quote peer text: cut short in the log
 _DRAIN_READS = 1024
 _EARLIEST = 946684800.0  # 2000-01-01T00:00:00Z
 _FUTURE_SLACK = 3600.0  # DAQ clocks drift; an hour ahead is still plausible
@@ -82,10 +98,12 @@ class DAQProtocol(protocol.Protocol):
         self.draining = False
         self._pause_timer = None
         self._drop_logged = 0
-        # refusal log rate limit
-        self._log_window = 0.0
-        self._logged_in_window = 0
-        self._suppressed = 0
+        # admission
+        self._name_timer = None
+        self.admitted = False
+        self.buffered = 0  # this connection's share of factory.buffered_total
+        self.budget_paused = None  # when reading paused for the global buffer budget
+        self._reading_paused = False
 
     # -- connection ---------------------------------------------------------
     def connectionMade(self):
@@ -96,11 +114,25 @@ class DAQProtocol(protocol.Protocol):
         self.connected_since = self.clock.seconds()
         problem = self.factory.admit(self)
         if problem is not None:
-            if self.factory.should_log_refusal(self.peer_host):
-                self.log.warn("DAQ connection from {peer} refused: {reason}", peer=self.peer, reason=problem)
+            reason, text = problem
+            self.factory.peerlog.warn(self.peer_host, reason, "DAQ connection from {peer} refused: {why}",
+                                      peer=self.peer, why=text)
             self._close()
             return
+        self.admitted = True
         set_keepalive(self.transport)
+        self._name_timer = self.clock.callLater(self.factory.config["DAQ"]["NAME_TIMEOUT"], self._name_timeout)
+
+    def _name_timeout(self):
+        self._name_timer = None
+        if self.machine is None and not self.closing:
+            timeout = self.factory.config["DAQ"]["NAME_TIMEOUT"]
+            self._refuse_connection("name_timeout", f"no name frame within DAQ.NAME_TIMEOUT ({timeout} s)")
+
+    def _cancel_name_timer(self):
+        if self._name_timer is not None and self._name_timer.active():
+            self._name_timer.cancel()
+        self._name_timer = None
 
     def connectionLost(self, reason):
         if self.framer is not None and not self.closing:
@@ -114,19 +146,25 @@ class DAQProtocol(protocol.Protocol):
         if self._pause_timer is not None and self._pause_timer.active():
             self._pause_timer.cancel()
         self._pause_timer = None
+        self._cancel_name_timer()
         self._account_pause()
         if self.machine is not None:
             self.hub.release(self.machine, self)
+        self.framer = None
         self.factory.forget(self)
 
     def _close(self):
         if not self.closing:
             self.closing = True
+            self._cancel_name_timer()
+            # What it buffered is dropped now, not when the socket is gone.
+            self.framer = None
+            self.factory.buffer_changed(self, 0)
             self.transport.loseConnection()
 
     # -- hub's DAQConnection port -------------------------------------------
     def takeover(self, reason):
-        self.log.info("closing DAQ connection from {peer}: {reason}", peer=self.peer, reason=reason)
+        # The hub logs the takeover (one line); this side closes quietly.
         self.machine = None
         self._close()
 
@@ -139,7 +177,7 @@ class DAQProtocol(protocol.Protocol):
             if max_pause > 0 and not self.closing:
                 self.paused_at = self.clock.seconds()
                 self.factory.counters["paused"] += 1
-                self.transport.pauseProducing()
+                self.update_reading()
                 self._pause_timer = self.clock.callLater(max_pause, self._pause_expired)
             else:
                 self._start_dropping()
@@ -152,7 +190,7 @@ class DAQProtocol(protocol.Protocol):
             self._pause_timer = None
             if self.paused_at is not None:
                 self._account_pause()
-                self.transport.resumeProducing()
+                self.update_reading()
             if self.dropping:
                 self.dropping = False
                 self.log.warn("{machine}: storage caught up; {n} bytes of DataUpdates from {peer} were dropped",
@@ -161,8 +199,21 @@ class DAQProtocol(protocol.Protocol):
     def _pause_expired(self):
         self._pause_timer = None
         self._account_pause()
-        self.transport.resumeProducing()
+        self.update_reading()
         self._start_dropping()
+
+    def update_reading(self):
+        """Pause reading while storage is behind or the buffer budget is
+        spent; resume once neither holds."""
+        if self.closing:
+            return
+        want = self.paused_at is not None or self.budget_paused is not None
+        if want and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pauseProducing()
+        elif not want and self._reading_paused:
+            self._reading_paused = False
+            self.transport.resumeProducing()
 
     def _start_dropping(self):
         if self.dropping:
@@ -205,12 +256,20 @@ class DAQProtocol(protocol.Protocol):
             self._frames(items)
         if self.closing:
             return
+        buffered = framer.buffered
         if framer.fatal is not None:
-            self._refuse_connection(f"undecodable stream: {framer.fatal}")
-        elif framer.buffered > self.factory.config["DAQ"]["MAX_BUFFER_BYTES"]:
-            self._refuse_connection(
-                f"{framer.buffered} bytes buffered exceed DAQ.MAX_BUFFER_BYTES "
-                f"({self.factory.config['DAQ']['MAX_BUFFER_BYTES']})")
+            self._refuse_connection("undecodable", f"undecodable stream: {framer.fatal}")
+        elif self.machine is None and buffered > PRE_NAME_BUFFER:
+            # A name frame is a few dozen bytes: nothing big is held for a
+            # connection that has not named itself.
+            self._refuse_connection("unnamed_buffer", f"{buffered} bytes buffered before the name frame "
+                                    f"(at most {PRE_NAME_BUFFER})")
+        elif buffered > self.factory.config["DAQ"]["MAX_BUFFER_BYTES"]:
+            self._refuse_connection("buffer",
+                                    f"{buffered} bytes buffered exceed DAQ.MAX_BUFFER_BYTES "
+                                    f"({self.factory.config['DAQ']['MAX_BUFFER_BYTES']})")
+        elif buffered != self.buffered:
+            self.factory.buffer_changed(self, buffered)
 
     def _frames(self, items):
         frame = self._frame
@@ -284,7 +343,8 @@ class DAQProtocol(protocol.Protocol):
             _, score, threshold, t = event
             self.hub.fault(machine, score, threshold, t)
         elif event[1] != machine.name:
-            self._refused_frame(f"a second name frame ({event[1]!r}) on a connection named {machine.name!r}")
+            self._refused_frame(f"a second name frame ({peer_text(event[1])}) on a connection named "
+                                f"{machine.name!r}")
 
     def _time_problem(self, t):
         """A frame's own time must be plausible: not before 2000, not in the future."""
@@ -300,57 +360,60 @@ class DAQProtocol(protocol.Protocol):
         if expected is not None:
             if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
                 why = "no token" if token is None else "wrong token"
-                self._refuse_connection(f"machine {name!r} needs a DAQ.TOKENS token "
-                                        f"in a JSON name frame ({why})", count_name=True)
+                self.factory.counters["refused_names"] += 1
+                self._refuse_connection("token", f"machine {name!r} needs a DAQ.TOKENS token "
+                                        f"in a JSON name frame ({why})")
                 return
         try:
             machine = self.hub.claim(name, self)
         except Refused as e:
-            self.factory.counters["refused_names"] += 1
+            counters = self.factory.counters
+            counters["refused_names"] += 1
+            key = "refused_name_" + e.kind
+            counters[key] = counters.get(key, 0) + 1
             if not e.quiet:
-                self.log.warn("DAQ connection from {peer} refused: {reason}", peer=self.peer, reason=str(e))
+                self.factory.peerlog.warn(self.peer_host, key, "DAQ connection from {peer} refused: {why}",
+                                          peer=self.peer, why=peer_text(str(e), _REASON_CHARS))
             self._close()
             return
+        self._cancel_name_timer()
         self.machine = machine
         machine.bytes += self.bytes
         # The hub may have called storage_congested(True) inside claim.
 
-    def _refuse_connection(self, reason, count_name=False):
-        if count_name:
-            self.factory.counters["refused_names"] += 1
-        self.log.warn("closing DAQ connection from {peer} ({machine}): {reason}",
-                      peer=self.peer, machine=self._name(), reason=reason)
+    def _refuse_connection(self, reason, text):
+        """Close this connection for ``reason`` (counted as ``refused_<reason>``)."""
+        counters = self.factory.counters
+        key = "refused_" + reason
+        counters[key] = counters.get(key, 0) + 1
+        self.factory.peerlog.warn(self.peer_host, key, "closing DAQ connection from {peer} ({machine}): {why}",
+                                  peer=self.peer, machine=self._name(), why=peer_text(text, _REASON_CHARS))
         self._close()
 
     def _refused_frame(self, reason):
         self.refused_frames += 1
-        self.factory.counters["refused_frames"] += 1
+        counters = self.factory.counters
+        counters["refused_frames"] += 1
+        kind = "refused_frame"
+        if reason.startswith(EXPANSION_REASON):
+            counters["refused_expansion"] += 1
+            kind = "refused_expansion"
         if self.machine is not None:
             self.machine.refused_frames += 1
-        now = self.clock.seconds()
-        if now - self._log_window >= 60:
-            if self._suppressed:
-                self.log.warn("{n} more refused frames from {peer} were not logged",
-                              n=self._suppressed, peer=self.peer)
-            self._log_window = now
-            self._logged_in_window = 0
-            self._suppressed = 0
-        if self._logged_in_window < _LOGGED_REFUSALS_PER_MINUTE:
-            self._logged_in_window += 1
-            self.log.warn("refused frame from {peer} ({machine}): {reason}",
-                          peer=self.peer, machine=self._name(), reason=reason)
-        else:
-            self._suppressed += 1
+        self.factory.peerlog.warn(self.peer_host, kind, "refused frame from {peer} ({machine}): {why}",
+                                  peer=self.peer, machine=self._name(), why=peer_text(reason, _REASON_CHARS))
 
     def _bad_sensors(self, bad):
         machine = self.machine
         machine.dropped_sensors += len(bad)
         for sensor, why in bad:
-            key = repr(sensor)
+            key = repr(sensor)[:200]
             if key not in self.warned_sensors and len(self.warned_sensors) < 1024:
                 self.warned_sensors.add(key)
-                self.log.warn("{machine}: sensor {sensor} from {peer} dropped: {reason}",
-                              machine=machine.name, sensor=key[:80], peer=self.peer, reason=why)
+                self.factory.peerlog.warn(self.peer_host, "bad_sensor",
+                                          "{machine}: sensor {sensor} from {peer} dropped: {why}",
+                                          machine=machine.name, sensor=peer_text(sensor), peer=self.peer,
+                                          why=peer_text(why, _REASON_CHARS))
 
     # -- shutdown -------------------------------------------------------------
     def drain(self):
@@ -386,6 +449,8 @@ class DAQProtocol(protocol.Protocol):
             "dropped_nonfinite": self.dropped_nonfinite,
             "dropped_bytes": self.dropped_bytes,
             "paused": self.paused_at is not None,
+            "buffered": self.buffered,
+            "budget_paused": self.budget_paused is not None,
             "dropping": self.dropping,
         }
 
@@ -394,59 +459,153 @@ class DAQFactory(protocol.Factory):
     log = Logger()
     noisy = False
 
+    COUNTERS = (
+        "connections", "refused_connections", "refused_allow", "refused_max_connections", "refused_per_host",
+        "evicted_unnamed", "refused_name_timeout", "refused_unnamed_buffer", "refused_buffer",
+        "refused_buffer_budget", "refused_undecodable", "refused_token", "refused_names",
+        "refused_name_bad", "refused_name_not_allowed", "refused_name_max_machines", "refused_name_in_use",
+        "refused_name_case", "frames", "refused_frames", "refused_expansion", "bytes", "dropped_bytes",
+        "dropped_nonfinite", "paused", "budget_paused", "errors")
+
     def __init__(self, config, hub, clock):
         self.hub = hub
         self.clock = clock
         self.connections = set()
-        self.counters = dict.fromkeys(
-            ("connections", "refused_connections", "refused_names", "frames", "refused_frames",
-             "bytes", "dropped_bytes", "dropped_nonfinite", "paused", "errors"), 0)
+        self._order = {}  # the same connections, oldest first (conn -> None)
+        self.per_host = {}  # peer host -> number of open connections
+        self.buffered_total = 0  # bytes buffered by every connection together
+        self.counters = dict.fromkeys(self.COUNTERS, 0)
+        self.peerlog = PeerLog(self.log, clock)
         self._lost_waiters = []
-        self._refusals_logged = {}
+        self._budget_timer = None
         self.reconfigure(config)
 
     def reconfigure(self, config):
         self.config = config
         self.limits = limits_of(config)
         self.allow = [ipaddress.ip_network(c, strict=False) for c in config["DAQ"]["ALLOW"]]
+        self.check_budget()
 
     def buildProtocol(self, addr):
         return DAQProtocol(self)
 
     def admit(self, conn):
-        """None, or why this connection is refused (DAQ.ALLOW, DAQ.MAX_CONNECTIONS)."""
+        """None, or (reason, text) why this connection is refused.
+
+        DAQ.ALLOW first; then the per-host and the global cap, each of which
+        closes the oldest unnamed connection (of that host, or of all) to
+        make room before it refuses anyone."""
+        counters = self.counters
+        daq = self.config["DAQ"]
+        host = conn.peer_host
         if self.allow:
             try:
-                address = ipaddress.ip_address(conn.peer_host)
+                address = ipaddress.ip_address(host)
             except ValueError:
                 address = None
             if address is not None and address.version == 6 and address.ipv4_mapped:
                 address = address.ipv4_mapped
             if address is None or not any(address in net for net in self.allow):
-                self.counters["refused_connections"] += 1
-                return f"{conn.peer_host} is not in DAQ.ALLOW"
-        cap = self.config["DAQ"]["MAX_CONNECTIONS"]
-        if len(self.connections) >= cap:
-            self.counters["refused_connections"] += 1
-            return f"DAQ.MAX_CONNECTIONS ({cap}) reached"
+                counters["refused_connections"] += 1
+                counters["refused_allow"] += 1
+                return "refused_allow", f"{host} is not in DAQ.ALLOW"
+        per_host = daq["MAX_CONNECTIONS_PER_HOST"]
+        if self.per_host.get(host, 0) >= per_host and not self._evict_unnamed(host):
+            counters["refused_connections"] += 1
+            counters["refused_per_host"] += 1
+            return "refused_per_host", f"DAQ.MAX_CONNECTIONS_PER_HOST ({per_host}) reached for {host}"
+        cap = daq["MAX_CONNECTIONS"]
+        if len(self.connections) >= cap and not self._evict_unnamed(None):
+            counters["refused_connections"] += 1
+            counters["refused_max_connections"] += 1
+            return "refused_max_connections", f"DAQ.MAX_CONNECTIONS ({cap}) reached"
         self.connections.add(conn)
-        self.counters["connections"] += 1
+        self._order[conn] = None
+        self.per_host[host] = self.per_host.get(host, 0) + 1
+        counters["connections"] += 1
         return None
 
-    def should_log_refusal(self, host):
-        """One log line per source host per minute for refused connections."""
-        now = self.clock.seconds()
-        last = self._refusals_logged.get(host)
-        if last is not None and now - last < 60:
-            return False
-        if len(self._refusals_logged) > 1024:
-            self._refusals_logged.clear()
-        self._refusals_logged[host] = now
-        return True
+    def _evict_unnamed(self, host):
+        """Close the oldest connection without a name (of ``host`` if given)."""
+        for old in self._order:
+            if old.machine is None and not old.closing and (host is None or old.peer_host == host):
+                self.counters["evicted_unnamed"] += 1
+                self.peerlog.warn(old.peer_host, "evicted_unnamed",
+                                  "closing DAQ connection from {peer}: no name frame yet and the "
+                                  "connection table is full", peer=old.peer)
+                old._close()
+                self._remove(old)  # its slot is free now, not when the socket is gone
+                return True
+        return False
+
+    def _remove(self, conn):
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self._order.pop(conn, None)
+            n = self.per_host.get(conn.peer_host, 0) - 1
+            if n > 0:
+                self.per_host[conn.peer_host] = n
+            else:
+                self.per_host.pop(conn.peer_host, None)
+
+    # -- the global buffer budget ------------------------------------------
+    def buffer_changed(self, conn, buffered):
+        """``conn`` now buffers ``buffered`` bytes (0 once it closes)."""
+        self.buffered_total += buffered - conn.buffered
+        conn.buffered = buffered
+        budget = self.config["DAQ"]["MAX_TOTAL_BUFFER_BYTES"]
+        if self.buffered_total > budget:
+            if buffered and conn.budget_paused is None and not conn.closing:
+                conn.budget_paused = self.clock.seconds()
+                self.counters["budget_paused"] += 1
+                conn.update_reading()
+                self.peerlog.warn(conn.peer_host, "budget_paused",
+                                  "{total} bytes buffered over all DAQ connections exceed "
+                                  "DAQ.MAX_TOTAL_BUFFER_BYTES ({budget}): reading from {peer} paused",
+                                  total=self.buffered_total, budget=budget, peer=conn.peer)
+                self._arm_budget_timer()
+        else:
+            self._resume_budget()
+
+    def _paused_for_budget(self):
+        return [c for c in self.connections if c.budget_paused is not None]
+
+    def _resume_budget(self):
+        for c in self._paused_for_budget():
+            c.budget_paused = None
+            c.update_reading()
+
+    def _arm_budget_timer(self):
+        if self._budget_timer is None or not self._budget_timer.active():
+            wait = max(float(self.config["DAQ"]["MAX_PAUSE"]), 1.0)
+            self._budget_timer = self.clock.callLater(wait, self._budget_expired)
+
+    def _budget_expired(self):
+        """Still over the budget after DAQ.MAX_PAUSE: the paused connection
+        holding the most is closed so the others can finish their frames."""
+        self._budget_timer = None
+        budget = self.config["DAQ"]["MAX_TOTAL_BUFFER_BYTES"]
+        paused = self._paused_for_budget()
+        if self.buffered_total > budget and paused:
+            victim = max(paused, key=lambda c: c.buffered)
+            victim._refuse_connection(
+                "buffer_budget", f"{victim.buffered} bytes of an unfinished frame held while all DAQ "
+                f"connections buffer more than DAQ.MAX_TOTAL_BUFFER_BYTES ({budget})")
+        self.check_budget()
+
+    def check_budget(self):
+        if self.buffered_total <= self.config["DAQ"]["MAX_TOTAL_BUFFER_BYTES"]:
+            self._resume_budget()
+        elif self._paused_for_budget():
+            self._arm_budget_timer()
 
     def forget(self, conn):
-        self.connections.discard(conn)
+        self.buffer_changed(conn, 0)
+        self._remove(conn)
         if not self.connections:
+            if self._budget_timer is not None and self._budget_timer.active():
+                self._budget_timer.cancel()
+            self._budget_timer = None
             waiters, self._lost_waiters = self._lost_waiters, []
             for d in waiters:
                 d.callback(None)
@@ -541,7 +700,12 @@ class DAQListenerService(service.Service):
 
     def counters(self):
         out = dict(self.factory.counters)
+        # Refusals decided by the hub (sensor names) are DAQ refusals too.
+        out.update(getattr(self.hub, "counters", None) or {})
         out["open_connections"] = len(self.factory.connections)
+        out["unnamed_now"] = sum(1 for c in self.factory.connections if c.machine is None)
+        out["buffered_bytes"] = self.factory.buffered_total
+        out["budget_paused_now"] = sum(1 for c in self.factory.connections if c.budget_paused is not None)
         out["paused_now"] = sum(1 for c in self.factory.connections if c.paused_at is not None)
         out["dropping_now"] = sum(1 for c in self.factory.connections if c.dropping)
         return out

@@ -44,6 +44,7 @@ import re
 DONE, NEED, BAD = "done", "need", "bad"
 
 GLOBAL_REASON = "a global/import opcode"
+EXPANSION_REASON = "frame expands to"  # start of the refusal for an over-large expansion
 
 _FORBIDDEN = {
     "GLOBAL": GLOBAL_REASON,
@@ -517,7 +518,7 @@ class PickleWalk:
         samples, containers, depth = sized
         self.expanded = sized
         if samples > limits.max_samples or containers > limits.max_containers:
-            return (f"frame expands to {samples} samples and {containers} containers "
+            return (f"{EXPANSION_REASON} {samples} samples and {containers} containers "
                     f"(memo references unfolded; {self.elements} elements read), over "
                     f"DAQ.MAX_SAMPLES_PER_FRAME ({limits.max_samples}) or "
                     f"{limits.max_containers} containers")
