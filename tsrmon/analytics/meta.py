@@ -60,8 +60,8 @@ TYPE_UNITS = {"VIB": "g", "TEMP": "°C"}
 
 def normalise_unit(text):
     """Canonical spelling of a unit (``"m/s^2"`` → ``"m/s²"``); ValueError
-    naming the known ones when it is not known.  ``"G"`` is g; ``"K"`` is
-    kelvin and ``"k"`` too (units are case-insensitive but for mm/mV)."""
+    naming the known ones when it is not known.  Aliases are matched
+    case-insensitively (``"G"`` is g, ``"IPS"`` in/s, ``"degC"`` °C)."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError("unit must be a non-empty string, got %r" % (text,))
     t = text.strip()
@@ -196,7 +196,10 @@ def validate_entry(entry, where="SENSORS[?]"):
     if "rpm" in entry:
         out["rpm"] = _positive("rpm", entry["rpm"], where)
     if "unit" in entry:
-        out["unit"] = normalise_unit(entry["unit"])
+        try:
+            out["unit"] = normalise_unit(entry["unit"])
+        except ValueError as e:
+            raise ValueError("%s: %s" % (where, e)) from None
     if "bearing" in entry:
         if not isinstance(entry["bearing"], dict):
             raise ValueError("%s: bearing must be a mapping" % where)
