@@ -83,8 +83,8 @@ class EndpointListener(internet.StreamServerEndpointService):
         try:
             self.endpoint = serverFromString(self.reactor, self.description)
             d = self.endpoint.listen(self.factory)
-        except Exception:
-            d = defer.fail()
+        except Exception as e:
+            d = defer.fail(OSError(listen_exception_text(self.description, e)))
 
         def listening(port):
             self.port = port
@@ -98,6 +98,23 @@ class EndpointListener(internet.StreamServerEndpointService):
         d.addCallbacks(listening, failed)
         # StreamServerEndpointService.stopService stops the port through this.
         self._waitingForPort = self.listening = d
+
+
+def listen_exception_text(description, error):
+    """One line for an endpoint that could not even be built."""
+    if description.startswith("systemd:") and isinstance(error, (IndexError, KeyError)):
+        # Twisted's parser looks the socket up in LISTEN_FDS / LISTEN_FDNAMES.
+        return (f"systemd passed no such socket (LISTEN_FDS={os.environ.get('LISTEN_FDS', '')!r}, "
+                f"LISTEN_FDNAMES={os.environ.get('LISTEN_FDNAMES', '')!r}); start tsrmon through "
+                f"tsrmon.socket, or listen on SERVER.HOST/PORT/TCP_PORT instead")
+    return str(error) or type(error).__name__
+
+
+def _address_text(address):
+    host, port = getattr(address, "host", None), getattr(address, "port", None)
+    if host is not None and port is not None:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(getattr(address, "name", None) or address)
 
 
 def listener_problem(port):
@@ -150,7 +167,7 @@ class TsrmonService(OrderedMultiService):
         self.exit_status = exit_status
         self.demo = False
         self.failure = None
-        self._ports = []  # (child, listening port)
+        self._ports = []  # (child, listening port, its address)
         self._port_check = None
         self._old_handlers = {}
 
@@ -176,7 +193,9 @@ class TsrmonService(OrderedMultiService):
                 child.startService()
             except Exception as e:
                 if self._is_listener(child):
-                    self._fatal(f"cannot start: {self._listener_text(child)}: {e}")
+                    describe = getattr(child, "endpoint_description", lambda: "")
+                    self._fatal(f"cannot listen: {self._listener_text(child)}: "
+                                f"{listen_exception_text(describe(), e)}")
                 else:
                     self.log.failure("starting {service} failed", service=child.name)
                     self._fatal(f"cannot start: {child.name or type(child).__name__} failed: {e}")
@@ -223,18 +242,21 @@ class TsrmonService(OrderedMultiService):
                     error = result.getErrorMessage() if isinstance(result, Failure) else "did not listen"
                 self._fatal(f"cannot listen: {self._listener_text(child)}: {error}")
                 return None
-            self._ports.append((child, result))
+            self._ports.append((child, result, result.getHost()))
             return result
 
         d.addBoth(settled)
 
     def _check_ports(self):
-        for child, port in self._ports:
-            problem = listener_problem(port)
+        for child, port, address in self._ports:
+            try:
+                problem = listener_problem(port)
+            except Exception as e:  # never let the check itself stop checking
+                problem = f"cannot check the socket ({e})"
             if problem is not None:
-                if hasattr(port, "stopReading"):
+                if getattr(port, "connected", False) and hasattr(port, "stopReading"):
                     port.stopReading()  # Twisted would retry accept() on every loop
-                self._fatal(f"listener lost: {self._listener_text(child)} ({port.getHost()}): {problem}")
+                self._fatal(f"listener lost: {self._listener_text(child)} ({_address_text(address)}): {problem}")
                 return
 
     def _fatal(self, line, code=LISTENER_FAILED):
