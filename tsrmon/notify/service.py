@@ -295,6 +295,12 @@ class NotifierService(service.Service):
         d.addCallback(shape)
         return d
 
+    @property
+    def enabled(self):
+        """True when at least one channel (FCM target, webhook) would be sent to:
+        the one answer ``/healthz`` and ``/notifications`` both give."""
+        return bool(self.targets)
+
     def health(self):
         channels = {"fcm": dict(self.fcm.health(), **self._last_for("fcm", [t for t in self.targets
                                                                           if t.channel == "fcm"]))}
@@ -303,7 +309,7 @@ class NotifierService(service.Service):
                                                     **self._last.get(f"webhook:{hook.label}", {}))
         return {
             "ok": self.records.error is None,
-            "enabled": bool(self.targets),
+            "enabled": self.enabled,
             "channels": channels,
             "throttle": {"interval": self.throttle.interval, "max_per_hour": self.throttle.max_per_hour,
                          "sent_last_hour": self.throttle.sent_last_hour(), "held": self.throttle.held_total()},

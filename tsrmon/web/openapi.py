@@ -10,9 +10,17 @@ import copy
 from tsrmon.store.schema import LEGACY_LEVELS
 
 MAX_MINUTES = 7 * 24 * 60
+# The dates a query may name (tsrmon.web.rest.MIN_DATE / MAX_DATE); any other
+# date is answered 400 naming this range.
+MIN_DATE = "1970-01-01"
+MAX_DATE = "9998-12-31"
+_DATES = f"Supported dates: {MIN_DATE} … {MAX_DATE}; any other date is a 400."
 # tsrmon.names: Unicode letters and digits, _ . -, 1-64 characters, not
-# starting with . or - (Python's \w is exactly "isalnum() or _").
-NAME_PATTERN = r"^\w[\w.-]{0,63}$"
+# starting with . or - (Python's \w is exactly "isalnum() or _").  OpenAPI
+# patterns are ECMA-262, whose \w is ASCII only: any non-ASCII character of
+# the BMP is let through here (a superset: the server still answers 400 for a
+# name it refuses), so no accepted name ever "violates" the schema.
+NAME_PATTERN = r"^[\w\u0080-\uffff][\w.\u0080-\uffff-]{0,63}$"
 
 # Klein routes that are not REST (documented in docs/socketio.md instead).
 NOT_REST = frozenset({"/socket.io/", "/socket.io/{__rest__}"})
@@ -32,7 +40,8 @@ def _json_or_csv(schema):
                         "text/csv": {"schema": {"type": "string"}}}}
 
 
-_ERROR = _json(_ref("Error"), "Bad request: a missing or invalid parameter")
+_ERROR = _json(_ref("Error"), "Bad request: a missing or invalid parameter, start after end, "
+                               f"or a date outside {MIN_DATE} … {MAX_DATE}")
 _UNAUTHORIZED = _json(_ref("Error"), "Missing or invalid API token (only when AUTH.API_TOKENS is set)")
 
 _P = {
@@ -40,16 +49,17 @@ _P = {
                 "description": "Machine name (APP.MACHINE_ALIASES apply, e.g. VacuumPump).",
                 "schema": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 64}},
     "start": {"name": "start", "in": "query", "required": True,
-              "description": "First local date, inclusive (compared with DATE(time)).",
+              "description": "First local date, inclusive (compared with DATE(time)). " + _DATES,
               "schema": {"type": "string", "format": "date"}},
     "end": {"name": "end", "in": "query", "required": True,
-            "description": "Last local date, inclusive.",
+            "description": "Last local date, inclusive. " + _DATES,
             "schema": {"type": "string", "format": "date"}},
     "opt_start": {"name": "start", "in": "query", "required": False,
-                  "description": "First local date (default: end minus 29 days).",
+                  "description": "First local date (default: end minus 29 days, not before "
+                                 f"{MIN_DATE}). " + _DATES,
                   "schema": {"type": "string", "format": "date"}},
     "opt_end": {"name": "end", "in": "query", "required": False,
-                "description": "Last local date (default: today).",
+                "description": "Last local date (default: today). " + _DATES,
                 "schema": {"type": "string", "format": "date"}},
     "align": {"name": "align", "in": "query", "required": False,
               "description": "Only bucket times that every sensor with data in the range has "
@@ -72,6 +82,12 @@ _P = {
                 "description": "How many recent minutes (default 60; minute rows are kept 7 days).",
                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_MINUTES}},
 }
+
+# The boundary dates as examples: client generators show them, and
+# schemathesis' examples phase sends them to every route that takes a date.
+for _key in ("start", "end", "opt_start", "opt_end"):
+    _P[_key]["examples"] = {"first supported date": {"value": MIN_DATE},
+                            "last supported date": {"value": MAX_DATE}}
 
 _NULLABLE_NUMBER = {"type": "number", "nullable": True}
 
@@ -220,7 +236,7 @@ PATHS = {
     "/alarms/{alarm_id}/ack": {"post": {
         "summary": "Acknowledge an active alarm (needs a token when AUTH.API_TOKENS is set)",
         "parameters": [copy.deepcopy(_P["alarm_id"]), copy.deepcopy(_P["by"])],
-        "responses": {"200": _json(_ref("Alarm")), "401": _UNAUTHORIZED,
+        "responses": {"200": _json(_ref("Alarm")), "400": _ERROR, "401": _UNAUTHORIZED,
                       "404": _json(_ref("Error"), "No such active alarm")}}},
     "/healthz": _get(
         "Health of the DAQ listener, the database writer and the notifier (no token needed)", [],
@@ -241,7 +257,10 @@ def spec(config=None):
         "openapi": "3.0.3",
         "info": {"title": "tsrmon REST API", "version": "1",
                  "description": "Drop-in replacement of the deployed TSR monitoring server's REST "
-                                "API, with fixes and additions (docs/api.md)."},
+                                "API, with fixes and additions (docs/api.md). Input outside what "
+                                "is supported (a date outside " + f"{MIN_DATE} … {MAX_DATE}, a "
+                                "malformed parameter) is answered 400 with an Error body naming "
+                                "the parameter, never 500."},
         "paths": copy.deepcopy(PATHS),
         "components": {
             "schemas": copy.deepcopy(SCHEMAS),

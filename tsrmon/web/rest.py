@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from tsrmon.names import name_problem
+from tsrmon.peerlog import PeerLog, peer_text
 from tsrmon.store import schema
 from tsrmon.store.reader import align_series
 from tsrmon.web import openapi
@@ -32,6 +33,12 @@ CSV = b"text/csv; charset=utf-8"
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}$")
 MAX_MINUTES = 7 * 24 * 60  # minute rows are kept 7 days (docs/storage.md)
 DEFAULT_NOTIFICATION_DAYS = 30
+# The dates a query may name.  Below the epoch, local midnights of some
+# zones are negative or overflow; above it, "the day after" and "the year
+# after" (bucket bounds, next-month texts) leave the calendar (year 10000).
+MIN_DATE = date.fromisoformat(openapi.MIN_DATE)  # 1970-01-01
+MAX_DATE = date.fromisoformat(openapi.MAX_DATE)  # 9998-12-31
+DATE_RANGE_TEXT = f"{MIN_DATE.isoformat()} … {MAX_DATE.isoformat()}"
 
 
 class BadParameter(Exception):
@@ -68,6 +75,11 @@ def _content_disposition(stem):
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{utf8}".encode("ascii")
 
 
+def _client(request):
+    """The client's address for log lines (a UNIX socket has no host)."""
+    return str(getattr(request.getClientAddress(), "host", None) or "local")
+
+
 def _route_label(path):
     """A bounded label for request metrics."""
     if path.startswith(b"/socket.io"):
@@ -99,6 +111,11 @@ class RestAPI:
         self.metrics = RestMetrics(hub, counters)
         self._rates = {}  # machine -> (t, frames, frames_per_second)
         self._gates = []
+        # Bad input: a few lines per client and reason a minute.  A real
+        # internal error: its traceback once per route and exception type a
+        # minute (a flood of failing requests cannot flood the log).
+        self.peerlog = PeerLog(self.log, clock)
+        self.failures = PeerLog(self.log, clock, burst=1, global_burst=20)
 
     def reconfigure(self, config):
         """SIGHUP: aliases, CORS origins and tokens take effect for new requests."""
@@ -149,9 +166,14 @@ class RestAPI:
                 raise BadParameter(name, f"missing {name} (a date, YYYY-MM-DD)")
             return default
         try:
-            return parse_date(text)
-        except ValueError:
-            raise BadParameter(name, f"{name} is not a date (YYYY-MM-DD): {text!r}") from None
+            day = parse_date(text)
+        except (ValueError, OverflowError):
+            raise BadParameter(name, f"{name} is not a date (YYYY-MM-DD, supported {DATE_RANGE_TEXT}): "
+                                     f"'{peer_text(text)}'") from None
+        if not MIN_DATE <= day <= MAX_DATE:
+            raise BadParameter(name, f"{name} {day.isoformat()} is outside the supported dates "
+                                     f"{DATE_RANGE_TEXT}")
+        return day
 
     def _range(self, request, required=True):
         start = self._date(request, "start", required)
@@ -164,7 +186,7 @@ class RestAPI:
         """Optional start/end dates; by default the last 30 days up to today."""
         end = self._date(request, "end", required=False, default=self._today())
         start = self._date(request, "start", required=False,
-                           default=end - timedelta(days=DEFAULT_NOTIFICATION_DAYS - 1))
+                           default=max(MIN_DATE, end - timedelta(days=DEFAULT_NOTIFICATION_DAYS - 1)))
         if start > end:
             raise BadParameter("start", f"start ({start}) is after end ({end})")
         return start, end
@@ -216,6 +238,10 @@ class RestAPI:
     @app.handle_errors(BadParameter)
     def _bad_parameter(self, request, failure):
         e = failure.value
+        self.peerlog.info(_client(request), f"bad {e.parameter}",
+                          "{method} {path} from {client}: 400 {error}",
+                          method=peer_text(request.method, 8), path=peer_text(request.path),
+                          client=_client(request), error=peer_text(e.message, 160))
         request.setResponseCode(400)
         request.setHeader(b"Content-Type", JSON)
         return error_body(e.message, e.parameter)
@@ -243,9 +269,11 @@ class RestAPI:
                     request.setHeader(b"Location", value.encode("utf-8"))
             request.setHeader(b"Content-Type", JSON)
             return error_body(he.description or he.name, None)
-        self.log.failure("{method} {uri} failed", failure,
-                         method=request.method.decode("ascii", "replace"),
-                         uri=request.uri.decode("utf-8", "replace"))
+        self.failures.error(_route_label(request.path), type(failure.value).__name__,
+                            "{method} {uri} from {client} failed (more such failures of this "
+                            "route are counted, not logged, for a minute)",
+                            log_failure=failure, method=peer_text(request.method, 8),
+                            uri=peer_text(request.uri, 200), client=_client(request))
         request.setResponseCode(500)
         request.setHeader(b"Content-Type", JSON)
         return error_body("internal error (logged)", None)
@@ -316,7 +344,10 @@ class RestAPI:
         align = self._bool(request, "align", True)
         fmt = self._format(request)
         render = _stat_csv if fmt == "csv" else _stat_json
-        body = yield self.reader.stats(machine, level, start, end, align, then=render)
+        # The last supported date has no "year after" for the serving rules'
+        # bounds (year 10000); up to it is the same as no upper bound.
+        bound = None if end == MAX_DATE.isoformat() else end
+        body = yield self.reader.stats(machine, level, start, bound, align, then=render)
         if fmt == "csv":
             request.setHeader(b"Content-Disposition",
                               _content_disposition(f"{machine}_{level}_{start}_{end}"))
@@ -405,7 +436,10 @@ class RestAPI:
         if self.notifier is None:
             return self._json(request, {"enabled": False, "notifications": []})
         items = yield self.notifier.history(self._epoch(start), self._epoch(end + timedelta(days=1)))
-        return self._json(request, {"enabled": True, "notifications": list(items or [])})
+        # The same answer as the notifier's /healthz check: a notifier with no
+        # channel configured is not enabled (its history may still hold rows).
+        enabled = bool(getattr(self.notifier, "enabled", True))
+        return self._json(request, {"enabled": enabled, "notifications": list(items or [])})
 
     # -- alarm rules (tsrmon.alarms) ----------------------------------------
     def _opt_machine(self, request):
