@@ -85,12 +85,18 @@ def plan_for(frame, runs):
     first_marker = []  # run number -> marker of its first float
     run_of = {}  # first marker -> run number
     marker = 0
-    for r, (offset, count) in enumerate(runs):
-        first_marker.append(marker + 1)
-        run_of[marker + 1] = r
-        for i in range(count):
-            marker += 1
-            struct.pack_into(">d", synthetic, offset + 9 * i + 1, float(marker))
+    view = _np.frombuffer(synthetic, _np.uint8)
+    try:
+        for r, (offset, count) in enumerate(runs):
+            first_marker.append(marker + 1)
+            run_of[marker + 1] = r
+            # The run's float arguments as a strided big-endian view, filled in C.
+            args = _np.ndarray((count,), _BIG_F8, view, offset + 1, (9,))
+            args[:] = _np.arange(marker + 1, marker + count + 1, dtype=_np.float64)
+            marker += count
+        del args
+    finally:
+        del view  # releases the export, so ``synthetic`` is a plain bytearray again
     try:
         # Same skeleton as a frame the walker accepted: plain data only.
         value = pickle.loads(synthetic)
@@ -122,7 +128,7 @@ def plan_for(frame, runs):
             r = run_of[v]
             offset, count = runs[r]
             first = first_marker[r]
-            if data[i:i + count] != [float(first + k) for k in range(count)]:
+            if data[i:i + count] != _np.arange(first, first + count, dtype=_np.float64).tolist():
                 return None
             plan_runs.append((offset, count, _run_struct(count)))
             i += count
