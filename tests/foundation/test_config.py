@@ -102,6 +102,11 @@ def test_default_config_path_prefers_env_then_deployed_layout(tmp_path, monkeypa
     ("DAQ:\n  MACHINES: ['../x']\n", "DAQ.MACHINES", "not a valid machine name"),
     ("LOGGER:\n  LEVEL: chatty\n", "LOGGER.LEVEL", "unknown log level"),
     ("NOTIFY:\n  WEBHOOKS: [ftp://x]\n", "NOTIFY.WEBHOOKS", "not an http(s) URL"),
+    ("DATABASE:\n  FLUSH: .nan\n", "DATABASE.FLUSH", "finite number"),
+    ("SERVER:\n  HOST: 'not a host!'\n", "SERVER.HOST", "neither an IP address nor a host name"),
+    ("SERVER:\n  TCP_ENDPOINT: 'garbage:foo'\n", "SERVER.TCP_ENDPOINT", "Unknown endpoint type"),
+    ("SERVER:\n  PORT: 1\nSERVER:\n  PORT: 2\n", "SERVER", "duplicate section at line 3"),
+    ("SERVER:\n  PORT: 9000\n  TCP_PORT: 9000\n", "SERVER.TCP_PORT", "also the HTTP port"),
 ])
 def test_bad_configuration_is_one_line_naming_file_and_key(tmp_path, text, key, words):
     path = write(tmp_path, text)
