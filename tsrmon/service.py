@@ -408,6 +408,12 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
         return reader.recent_minutes(machine, reactor.seconds() - span)
 
     live = rooms["live"] = LiveService(config, reactor, hub, history=live_history)
+    # The first `status` of a machine also carries what storage knows of it
+    # (latest minute values, last FaultDetect and anomaly, last seen).
+    from tsrmon.live.machines import stored_summary
+    live.stored_status = lambda machine: stored_summary(
+        reader, machine, reactor.seconds(), live.mode, live.zone,
+        config["DATABASE"]["MINUTE_RETENTION_DAYS"])
     daq = rooms["daq"] = DAQListenerService(config, hub, reactor)
     alarms = rooms["alarms"] = AlarmService(
         config, reactor, hub,

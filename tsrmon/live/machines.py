@@ -7,12 +7,24 @@ updates, oldest first).  Added: ``status`` (DAQ connected/disconnected, last
 frame time) and ``subscribe``/``unsubscribe`` to per-second ``second`` events
 of chosen sensors, sent only to the subscribing client.
 
+``status`` is also what a page paints first, so it carries what a client
+would otherwise wait up to LIVE.INTERVAL for, or never see for a machine of
+an earlier run: ``latest`` (the last interval value per sensor), ``last_fault``
+(the last FaultDetect), ``last_anomaly`` (the last one over threshold) and
+``last_seen`` (the last frame, or the newest stored minute or fault).  What
+this run has not seen comes from storage (``stored_summary``), read once per
+room on the first ``status`` request; a ``status`` request is answered after
+that read.
+
 A :class:`MachineRoom` lives as long as the service, independent of the DAQ
 connection, so the cache survives reconnects and clients stay connected while
 the DAQ is away.
 """
 
+import datetime
 from collections import deque
+
+from twisted.internet import defer
 
 from tsrmon.live.socketio import Namespace
 
@@ -29,6 +41,9 @@ class MachineRoom(Namespace):
         self.windows = {}  # sensor -> [stype, PartialSums] of the current interval
         self.cache = {}  # sensor -> deque of update payloads, first-seen order
         self.subscribers = {}  # sensor -> set of NamespaceSocket
+        self.stored = None  # stored_summary() once read (None: not yet, or no storage)
+        self._stored_waiters = None  # Deferreds waiting for the read in flight
+        self.live_anomaly = None  # (score, threshold, t) of the last anomaly of this run
 
     # -- data from the hub -------------------------------------------------
     def add_second(self, sensor, stype, t, sums):
@@ -80,20 +95,78 @@ class MachineRoom(Namespace):
         if merged or live is not None:
             self.cache[sensor] = merged
 
+    def broadcast(self, event, *args):
+        if event == "anomaly" and args and isinstance(args[0], dict):
+            # Every FaultDetect is broadcast; remember the last one over threshold.
+            a = args[0]
+            if a.get("score", 0.0) > a.get("threshold", 0.0):
+                self.live_anomaly = (a["score"], a["threshold"], self.service.clock.seconds())
+        return super().broadcast(event, *args)
+
     def status_payload(self):
         machine = self.service.hub.get(self.machine)
+        stored = self.stored or {}
+        text = self.service.time_text
         if machine is None:
-            return {"machine": self.machine, "connected": False, "last_frame": None,
-                    "last_frame_time": None, "connected_since": None, "disconnected_at": None}
-        last = machine.last_frame
-        return {
-            "machine": self.machine,
-            "connected": machine.connected,
-            "last_frame": last,
-            "last_frame_time": self.service.time_text(last) if last is not None else None,
-            "connected_since": machine.connected_since,
-            "disconnected_at": machine.disconnected_at,
-        }
+            payload = {"machine": self.machine, "connected": False, "last_frame": None,
+                       "last_frame_time": None, "connected_since": None, "disconnected_at": None}
+            last_fault = None
+        else:
+            last = machine.last_frame
+            payload = {
+                "machine": self.machine,
+                "connected": machine.connected,
+                "last_frame": last,
+                "last_frame_time": text(last) if last is not None else None,
+                "connected_since": machine.connected_since,
+                "disconnected_at": machine.disconnected_at,
+            }
+            last_fault = machine.last_fault
+        if last_fault is None:
+            last_fault = stored.get("last_fault")
+        anomaly = self.live_anomaly or stored.get("last_anomaly")
+        seen = payload["last_frame"]
+        if seen is None:
+            seen = stored.get("last_seen")
+        payload["last_seen"] = seen
+        payload["last_seen_time"] = text(seen) if seen is not None else None
+        payload["last_fault"] = _score(last_fault, text)
+        payload["last_anomaly"] = _score(anomaly, text)
+        latest = dict(stored.get("latest") or {})
+        for sensor, cached in self.cache.items():
+            if cached:
+                latest[sensor] = {"data": cached[-1]["data"], "time": cached[-1]["time"]}
+        payload["latest"] = latest
+        return payload
+
+    def stored_ready(self):
+        """A Deferred that fires once storage was asked (at most once per room)."""
+        if self.stored is not None:
+            return defer.succeed(None)
+        read = getattr(self.service, "stored_status", None)
+        if read is None:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        if self._stored_waiters is None:
+            self._stored_waiters = [d]
+            self._read_stored(read)
+        else:
+            self._stored_waiters.append(d)
+        return d
+
+    def _read_stored(self, read):
+        def done(result):
+            self.stored = result if isinstance(result, dict) else {}
+            waiters, self._stored_waiters = self._stored_waiters or [], None
+            for w in waiters:
+                w.callback(None)
+
+        def failed(failure):
+            self.service.log.failure("live: reading the stored status of {machine} failed",
+                                     failure, machine=self.machine)
+            done({})
+
+        defer.maybeDeferred(read, self.machine).addCallbacks(done, failed)
 
     # -- socket events -------------------------------------------------------
     def on_connect(self, socket, auth):
@@ -128,11 +201,16 @@ class MachineRoom(Namespace):
             ack()
 
     def _status(self, socket, args, ack):
-        payload = self.status_payload()
-        if ack is not None:
-            ack(payload)
-        else:
-            socket.emit("status", payload)
+        def answer(_):
+            if socket.sid not in self.sockets:
+                return  # left while storage was read
+            payload = self.status_payload()
+            if ack is not None:
+                ack(payload)
+            else:
+                self.service.count_sent(socket.emit("status", payload))
+
+        self.stored_ready().addCallback(answer)
 
     def _subscribe(self, socket, args, ack):
         sensors = _sensor_names(args)
@@ -187,3 +265,63 @@ def _sensor_names(args):
 
 def _float(value):
     return None if value is None else float(value)
+
+
+def _score(fault, text):
+    """``(score, threshold, t)`` → the JSON of ``last_fault`` / ``last_anomaly``."""
+    if fault is None:
+        return None
+    score, threshold, t = fault
+    return {"score": float(score), "threshold": float(threshold), "t": t,
+            "time": text(t) if t is not None else None, "over": score > threshold}
+
+
+@defer.inlineCallbacks
+def stored_summary(reader, machine, now, mode, zone, retention_days=7):
+    """What storage knows of ``machine`` for its first ``status``:
+    ``{"latest": {sensor: {"data", "time"}}, "last_seen": epoch or None,
+    "last_fault": (score, threshold, t) or None, "last_anomaly": same or None}``.
+
+    ``reader`` is the SQLite reader (every read runs in its threads); the
+    newest day is read first and older data only when that day is empty.
+    ``mode(stype)`` is the STAT mode of a sensor type, ``zone`` TIME.ZONE.
+    """
+    def text(t):
+        return datetime.datetime.fromtimestamp(t, zone).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    rows = yield reader.recent_minutes(machine, now - 86400)
+    if not rows and retention_days > 1:
+        rows = yield reader.recent_minutes(machine, now - retention_days * 86400)
+    latest, last_seen = {}, None
+    for sensor, stype, t0, sums in rows:  # oldest first
+        if sums.count:
+            latest[sensor] = {"data": float(sums.value(mode(stype))), "time": text(t0 + 60)}
+            last_seen = t0 + 60 if last_seen is None else max(last_seen, t0 + 60)
+    last_fault = last_anomaly = None
+    for days in (1, 30, None):
+        start = None if days is None else text(now - days * 86400)[:10]
+        faults = yield reader.faults(machine, start=start)
+        if faults:
+            time_text, t, score, threshold = faults[-1]
+            last_fault = (score, threshold, t if t is not None else _epoch(time_text, zone))
+            break
+    for days in (1, 30, None):
+        start = None if days is None else text(now - days * 86400)[:10]
+        anomalies = yield reader.anomalies(machine, start=start)
+        if anomalies:
+            _, time_text, score, threshold = anomalies[-1]
+            last_anomaly = (score, threshold, _epoch(time_text, zone))
+            break
+    if last_fault is not None and last_fault[2] is not None:
+        last_seen = last_fault[2] if last_seen is None else max(last_seen, last_fault[2])
+    return {"latest": latest, "last_seen": last_seen, "last_fault": last_fault,
+            "last_anomaly": last_anomaly}
+
+
+def _epoch(time_text, zone):
+    """Stored local time text → epoch seconds (None when unreadable)."""
+    try:
+        naive = datetime.datetime.fromisoformat(str(time_text).replace("T", " ")[:26])
+    except ValueError:
+        return None
+    return naive.replace(tzinfo=zone).timestamp() if naive.tzinfo is None else naive.timestamp()
