@@ -239,23 +239,30 @@ def reduce_chunk(x, ref, scratch=None):
     """One chunk's columns ``(count, ref, s1, s2, s3, s4, min, max)``.
 
     ``x`` is a 1-D float64 array of finite samples (the decoder already
-    refuses NaN/inf).  Vectorised: one subtraction, one square and four
+    refuses NaN/inf).  Vectorised, five element-wise passes and six
     reductions; ``scratch`` (two float64 arrays at least as long as ``x``)
-    avoids the two temporaries when the caller reduces many chunks.
+    avoids allocating two temporaries when the caller reduces many chunks.
+
+    Every sum is numpy's pairwise ``add.reduce`` (error ~ eps·log n), not
+    ``dot``: BLAS ``ddot`` is faster on an idle core but OpenBLAS threads it,
+    and on a loaded 2-core host the threaded call ran 3–5× slower
+    (bench/analytics.py).
     """
     x = np.asarray(x, dtype=np.float64)
     n = x.size
     if n == 0:
         return (0, float(ref), 0.0, 0.0, 0.0, 0.0, math.inf, -math.inf)
     if scratch is None:
-        d = x - ref
-        d2 = d * d
+        a, b = np.empty(n), np.empty(n)
     else:
-        d = np.subtract(x, ref, out=scratch[0][:n])
-        d2 = np.multiply(d, d, out=scratch[1][:n])
-    # np.add.reduce is pairwise (error ~ eps·log n); dot is BLAS, blocked.
-    return (n, float(ref), float(np.add.reduce(d)), float(np.add.reduce(d2)),
-            float(np.dot(d2, d)), float(np.dot(d2, d2)),
+        a, b = scratch[0][:n], scratch[1][:n]
+    add = np.add.reduce
+    d = np.subtract(x, ref, out=a)
+    d2 = np.multiply(d, d, out=b)
+    s1, s2 = add(d), add(d2)
+    s3 = add(np.multiply(d2, d, out=a))
+    s4 = add(np.multiply(d2, d2, out=a))
+    return (n, float(ref), float(s1), float(s2), float(s3), float(s4),
             float(x.min()), float(x.max()))
 
 

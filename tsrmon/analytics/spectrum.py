@@ -18,6 +18,11 @@ k·Δf + Δf/2)``; bin power is spread uniformly over each bin's own width and
 split between lines by overlap, so the total power is preserved whatever
 the ratio of line to bin spacing (at 25.6 kHz with N = 32,768 a line is
 exactly 8 bins).
+
+No ``numpy.dot`` on the per-minute path: OpenBLAS threads it, and on a busy
+2-core host one threaded 16k-element dot took milliseconds (see
+bench/analytics.py); ``add.reduce`` of a product is single-threaded and
+pairwise.
 """
 
 import math
@@ -358,7 +363,7 @@ def band_rms(spec, f_lo, f_hi):
     if f_hi <= f_lo:
         raise ValueError("band_rms: empty band %r..%r Hz" % (f_lo, f_hi))
     w = _line_weights(spec, f_lo, f_hi)
-    return float(math.sqrt(np.dot(w, spec.power)))
+    return float(math.sqrt(np.add.reduce(w * spec.power)))
 
 
 def bands_rms(spec, bands):
@@ -381,7 +386,7 @@ def velocity_rms(spec, accel_to_mm_s2=G_MM_S2, f_lo=10.0, f_hi=1000.0):
     w = _line_weights(spec, f_lo, f_hi)
     keep = (w > 0) & (f > 0)
     v = spec.power[keep] * (accel_to_mm_s2 / (2 * np.pi * f[keep])) ** 2
-    return float(math.sqrt(np.dot(w[keep], v)))
+    return float(math.sqrt(np.add.reduce(w[keep] * v)))
 
 
 def _parabolic(y, k):
@@ -425,7 +430,9 @@ def peaks(spec, top=10, f_lo=None, f_hi=None, half=None):
         idx = idx[f[idx] <= f_hi]
     # Rank by tone energy, not the single value, then keep maxima that are
     # not within ±half of a higher one.
-    amps = np.array([tone_rms(spec, k, half) for k in idx])
+    cum = np.concatenate(([0.0], np.cumsum(spec.power)))
+    amps = np.sqrt(np.maximum(cum[np.minimum(idx + half + 1, y.size)]
+                              - cum[np.maximum(idx - half, 0)], 0.0))
     order = np.argsort(-amps, kind="stable")
     out, taken = [], []
     for j in order:
