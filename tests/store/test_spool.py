@@ -371,3 +371,13 @@ def test_case_collisions_are_found_and_logged_at_start_not_merged(tmp_path, monk
 def test_no_collisions_in_an_empty_or_missing_folder(tmp_path):
     assert schema.find_case_collisions(str(tmp_path / "nope")) == []
     assert schema.find_case_collisions(str(tmp_path)) == []
+    _sensors_db(str(tmp_path / "M.db"), ["vib", "temp"])
+    assert schema.case_collision_lines(str(tmp_path)) == []
+
+
+def test_collision_lines_for_check_config(tmp_path):
+    _sensors_db(str(tmp_path / "M.db"), ["Vib", "vib"])
+    assert schema.case_collision_lines(str(tmp_path)) == [
+        "machine 'M': sensors 'Vib', 'vib' differ only in case and share their statistics "
+        "tables (SQLite ignores case there), so their rows are mixed; reported only, "
+        "see docs/storage.md"]

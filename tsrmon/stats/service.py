@@ -26,7 +26,7 @@ import math
 
 import numpy as np
 from twisted.application import service
-from twisted.internet import task
+from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from tsrmon.peerlog import peer_text
@@ -261,8 +261,18 @@ class StatsService(service.Service):
                                  machine=peer_text(machine), total=self.rows_refused)
         self.flushes += 1
         d = self.store.flush()
-        d.addErrback(lambda f: self.log.failure("flushing statistics failed", f))
+        d.addErrback(self._flush_failed)
         return d
+
+    def _flush_failed(self, failure):
+        cause = failure.value.subFailure if failure.check(defer.FirstError) else failure
+        if cause.check(defer.CancelledError):
+            # SERVER.SHUTDOWN_TIMEOUT: the rows are in the store's queue
+            # already; the store spools what it could not commit.
+            self.log.warn("statistics: the store was still committing when the shutdown "
+                          "timeout expired; the store keeps the rows")
+        else:
+            self.log.failure("flushing statistics failed", failure)
 
     def counters(self):
         return {

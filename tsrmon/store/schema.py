@@ -195,8 +195,13 @@ def describe_case_collision(c):
     names = ", ".join(repr(n) for n in c["names"])
     if c["kind"] == "machine":
         return (f"machine databases {names} differ only in case (one file on a "
-                f"case-insensitive file system); not merged, rename one by hand")
-    merged = (" and share their statistics tables (their rows are merged)"
-              if c["shared_tables"] else "")
+                f"case-insensitive file system); reported only, rename one by hand")
+    merged = (" and share their statistics tables (SQLite ignores case there), so their rows "
+              "are mixed" if c["shared_tables"] else "")
     return (f"machine {c['machine']!r}: sensors {names} differ only in case{merged}; "
-            f"not merged, see docs/storage.md")
+            f"reported only, see docs/storage.md")
+
+
+def case_collision_lines(folder):
+    """:func:`describe_case_collision` lines for every collision in ``folder``."""
+    return [describe_case_collision(c) for c in find_case_collisions(folder)]

@@ -263,6 +263,10 @@ class MachineDatabase:
                     before = rows + self.queued_rows
                     self.queued_rows = kept
                     self.store._queue_changed(kept - before)
+                    if self.store.closed:
+                        # The shutdown timeout cut the final commit short and
+                        # it failed since: spool these rows too.
+                        self.store._spool_queued()
             else:
                 if self._failures:
                     self.log.info("{path}: writing again after {count} failed attempts",
