@@ -381,3 +381,63 @@ def test_collision_lines_for_check_config(tmp_path):
         "machine 'M': sensors 'Vib', 'vib' differ only in case and share their statistics "
         "tables (SQLite ignores case there), so their rows are mixed; reported only, "
         "see docs/storage.md"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_shutdown_timeout_spools_the_queue_and_a_commit_that_fails_after_it(
+        tmp_path, monkeypatch):
+    import threading
+
+    log = Events(monkeypatch)
+    cfg = config(tmp_path, ZONE)
+    store = SQLiteStore(cfg, reactor)
+    store.startService()
+    gate = threading.Event()
+
+    def stuck(conn, catalog, rows):
+        gate.wait(20)
+        raise sqlite3.OperationalError("disk I/O error (simulated)")
+
+    monkeypatch.setattr(sqlite_store, "apply_sum_rows", stuck)
+    row1 = ("v", "hour", 3600, 0, "h", 1, 1.0, 1.0, 1.0, 1.0, 1.0)
+    row2 = ("v", "hour", 3600, 0, "h", 2, 2.0, 2.0, 1.0, 1.0, 2.0)
+    store.upsert_sums("M", [row1])
+    first = store.flush()  # running, stuck in its thread
+    store.upsert_sums("M", [row2])  # queued behind it
+    stopping = store.stopService()
+    stopping.cancel()  # what SERVER.SHUTDOWN_TIMEOUT does
+    yield stopping
+    folder = spool.spool_dir(cfg["DATABASE"]["PATH"])
+    (name,) = spool_names(cfg)
+    records, _ = spool.read_file(os.path.join(folder, name))
+    assert [r["count"] for r in records] == [2]
+    assert any("while 1 databases were committing" in m for m in log.text("error"))
+    gate.set()
+    yield first  # the stuck commit fails now: its rows are spooled too
+    names = spool_names(cfg)
+    assert len(names) == 2
+    counts = sorted(r["count"] for n in names for r in spool.read_file(os.path.join(folder, n))[0])
+    assert counts == [1, 2]
+    assert store.counters()["spooled_rows"] == 2
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_full_disk_makes_the_store_unhealthy(tmp_path, monkeypatch):
+    Events(monkeypatch)
+    cfg = config(tmp_path, ZONE)
+    store = SQLiteStore(cfg, reactor)
+    store.startService()
+
+    def full(conn, catalog, rows):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(sqlite_store, "apply_sum_rows", full)
+    store.upsert_sums("M", [("v", "hour", 3600, 0, "h", 1, 1.0, 1.0, 1.0, 1.0, 1.0)])
+    yield store.flush()
+    h = store.health()
+    assert h["ok"] is False and h["state"] == "failing" and h["error"] == "the disk is full"
+    monkeypatch.undo()
+    Events(monkeypatch)
+    yield store.flush()
+    assert store.health()["ok"] is True
+    yield store.stopService()

@@ -281,7 +281,10 @@ class MachineDatabase:
                     self.store._committed(self.machine, touched)
             for w in waiters:
                 w.callback(None)
-            if self._waiters:
+            if self.store.closed:
+                # Finished after the shutdown timeout: nothing more to start.
+                self.close()
+            elif self._waiters:
                 self._start()
 
         self._inflight.addBoth(done)
@@ -451,14 +454,19 @@ class SQLiteStore(service.Service):
                   if db.failing and db._inflight is not None]
             ds += [db.commit() for db in self.databases.values() if not db.failing]
             yield defer.gatherResults(ds, consumeErrors=True)
-        except defer.CancelledError:
-            # SERVER.SHUTDOWN_TIMEOUT expired: spool what is queued now.
+        except (defer.CancelledError, defer.FirstError):
+            # SERVER.SHUTDOWN_TIMEOUT expired (commits never errback
+            # otherwise): spool what is queued now.
             pass
         finally:
             self._spool_queued()
             self.closed = True
             for db in self.databases.values():
-                db.close()
+                # A transaction still running (after the shutdown timeout)
+                # closes its pool when it ends; closing now would block the
+                # reactor until then.
+                if db._inflight is None:
+                    db.close()
 
     # -- the spool -------------------------------------------------------------------
     def _spool_queued(self):
