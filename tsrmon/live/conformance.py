@@ -51,7 +51,7 @@ def build_site(clock, ping_interval=0.3, ping_timeout=0.2, connect_timeout=1.0,
     namespaces = {"/": EchoNamespace("/"), "/custom": EchoNamespace("/custom")}
     options = dict(ping_interval=ping_interval, ping_timeout=ping_timeout,
                    max_payload=max_payload, upgrade_timeout=upgrade_timeout,
-                   max_queue=max_queue, cors_origins=["*"], allow_eio3=allow_eio3)
+                   max_queue=max_queue, allow_eio3=allow_eio3)  # default policy: CORS *, no tokens
     echo = EngineServer(clock, EchoHandler, name="engine.io", **options)
     sio = SocketServer(clock, namespaces.get, connect_timeout=connect_timeout)
     socketio = EngineServer(clock, sio, name="socket.io", **options)

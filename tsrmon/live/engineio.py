@@ -13,11 +13,18 @@ Outgoing packets are ``str`` (a text Engine.IO packet, type digit first),
 once for a broadcast).  Each session's send queue is bounded by
 ``max_queue``; a client that cannot keep up is dropped, so a stalled socket
 never grows memory or slows the others.
+
+Who may connect is decided by the :class:`tsrmon.web.policy.HttpPolicy`
+passed in (the daemon's one policy object, shared with the REST gate and
+reloaded by SIGHUP; never copied here): its CORS origins answer every
+request, and with API tokens set a handshake that presents a token
+(``Authorization: Bearer`` or ``?token=``) must present a valid one.  The
+session id then authorises the polling requests that follow (clients such
+as python-engineio send custom headers with the handshake only).
 """
 
 import base64
 import binascii
-import hmac
 import os
 import struct
 from collections import deque
@@ -32,6 +39,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from tsrmon.live.packets import dumps
+from tsrmon.web.policy import HttpPolicy, TokenCheck
 
 # Engine.IO error codes (engine.io server.ts) and their HTTP status.
 TRANSPORT_UNKNOWN = 0
@@ -168,8 +176,7 @@ class EngineServer:
 
     def __init__(self, clock, handler_factory, *, ping_interval=25.0, ping_timeout=20.0,
                  max_payload=1_000_000, upgrade_timeout=10.0, max_queue=1000,
-                 cors_origins=("*",), tokens=(), name="socket.io", counters=None,
-                 allow_eio3=False):
+                 policy=None, name="socket.io", counters=None, allow_eio3=False):
         self.clock = clock
         self.handler_factory = handler_factory
         self.ping_interval = ping_interval
@@ -177,8 +184,8 @@ class EngineServer:
         self.max_payload = max_payload
         self.upgrade_timeout = upgrade_timeout
         self.max_queue = max_queue
-        self.cors_origins = list(cors_origins)
-        self.tokens = [t.encode("utf-8") for t in tokens]
+        # CORS and tokens: read from the shared policy at every request.
+        self.policy = policy if policy is not None else HttpPolicy()
         self.name = name
         self.allow_eio3 = allow_eio3
         self.sessions = {}
@@ -203,27 +210,6 @@ class EngineServer:
     def resource(self):
         return EngineResource(self)
 
-    # -- tokens ------------------------------------------------------------
-    def token_ok(self, token):
-        if isinstance(token, str):
-            token = token.encode("utf-8")
-        if not isinstance(token, bytes):
-            return False
-        ok = False
-        for expected in self.tokens:
-            ok |= hmac.compare_digest(token, expected)
-        return ok
-
-    def request_token(self, headers_get, query_get):
-        """The token a handshake carries (Authorization: Bearer or ?token=)."""
-        auth = headers_get("authorization")
-        if auth:
-            scheme, _, value = auth.partition(" ")
-            if scheme.lower() == "bearer" and value.strip():
-                return value.strip()
-            return ""
-        return query_get("token")
-
     # -- sessions ----------------------------------------------------------
     def protocol_of(self, eio):
         """4, 3 (only with allow_eio3; a missing EIO counts as 3, as in JS) or None."""
@@ -233,11 +219,12 @@ class EngineServer:
             return 3
         return None
 
-    def open_session(self, websocket=None, authenticated=False, query=None, protocol=4):
+    def open_session(self, websocket=None, token=None, query=None, protocol=4):
+        """``token``: what the handshake presented (bytes, checked) or None."""
         sid = new_sid()
         while sid in self.sessions:
             sid = new_sid()
-        session = EngineSession(self, sid, websocket, authenticated, query or {}, protocol)
+        session = EngineSession(self, sid, websocket, token, query or {}, protocol)
         self.sessions[sid] = session
         self.counters["sessions_opened"] += 1
         session.start()
@@ -271,12 +258,14 @@ class EngineSession:
 
     log = Logger()
 
-    def __init__(self, server, sid, websocket, authenticated, query, protocol=4):
+    def __init__(self, server, sid, websocket, token, query, protocol=4):
         self.server = server
         self.protocol = protocol  # Engine.IO revision: 4, or 3 for old clients
         self.clock = server.clock
         self.sid = sid
-        self.authenticated = authenticated
+        # The token the handshake presented: checked against the policy of
+        # the moment each time it is used (a SIGHUP may have revoked it).
+        self.token = token
         self.query = query
         self.ws = websocket  # the active WebSocket protocol (None while polling)
         self.probe = None  # a WebSocket probing for the upgrade
@@ -306,6 +295,11 @@ class EngineSession:
             self.ws.send_packet(open_packet)
         self._schedule_ping()
         self.handler = self.server.handler_factory(self)
+
+    @property
+    def authenticated(self):
+        """True while the handshake's token is one of the configured tokens."""
+        return self.token is not None and self.server.policy.token_ok(self.token)
 
     @property
     def transport_name(self):
@@ -603,7 +597,7 @@ class EngineWebSocket(WebSocketServerProtocol):
         super().__init__()
         self.session = None
         self.sid_wanted = None
-        self.authenticated = False
+        self.token = None
         self.query = {}
         self.paused = False
         self.backlog = deque()
@@ -643,10 +637,8 @@ class EngineWebSocket(WebSocketServerProtocol):
         else:
             session = engine.sessions.get(sid)
             self.eio = session.protocol if session is not None else 4
-        if engine.tokens:
-            token = engine.request_token(lambda k: request.headers.get(k),
-                                         lambda k: self.query.get(k))
-            self.authenticated = bool(token) and engine.token_ok(token)
+        # Refused at the HTTP step (EngineResource.render) when wrong.
+        self.token = TokenCheck.presented(request.headers.get("authorization"), self.query.get("token"))
         return None
 
     def onOpen(self):
@@ -655,7 +647,7 @@ class EngineWebSocket(WebSocketServerProtocol):
             if not engine.accepting:
                 self.dropConnection(abort=False)
                 return
-            self.session = engine.open_session(self, self.authenticated, self.query, self.eio)
+            self.session = engine.open_session(self, self.token, self.query, self.eio)
             return
         session = engine.get_session(self.sid_wanted)
         if session is None or session.ws is not None or session.probe is not None:
@@ -753,13 +745,14 @@ class EngineWebSocket(WebSocketServerProtocol):
 # -- HTTP ------------------------------------------------------------------
 
 def cors_headers(request, server):
-    origins = server.cors_origins
-    if not origins:
+    """The Engine.IO reference server's CORS answer (``cors: {origin, credentials}``),
+    for the origins of the shared policy."""
+    cors = server.policy.cors
+    if cors.any:
+        request.setHeader(b"access-control-allow-origin", b"*")
         return
     origin = request.getHeader(b"origin")
-    if "*" in origins:
-        request.setHeader(b"access-control-allow-origin", b"*")
-    elif origin is not None and origin.decode("latin-1") in origins:
+    if origin is not None and cors.allow(origin.decode("latin-1")) is not None:
         request.setHeader(b"access-control-allow-origin", origin)
         request.setHeader(b"access-control-allow-credentials", b"true")
         request.setHeader(b"vary", b"Origin")
@@ -839,14 +832,12 @@ class EngineResource(Resource):
         protocol = server.protocol_of(arg("EIO"))
         if protocol is None:
             return error_body(request, UNSUPPORTED_PROTOCOL_VERSION, server)
-        authenticated = False
-        if server.tokens:
-            token = server.request_token(
-                lambda k: (request.getHeader(k.encode("ascii")) or b"").decode("latin-1") or None, arg)
-            if token is not None:
-                if not server.token_ok(token):
-                    return error_body(request, FORBIDDEN, server)
-                authenticated = True
+        policy = server.policy
+        token = TokenCheck.presented(request.getHeader(b"authorization"), arg("token"))
+        # No token is fine here: the Socket.IO CONNECT may bring one in its
+        # auth payload.  A wrong one is refused at once.
+        if policy.tokens_required and token is not None and not policy.token_ok(token):
+            return error_body(request, FORBIDDEN, server)
         if not server.accepting:
             return error_body(request, BAD_REQUEST, server)
         if upgrade:
@@ -857,7 +848,7 @@ class EngineResource(Resource):
             return error_body(request, BAD_REQUEST, server)
         query = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
                  for k, v in args.items() if v}
-        session = server.open_session(None, authenticated, query, protocol)
+        session = server.open_session(None, token, query, protocol)
         write_poll_body(request, session._poll_encode([session.open_packet]))
         return NOT_DONE_YET
 

@@ -22,6 +22,7 @@ from tsrmon.live.machines import NAMESPACE_PREFIX, MachineRoom
 from tsrmon.live.socketio import Namespace, SocketServer
 from tsrmon.runtime import next_tick_delay
 from tsrmon.stats.sums import PartialSums
+from tsrmon.web.policy import HttpPolicy
 
 MAX_PAYLOAD = 1_000_000
 CONNECT_TIMEOUT = 45.0
@@ -33,8 +34,13 @@ class LiveService(service.Service):
     log = Logger()
     name = "live"
 
-    def __init__(self, config, clock, hub, history=None):
+    def __init__(self, config, clock, hub, history=None, policy=None):
+        """``policy``: the daemon's one :class:`HttpPolicy` (CORS, API tokens),
+        shared with the REST gate and reloaded by its owner; without one the
+        service builds and reloads its own."""
         self.config = config
+        self._own_policy = policy is None
+        self.policy = HttpPolicy.from_config(config) if policy is None else policy
         self.clock = clock
         self.hub = hub
         self.history = history
@@ -48,7 +54,6 @@ class LiveService(service.Service):
         self.root = Namespace("/")  # accepted but unused, as deployed
         self._counters = {"updates_sent": 0, "anomalies": 0, "status_events": 0,
                           "events_emitted": 0, "windows_closed": 0, "history_rows": 0}
-        tokens = list(config["AUTH"]["API_TOKENS"])
         self.engine = EngineServer(
             clock, None,
             ping_interval=float(live["PING_INTERVAL"]),
@@ -56,17 +61,44 @@ class LiveService(service.Service):
             max_payload=MAX_PAYLOAD,
             upgrade_timeout=UPGRADE_TIMEOUT,
             max_queue=int(live["MAX_QUEUE"]),
-            cors_origins=config["SERVER"]["CORS_ORIGINS"],
-            tokens=tokens,
+            policy=self.policy,
             counters=self._counters,
             allow_eio3=True,  # old clients (Dart socket_io_client <= 1.x, JS 2.x)
         )
         self.sio = SocketServer(clock, self.resolve, connect_timeout=CONNECT_TIMEOUT,
-                                tokens=tokens, token_ok=self.engine.token_ok,
-                                counters=self._counters)
+                                policy=self.policy, counters=self._counters)
         self.engine.handler_factory = self.sio
+        self.policy.on_change.append(self.policy_changed)
         self._resource = self.engine.resource()
         self._align = None  # the next window close (a DelayedCall)
+
+    def reconfigure(self, config):
+        """SIGHUP: new API tokens and CORS origins for the next handshake and
+        CONNECT come with the shared policy (its owner reloads it and it calls
+        :meth:`policy_changed`: namespace clients let in by a token that is no
+        longer configured are disconnected).  Heartbeat
+        timings and LIVE.MAX_QUEUE apply to the next ping and message;
+        LIVE.INTERVAL and LIVE.CACHE need a restart."""
+        if self._own_policy:
+            self.policy.reconfigure(config)
+        live = config["LIVE"]
+        self.engine.ping_interval = float(live["PING_INTERVAL"])
+        self.engine.ping_timeout = float(live["PING_TIMEOUT"])
+        self.engine.max_queue = int(live["MAX_QUEUE"])
+        old = self.config["LIVE"]
+        changed = [k for k in ("INTERVAL", "CACHE") if live[k] != old[k]]
+        if changed:
+            self.log.warn("SIGHUP: LIVE.{keys} changed: takes effect after a restart",
+                          keys=", LIVE.".join(changed))
+        self.config = config
+
+    def policy_changed(self):
+        """The shared policy was reloaded: revoke what it no longer allows."""
+        revoked = self.sio.revalidate()
+        if revoked:
+            self.log.info("live: {n} namespace client(s) disconnected: their API token "
+                          "is no longer configured", n=revoked)
+        return revoked
 
     # -- helpers used by the rooms -------------------------------------------
     def mode(self, stype):

@@ -70,7 +70,7 @@ class Namespace:
 class NamespaceSocket:
     """One client in one namespace."""
 
-    __slots__ = ("sid", "namespace", "connection", "acks", "next_ack", "state")
+    __slots__ = ("sid", "namespace", "connection", "acks", "next_ack", "state", "token")
 
     def __init__(self, namespace, connection):
         if connection.v4_protocol:
@@ -84,6 +84,7 @@ class NamespaceSocket:
         self.acks = {}
         self.next_ack = 0
         self.state = {}  # per-socket data of the namespace behaviour
+        self.token = None  # the API token that let it in (rechecked on SIGHUP)
 
     @property
     def nsp(self):
@@ -173,6 +174,7 @@ class SocketConnection:
 
     def on_close(self, reason):
         self.closed = True
+        self.server.connections.discard(self)
         if self._connect_timer is not None and self._connect_timer.active():
             self._connect_timer.cancel()
         self._connect_timer = None
@@ -242,7 +244,7 @@ class SocketConnection:
             self._refuse(nsp, "Invalid namespace")
             return
         try:
-            self.server.authorize(self, auth)
+            token = self.server.authorize(self, auth)
             namespace.authorize(self, auth)
         except ConnectRefused as refused:
             counters["connect_errors"] += 1
@@ -252,6 +254,7 @@ class SocketConnection:
             self._connect_timer.cancel()
         self._connect_timer = None
         socket = NamespaceSocket(namespace, self)
+        socket.token = token
         self.sockets[nsp] = socket
         namespace.sockets[socket.sid] = socket
         counters["connects"] += 1
@@ -289,26 +292,54 @@ class SocketServer:
 
     log = Logger()
 
-    def __init__(self, clock, resolve, *, connect_timeout=45.0, tokens=None, token_ok=None,
-                 counters=None):
+    def __init__(self, clock, resolve, *, connect_timeout=45.0, policy=None, counters=None):
         self.clock = clock
         self.resolve = resolve
         self.connect_timeout = connect_timeout
-        self.tokens = tokens  # None/empty: no auth
-        self.token_ok = token_ok
+        # The shared tsrmon.web.policy.HttpPolicy (None: no API tokens).
+        self.policy = policy
+        self.connections = set()
         self.counters = counters if counters is not None else {}
         for key in ("events_sent", "events_received", "connects", "connect_errors",
-                    "protocol_errors"):
+                    "protocol_errors", "revoked"):
             self.counters.setdefault(key, 0)
 
     def __call__(self, session):
-        return SocketConnection(self, session)
+        connection = SocketConnection(self, session)
+        if not connection.closed:
+            self.connections.add(connection)
+        return connection
 
     def authorize(self, connection, auth):
-        """With API tokens set, a CONNECT needs an authenticated session or auth token."""
-        if not self.tokens or connection.session.authenticated:
-            return
+        """With API tokens set, a CONNECT needs a handshake token or an auth
+        payload ``{"token": …}`` that the policy accepts now.
+
+        Returns the token that let it in (None without API tokens); raises
+        :class:`ConnectRefused` otherwise."""
+        policy = self.policy
+        if policy is None or not policy.tokens_required:
+            return None
+        session_token = getattr(connection.session, "token", None)
+        if session_token is not None and policy.token_ok(session_token):
+            return session_token
         token = auth.get("token") if isinstance(auth, dict) else None
-        if token is not None and self.token_ok(token):
-            return
+        if token is not None and policy.token_ok(token):
+            return token
         raise ConnectRefused("Not authorized")
+
+    def revalidate(self):
+        """After the tokens changed (SIGHUP): every namespace socket whose token
+        is no longer accepted is disconnected from its namespace (the client
+        sees a server-side DISCONNECT and may CONNECT again with a new token).
+        Returns how many."""
+        policy = self.policy
+        if policy is None or not policy.tokens_required:
+            return 0
+        revoked = 0
+        for connection in list(self.connections):
+            for socket in list(connection.sockets.values()):
+                if socket.token is None or not policy.token_ok(socket.token):
+                    socket.disconnect()
+                    revoked += 1
+        self.counters["revoked"] += revoked
+        return revoked

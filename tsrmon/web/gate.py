@@ -1,17 +1,23 @@
 """The resource in front of the whole HTTP site: CORS, API tokens, request metrics.
 
-Everything on SERVER.PORT (REST and ``/socket.io/``) passes through
-:class:`Gate`, so one place decides who may talk to the daemon.
+Everything on SERVER.PORT (REST, the dashboard's data and ``/socket.io/``)
+passes through :class:`Gate`.  Who may talk to the daemon is decided by one
+:class:`tsrmon.web.policy.HttpPolicy` (shared with the live layer, reloaded
+by SIGHUP): the gate applies it to REST; ``/socket.io/`` requests go on to
+the live layer, which applies the same object to its handshakes (there a
+session id, not a header, authorises the polling requests that follow, and
+a token may also come in the Socket.IO CONNECT ``auth`` payload).
 """
 
-import hmac
 import re
 import time
-from urllib.parse import parse_qs
 
 import orjson
 from twisted.logger import Logger
 from twisted.web.resource import Resource
+
+from tsrmon.peerlog import PeerLog, peer_text
+from tsrmon.web.policy import CorsPolicy, HttpPolicy, TokenCheck  # noqa: F401 (re-exported)
 
 # Paths that need no token: the health check (load balancers, systemd
 # watchdogs and the like have no token).
@@ -19,6 +25,12 @@ OPEN_PATHS = frozenset({b"/healthz"})
 ALLOWED_METHODS = b"GET, HEAD, OPTIONS"
 # The only routes that change state (acknowledging an alarm).
 POST_ROUTE = re.compile(rb"^/alarms/[^/]+/ack$")
+# The live layer's endpoint: its own CORS answers and token rules (same policy).
+LIVE_PREFIX = b"/socket.io"
+
+
+def is_live(path):
+    return path == LIVE_PREFIX or path.startswith(LIVE_PREFIX + b"/")
 
 
 def allowed_methods(path):
@@ -31,71 +43,36 @@ def error_body(message, parameter=None):
     return orjson.dumps({"error": message, "parameter": parameter})
 
 
-class CorsPolicy:
-    """SERVER.CORS_ORIGINS: ``*`` allows any origin (without credentials)."""
-
-    def __init__(self, origins):
-        self.any = "*" in origins
-        self.origins = frozenset(o.rstrip("/") for o in origins if o != "*")
-
-    def allow(self, origin):
-        """The Access-Control-Allow-Origin value for ``origin``, or None."""
-        if not origin:
-            return None
-        if self.any:
-            return "*"
-        if origin.rstrip("/") in self.origins:
-            return origin
-        return None
-
-
-class TokenCheck:
-    """AUTH.API_TOKENS: a Bearer header or ``?token=``, compared in constant time."""
-
-    def __init__(self, tokens):
-        self.tokens = [t.encode("utf-8") for t in tokens if t]
-
-    @property
-    def enabled(self):
-        return bool(self.tokens)
-
-    def accepts(self, request):
-        given = None
-        header = request.getHeader("authorization")
-        if header:
-            scheme, _, value = header.partition(" ")
-            if scheme.lower() == "bearer":
-                given = value.strip().encode("utf-8")
-        if given is None:
-            query = request.uri.partition(b"?")[2]
-            values = parse_qs(query, keep_blank_values=True).get(b"token") if query else None
-            if values:
-                given = values[0]
-        if not given:
-            return False
-        ok = False
-        for token in self.tokens:  # no early exit: time does not tell which matched
-            ok |= hmac.compare_digest(given, token)
-        return ok
-
-
 class Gate(Resource):
     """Wraps the Klein resource; a leaf, so Klein still sees the whole path."""
 
     isLeaf = True
     log = Logger()
 
-    def __init__(self, inner, cors, tokens, observe=None):
+    def __init__(self, inner, policy, clock, observe=None, live=False):
         super().__init__()
         self.inner = inner
-        self.cors = cors
-        self.tokens = tokens
+        # live: /socket.io/ is served by the live layer, which applies the
+        # policy itself (without one, the path is gated like any other).
+        self.live = live
+        self.policy = policy  # an HttpPolicy, shared (never copied)
         self.observe = observe  # observe(request, seconds) when a response ends
+        self.peerlog = PeerLog(self.log, clock)  # refused tokens, per client
+
+    @property
+    def cors(self):
+        return self.policy.cors
+
+    @property
+    def tokens(self):
+        return self.policy.tokens
 
     def render(self, request):
         if self.observe is not None:
             started = time.perf_counter()
             request.notifyFinish().addBoth(self._finished, request, started)
+        if self.live and is_live(request.path):
+            return self.inner.render(request)
         origin = request.getHeader("origin")
         allowed = self.cors.allow(origin)
         if allowed is not None:
@@ -111,7 +88,12 @@ class Gate(Resource):
             request.setResponseCode(400)
             request.setHeader(b"Content-Type", b"application/json")
             return error_body("the URL path is not valid UTF-8", None)
-        if self.tokens.enabled and request.path not in OPEN_PATHS and not self.tokens.accepts(request):
+        tokens = self.policy.tokens
+        if tokens.enabled and request.path not in OPEN_PATHS and not tokens.accepts(request):
+            client = str(getattr(request.getClientAddress(), "host", None) or "local")
+            self.peerlog.warn(client, "refused token", "{method} {path} from {client}: 401, missing or "
+                              "invalid API token", method=peer_text(request.method, 8),
+                              path=peer_text(request.path), client=client)
             request.setResponseCode(401)
             request.setHeader(b"WWW-Authenticate", b'Bearer realm="tsrmon"')
             request.setHeader(b"Content-Type", b"application/json")

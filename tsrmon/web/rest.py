@@ -25,7 +25,8 @@ from tsrmon.peerlog import PeerLog, peer_text
 from tsrmon.store import schema
 from tsrmon.store.reader import align_series
 from tsrmon.web import openapi
-from tsrmon.web.gate import CorsPolicy, Gate, TokenCheck, allowed_methods, error_body
+from tsrmon.web.gate import Gate, allowed_methods, error_body
+from tsrmon.web.policy import HttpPolicy
 from tsrmon.web.metrics import CONTENT_TYPE as METRICS_TYPE, RestMetrics
 
 JSON = b"application/json"
@@ -99,8 +100,16 @@ class RestAPI:
     log = Logger()
 
     def __init__(self, config, clock, hub, reader, live=None, notifier=None, health=None,
-                 counters=None, alarms=None):
+                 counters=None, alarms=None, policy=None):
         self.config = config
+        # CORS and tokens: the daemon's one HttpPolicy (shared with the live
+        # layer and reloaded by SIGHUP as a room of its own), or our own.
+        if policy is None and live is not None:
+            policy = getattr(live, "policy", None)  # the live layer's: one policy for the whole site
+            self._own_policy = False
+        else:
+            self._own_policy = policy is None
+        self.policy = HttpPolicy.from_config(config) if policy is None else policy
         self.alarms = alarms
         self.clock = clock
         self.hub = hub
@@ -118,16 +127,16 @@ class RestAPI:
         self.failures = PeerLog(self.log, clock, burst=1, global_burst=20)
 
     def reconfigure(self, config):
-        """SIGHUP: aliases, CORS origins and tokens take effect for new requests."""
+        """SIGHUP: aliases, CORS origins and tokens take effect for new requests
+        (a shared policy is reloaded by its owner, not here)."""
         self.config = config
-        for gate in self._gates:
-            gate.cors = CorsPolicy(config["SERVER"]["CORS_ORIGINS"])
-            gate.tokens = TokenCheck(config["AUTH"]["API_TOKENS"])
+        if self._own_policy:
+            self.policy.reconfigure(config)
 
     def resource(self):
         """The root resource of the HTTP site (REST and ``/socket.io/``)."""
-        gate = Gate(self.app.resource(), CorsPolicy(self.config["SERVER"]["CORS_ORIGINS"]),
-                    TokenCheck(self.config["AUTH"]["API_TOKENS"]), self._observe)
+        gate = Gate(self.app.resource(), self.policy, self.clock, self._observe,
+                    live=self.live is not None)
         self._gates.append(gate)
         return gate
 
