@@ -61,3 +61,37 @@ def node_client():
                     for m in ("socket.io-client", "socket.io-client-v2"))
     require_service(installed, "tests/js/node_modules missing (run .ci/install-test-deps)")
     return node, os.path.join(JS_DIR, "client.cjs")
+
+
+# --- the slow set ------------------------------------------------------------
+# `pytest -m "not slow"` is the fast set (under a minute).  Tests are slow when
+# they start the real daemon or another server process, a browser, a clock
+# jump, many clients or a hostile peer.  Explicit @pytest.mark.slow works
+# anywhere; these rules catch whole folders/files and fixtures so a new test
+# there cannot forget it.
+SLOW_PATHS = (
+    "tests/daemon/",                    # the real daemon as a subprocess
+    "tests/ops/test_clock_jumps.py",    # the real daemon under libfaketime
+    "tests/ops/test_faults.py",         # the real daemon against hundreds of peers
+    "tests/dashboard/test_browser.py",  # Chromium
+    "tests/live/test_clients.py",       # real client libraries (python-socketio, Node) end to end
+    "tests/hostile/",                   # hostile peers
+    "tests/cluster/",                   # several daemons behind haproxy
+)
+SLOW_FIXTURES = {"node_client"}  # a Node.js process per test
+# Slow tests name their own timeout (measured, about 3x headroom); one that
+# does not gets this, and fast tests get setup.cfg's `timeout`.
+SLOW_DEFAULT_TIMEOUT = 180
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        rel = os.path.relpath(str(item.path), ROOT).replace(os.sep, "/")
+        slow = (item.get_closest_marker("slow") is not None
+                or rel.startswith(SLOW_PATHS)
+                or SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+        if slow:
+            if item.get_closest_marker("slow") is None:
+                item.add_marker(pytest.mark.slow)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(SLOW_DEFAULT_TIMEOUT))

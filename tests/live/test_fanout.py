@@ -6,6 +6,7 @@ import socket
 import struct
 import sys
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor, threads
 from twisted.internet.task import Clock
@@ -38,6 +39,8 @@ class ClientsProcess(protocol.ProcessProtocol):
         self.ended.callback(reason.value.exitCode)
 
 
+@pytest.mark.slow  # many clients
+@pytest.mark.timeout(60)
 @pytest_twisted.ensureDeferred
 async def test_500_clients_each_receive_every_update(make_server):
     clock = Clock()

@@ -67,6 +67,8 @@ def test_served_document_matches(serve):
     assert doc == openapi.spec() and doc["openapi"].startswith("3.")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(180)  # ~50 s measured on a busy 2-core machine
 def test_schemathesis_against_a_server_subprocess(tmp_path):
     """No 5xx and no response outside the schema, for a fixed number of examples.
 
