@@ -407,7 +407,11 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
         span = max(config["LIVE"]["INTERVAL"], 60.0) * (config["LIVE"]["CACHE"] + 1)
         return reader.recent_minutes(machine, reactor.seconds() - span)
 
-    live = rooms["live"] = LiveService(config, reactor, hub, history=live_history)
+    # CORS origins and API tokens of the whole HTTP site (REST, dashboard,
+    # /socket.io/): one object, shared; SIGHUP reloads it as a room of its own.
+    from tsrmon.web.policy import HttpPolicy
+    policy = rooms["http_policy"] = HttpPolicy.from_config(config)
+    live = rooms["live"] = LiveService(config, reactor, hub, history=live_history, policy=policy)
     # The first `status` of a machine also carries what storage knows of it
     # (latest minute values, last FaultDetect and anomaly, last seen).
     from tsrmon.live.machines import stored_summary
@@ -429,7 +433,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     hub.alarms = alarms
 
     rest = rooms["rest"] = RestAPI(
-        config, reactor, hub, reader, live=live, notifier=notifier,
+        config, reactor, hub, reader, live=live, notifier=notifier, policy=policy,
         health={"daq": daq.healthy, "database": store.healthy, "notifier": notifier.health,
                 "raw_csv": raw.healthy, "live": live.healthy, "alarms": alarms.healthy,
                 "clock": clockjump.healthy, "reactor": lag.healthy},
