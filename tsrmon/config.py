@@ -508,16 +508,19 @@ def build_config(raw, source=None, base_dir=None):
     return cfg
 
 
-def _non_finite(value, path=""):
+def _non_finite(value, path="", seen=None):
     """(dotted key, value) of every NaN or infinity in a parsed document."""
     if isinstance(value, float) and not math.isfinite(value):
         yield path or "<top level>", value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from _non_finite(v, f"{path}.{k}" if path else str(k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _non_finite(v, f"{path}[{i}]")
+    elif isinstance(value, (dict, list)):
+        seen = set() if seen is None else seen
+        if id(value) in seen:  # YAML aliases may share (or nest) a container
+            return
+        seen.add(id(value))
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            sub = (f"{path}.{k}" if path else str(k)) if isinstance(value, dict) else f"{path}[{k}]"
+            yield from _non_finite(v, sub, seen)
 
 
 def _check_notify(cfg):

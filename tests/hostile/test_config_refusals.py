@@ -68,6 +68,7 @@ REFUSED = [
      b"  TCP_ENDPOINT: 'systemd:domain=INET:index=0'\n", "SERVER.TCP_ENDPOINT", "the same socket as"),
     ("log name with a slash", b"LOGGER:\n  NAME: ../../etc/x\n", "LOGGER.NAME", "file name prefix"),
     ("bad FCM template", b"FCM:\n  TITLE: '{machine'\n", "FCM.TITLE", "bad template"),
+    ("recursive alias", b"NOTIFY: &n\n  WEBHOOKS: [*n]\n", "NOTIFY.WEBHOOKS", "item 0"),
 ]
 
 
