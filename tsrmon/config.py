@@ -12,7 +12,6 @@ import ipaddress
 import math
 import os
 import re
-import socket
 import zoneinfo
 
 import yaml
