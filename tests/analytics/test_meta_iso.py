@@ -236,3 +236,10 @@ def test_features_say_why_when_inputs_are_missing():
     lines, fine = spectrum_of(tone(RATE, 2 * RATE, 100.0, 2.0), RATE)
     assert F.velocity_mm_s(fine, "mm/s") == pytest.approx(math.sqrt(2), rel=1e-3)
     assert F.features(fine, v)["velocity_rms"] == pytest.approx(math.sqrt(2), rel=1e-3)
+
+
+def test_infer_rate_takes_numpy_integers_not_bools():
+    import numpy as np
+    assert M.infer_rate(np.int64(30)) == 30.0
+    with pytest.raises(ValueError):
+        M.infer_rate(True)

@@ -166,3 +166,12 @@ def test_any_split_merges_to_the_whole(data, cuts, offset):
         if ref["variance"] > 1e-6 * scale * scale:
             assert acc.kurtosis == pytest.approx(ref["kurtosis"], rel=1e-5)
             assert acc.skewness == pytest.approx(ref["skewness"], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_chunks_are_refused(bad):
+    x = np.array([1.0, 2.0, bad, 3.0])
+    with pytest.raises(ValueError, match="non-finite"):
+        reduce_chunk(x, 0.0)
+    with pytest.raises(ValueError):
+        ChunkReducer()(x, 0.0)

@@ -289,3 +289,35 @@ def test_bad_parameters_are_refused():
         S.WelchSpectrum(1000, fmax=600)
     with pytest.raises(ValueError):
         S.WelchSpectrum(1000, overlap=1.0)
+
+
+def test_non_finite_chunks_are_refused_and_leave_the_average_alone():
+    w = S.WelchSpectrum(RATE)
+    x = tone(RATE, 2 * RATE, 50.0)
+    w.feed(x[:RATE])
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x[RATE:].copy()
+        y[100] = bad
+        with pytest.raises(ValueError, match="non-finite"):
+            w.feed(y)
+    w.feed(x[RATE:])
+    clean = S.WelchSpectrum(RATE)
+    clean.feed(x)
+    np.testing.assert_array_equal(w.take()[0].rms, clean.take()[0].rms)
+    acc = S.MinuteSpectra(RATE)
+    acc.add(1_700_000_040.0, x[:RATE])
+    y = x[RATE:].copy()
+    y[5] = np.nan
+    with pytest.raises(ValueError, match="refused"):
+        acc.add(1_700_000_041.0, y)
+    assert acc.welch._carry.size == 0          # the hole is a gap
+    acc.add(1_700_000_042.0, x[:RATE])
+    # 25,600 samples each side of the hole: contiguous they would make a
+    # 32,768-sample block; across the gap they make none.
+    assert acc.flush() is None
+
+
+def test_a_spectrum_without_maxima_has_no_peaks():
+    flat = S.Spectrum(1.0, 1.0, np.ones(50))
+    assert S.peaks(flat) == []
+    assert S.peaks(S.Spectrum(1.0, 1.0, np.ones(2))) == []

@@ -16,6 +16,7 @@ the DAQ.  Pure functions over plain dicts: config.py validates with
 
 import fnmatch
 import math
+import numbers
 
 from tsrmon.analytics.envelope import bearing_from_config
 
@@ -122,13 +123,14 @@ def infer_rate(samples_per_frame, frame_seconds=1.0):
     """Samples per second of a feed that sends one frame per ``frame_seconds``
     (the legacy DAQ: one DataUpdate per second per device, so 30 samples →
     30 Hz).  None for an empty frame."""
-    if not isinstance(samples_per_frame, int) or samples_per_frame < 0:
+    if (not isinstance(samples_per_frame, numbers.Integral) or isinstance(samples_per_frame, bool)
+            or samples_per_frame < 0):
         raise ValueError("samples_per_frame must be an int >= 0, got %r" % (samples_per_frame,))
     if frame_seconds <= 0:
         raise ValueError("frame_seconds must be > 0, got %r" % (frame_seconds,))
     if samples_per_frame == 0:
         return None
-    return samples_per_frame / frame_seconds
+    return int(samples_per_frame) / frame_seconds
 
 
 class RateEstimator:

@@ -239,7 +239,8 @@ def reduce_chunk(x, ref, scratch=None):
     """One chunk's columns ``(count, ref, s1, s2, s3, s4, min, max)``.
 
     ``x`` is a 1-D float64 array of finite samples (the decoder already
-    refuses NaN/inf).  Vectorised, five element-wise passes and six
+    refuses NaN/inf; a chunk that has one anyway raises ValueError before
+    anything is added).  Vectorised, five element-wise passes and six
     reductions; ``scratch`` (two float64 arrays at least as long as ``x``)
     avoids allocating two temporaries when the caller reduces many chunks.
 
@@ -262,8 +263,12 @@ def reduce_chunk(x, ref, scratch=None):
     s1, s2 = add(d), add(d2)
     s3 = add(np.multiply(d2, d, out=a))
     s4 = add(np.multiply(d2, d2, out=a))
-    return (n, float(ref), float(s1), float(s2), float(s3), float(s4),
-            float(x.min()), float(x.max()))
+    lo, hi = float(x.min()), float(x.max())
+    # min/max propagate NaN and show ±inf: the finiteness check is free.
+    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(s4)):
+        raise ValueError("moments: non-finite samples (or |x - c| beyond 1e77) in a chunk "
+                         "of %d" % n)
+    return (n, float(ref), float(s1), float(s2), float(s3), float(s4), lo, hi)
 
 
 class ChunkReducer:

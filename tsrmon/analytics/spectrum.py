@@ -173,6 +173,10 @@ class WelchSpectrum:
     def feed(self, chunk):
         """Add samples; returns how many new blocks were completed."""
         x = np.asarray(chunk, dtype=np.float64).ravel()
+        # One cheap pass (a sum) keeps a NaN/inf from poisoning the average.
+        if x.size and not math.isfinite(float(np.add.reduce(x))):
+            raise ValueError("spectrum: non-finite samples in a chunk of %d "
+                             "(chunk refused, average unchanged)" % x.size)
         self.samples += x.size
         buf = np.concatenate((self._carry, x)) if self._carry.size else x
         if buf.size < self.n:
@@ -266,6 +270,11 @@ class MinuteSpectra:
 
     def add(self, t, chunk):
         x = np.asarray(chunk, dtype=np.float64).ravel()
+        if x.size and not math.isfinite(float(np.add.reduce(x))):
+            # Refused whole; the hole it leaves is a gap: never FFT across it.
+            self.welch.reset()
+            self._t_next = None
+            raise ValueError("spectrum: non-finite samples in a chunk of %d (refused)" % x.size)
         rate, span = self.welch.rate, self.minute
         if self._t_next is not None and abs(t - self._t_next) > self.max_gap:
             self.welch.reset()
