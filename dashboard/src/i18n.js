@@ -28,6 +28,7 @@ const LABELS = {
     received: "Received", severity: "Severity", rule: "Rule", value: "Value",
     state: "State", message: "Message", alarm_level: "Level", live_alarms: "Alarm events",
     bad_range: "The start date is after the end date", s: "s", m: "min", h: "h", d: "d",
+    last_seen: "Last seen", last_anomaly: "Last anomaly",
   },
   ko: {
     title: "tsrmon", overview: "개요", history: "이력", machine: "설비",
@@ -55,6 +56,7 @@ const LABELS = {
     received: "수신", severity: "심각도", rule: "규칙", value: "값",
     state: "상태", message: "메시지", alarm_level: "기준값", live_alarms: "알람 이벤트",
     bad_range: "시작 날짜가 종료 날짜보다 늦습니다", s: "초", m: "분", h: "시간", d: "일",
+    last_seen: "마지막 수신", last_anomaly: "마지막 이상",
   },
 };
 

@@ -13,7 +13,8 @@ export class MachineState {
     this.status = null; // the /machines item, merged with `status` events
     this.sensors = {}; // name -> type
     this.latest = {}; // sensor -> {data, time}
-    this.anomaly = null; // {score, threshold, at}
+    this.anomaly = null; // the last FaultDetect: {score, threshold, at (server epoch)}
+    this.lastAnomaly = null; // the last one over threshold, same shape
     this.anomalies = 0;
     this.alarmEvents = []; // live `alarm` payloads, newest first
   }
@@ -26,6 +27,27 @@ export class MachineState {
     const s = this.status;
     return s && typeof s.last_frame === "number" ? s.last_frame : null;
   }
+
+  // The last frame of this run, else the newest stored minute or fault
+  // (`status`.last_seen): a machine of an earlier run is not "never" seen.
+  get lastSeen() {
+    const s = this.status;
+    if (this.lastFrame !== null) return this.lastFrame;
+    return s && typeof s.last_seen === "number" ? s.last_seen : null;
+  }
+}
+
+// `status`.last_fault / last_anomaly → {score, threshold, at}, or null.
+function scoreOf(x) {
+  if (!x || typeof x !== "object" || typeof x.score !== "number") return null;
+  return { score: Number(x.score), threshold: Number(x.threshold), at: typeof x.t === "number" ? x.t : null };
+}
+
+// Keep whichever is newer (a live event may beat the `status` answer).
+function newer(a, b) {
+  if (!a) return b;
+  if (!b) return a;
+  return (b.at || 0) >= (a.at || 0) ? b : a;
 }
 
 export class Store {
@@ -40,6 +62,7 @@ export class Store {
     this.timers = [];
     this.notifyPending = false;
     this.skew = 0; // server clock minus this browser's, from /machines
+    this.anomalySeq = 0; // bumped by every live anomaly over threshold
   }
 
   start() {
@@ -79,6 +102,19 @@ export class Store {
       if (!s || typeof s !== "object") return;
       m.status = { ...(m.status || { machine: m.name }), ...s };
       if (typeof s.last_frame === "number" && s.last_frame_time) learnServerClock(s.last_frame_time, s.last_frame);
+      else if (typeof s.last_seen === "number" && s.last_seen_time) learnServerClock(s.last_seen_time, s.last_seen);
+      // What the page paints first: the latest value per sensor, the last
+      // FaultDetect and anomaly (see docs/dashboard.md).
+      if (s.latest && typeof s.latest === "object") {
+        for (const [sensor, v] of Object.entries(s.latest)) {
+          if (!v || typeof v !== "object") continue;
+          const have = m.latest[sensor];
+          if (!have || String(v.time) >= String(have.time)) m.latest[sensor] = { data: v.data, time: v.time };
+          if (!(sensor in m.sensors)) m.sensors[sensor] = "";
+        }
+      }
+      m.anomaly = newer(m.anomaly, scoreOf(s.last_fault));
+      m.lastAnomaly = newer(m.lastAnomaly, scoreOf(s.last_anomaly));
       this.changed();
     });
     ch.on("update", (u) => {
@@ -90,7 +126,12 @@ export class Store {
     });
     ch.on("anomaly", (a) => {
       if (!a || typeof a !== "object") return;
-      m.anomaly = { score: Number(a.score), threshold: Number(a.threshold), at: nowSeconds() };
+      // The deployed event has no time: stamped on arrival, on the server's clock.
+      m.anomaly = { score: Number(a.score), threshold: Number(a.threshold), at: nowSeconds() + this.skew };
+      if (m.anomaly.score > m.anomaly.threshold) {
+        m.lastAnomaly = m.anomaly;
+        this.anomalySeq += 1;
+      }
       m.anomalies += 1;
       this.changed();
     });

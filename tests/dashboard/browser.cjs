@@ -97,12 +97,14 @@ const SCENARIOS = {
     await shot("machine-phone.png");
   },
 
-  // Waits (bounded by the caller) for an `anomaly` event of any machine.
+  // Waits (bounded by the caller) for an `anomaly` event of any machine (a
+  // badge painted from `status` alone has data-count 0).
   async anomaly(page, out, shot) {
     const timeout = Number(process.env.TSRMON_ANOMALY_WAIT_MS || 45000);
     await page.goto(base + "/", { waitUntil: "load" });
     await page.waitForSelector(".machine-card", { timeout: 10000 });
-    const handle = await page.waitForSelector('.machine-card [data-anomaly]:not([data-anomaly="none"])', { timeout });
+    const handle = await page.waitForSelector(
+      '.machine-card [data-anomaly]:not([data-anomaly="none"]):not([data-count="0"])', { timeout });
     const card = await handle.evaluateHandle((b) => b.closest(".machine-card"));
     out.machine = await card.evaluate((c) => c.dataset.machine);
     out.badge = await handle.evaluate((b) => ({ ...b.dataset, text: b.textContent }));
@@ -114,6 +116,54 @@ const SCENARIOS = {
       state: el.dataset.state, count: Number(el.dataset.count), text: el.textContent }));
     await page.waitForSelector(".anomaly-history table, .anomaly-history p:not(:empty)", { timeout: 5000 });
     await shot("machine-anomaly.png");
+  },
+
+  // The first paint after a page load (LIVE.INTERVAL 60: no `update` comes
+  // for a minute): waits for what TSRMON_EXPECT names and reports when, in
+  // ms since navigation start, it was all on screen.
+  // TSRMON_EXPECT = {"values": {machine: [sensor...]}, "anomaly": [machine...], "seen": [machine...]}
+  async firstpaint(page, out, shot) {
+    const expect = JSON.parse(process.env.TSRMON_EXPECT || "{}");
+    await page.goto(base + "/", { waitUntil: "commit" });
+    const ready = await page.waitForFunction((exp) => {
+      const card = (name) => document.querySelector(`.machine-card[data-machine="${CSS.escape(name)}"]`);
+      for (const [name, sensors] of Object.entries(exp.values || {})) {
+        const c = card(name);
+        if (!c) return false;
+        for (const s of sensors) {
+          const cell = c.querySelector(`tr[data-sensor="${CSS.escape(s)}"] td[data-value]`);
+          if (!cell || cell.dataset.value === "") return false;
+        }
+      }
+      for (const name of exp.anomaly || []) {
+        const c = card(name);
+        const badge = c && c.querySelector("[data-anomaly]");
+        if (!badge || badge.dataset.anomaly === "none" || !c.querySelector(".last-anomaly")) return false;
+      }
+      for (const name of exp.seen || []) {
+        const c = card(name);
+        const dd = c && c.querySelector(".last-frame");
+        const daq = c && c.querySelector("[data-daq]");
+        if (!dd || !dd.dataset.lastSeen || !daq || daq.dataset.daq === "unknown") return false;
+      }
+      return performance.now();
+    }, expect, { timeout: 15000, polling: "raf" });
+    out.ms = await ready.jsonValue();
+    out.machines = await page.$$eval(".machine-card", (cards) => cards.map((c) => ({
+      name: c.dataset.machine,
+      daq: c.querySelector("[data-daq]").dataset.daq,
+      values: Object.fromEntries([...c.querySelectorAll("tr[data-sensor]")].map((r) =>
+        [r.dataset.sensor, r.querySelector("td[data-value]").dataset.value])),
+      anomaly: { ...c.querySelector("[data-anomaly]").dataset },
+      last_anomaly: c.querySelector(".last-anomaly") ? { ...c.querySelector(".last-anomaly").dataset } : null,
+      last_seen: c.querySelector(".last-frame").dataset.lastSeen,
+      last_frame_text: c.querySelector(".last-frame").textContent,
+    })));
+    // The anomaly table of the same page (loaded once the server's calendar is known).
+    await page.waitForSelector(".recent table, .recent p", { timeout: 10000 });
+    out.table = await page.$$eval("tr[data-row=anomaly]", (rows) => rows.map((r) =>
+      [...r.querySelectorAll("td")].map((td) => td.textContent)));
+    await shot("overview-first-paint.png");
   },
 
   // History of one machine at the hour level, and its CSV download.

@@ -1,18 +1,13 @@
 """The dashboard in real headless Chromium against ``twistd tsrmon --demo``.
 
-Needs Debian's ``chromium`` (installed here with apt-get when missing and
-possible), Node.js with ``playwright-core`` (``npm ci`` in this folder) and a
-built dashboard (``npm ci && npm run build`` in ``dashboard/``); each is set
-up by the fixtures, or the tests skip with the reason (fail under
-TSRMON_REQUIRE_SERVICES=1).  Screenshots of every view go to
-``tests/dashboard/artifacts/`` (git-ignored).
+Needs Debian's ``chromium`` (a system package: the README's test command
+installs it; skipped without it, failed under TSRMON_REQUIRE_SERVICES=1),
+Node.js with ``playwright-core`` and a built dashboard (see helpers.py).
+Screenshots of every view go to ``tests/dashboard/artifacts/`` (git-ignored).
 """
 
 import datetime
-import json
 import os
-import shutil
-import subprocess
 import time
 import urllib.parse
 import zoneinfo
@@ -20,67 +15,11 @@ import zoneinfo
 import pytest
 import requests
 
-from tests.conftest import ROOT, require_service
+from tests.conftest import require_service
 from tests.daemon.harness import Daemon
+from tests.dashboard.helpers import ZONE, drive
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ARTIFACTS = os.path.join(HERE, "artifacts")
-DRIVER = os.path.join(HERE, "browser.cjs")
-DASHBOARD_SRC = os.path.join(ROOT, "dashboard")
-STATIC_INDEX = os.path.join(ROOT, "tsrmon", "dashboard", "static", "index.html")
-CHROMIUM = os.environ.get("TSRMON_CHROMIUM", "/usr/bin/chromium")
-ZONE = "Asia/Seoul"  # the harness's TIME.ZONE
-
-pytestmark = pytest.mark.timeout(120)
-
-
-def _run(cmd, cwd=None, timeout=600):
-    try:
-        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return False, str(e)
-    return done.returncode == 0, (done.stdout + done.stderr)[-2000:]
-
-
-def _ensure_chromium():
-    if os.path.exists(CHROMIUM):
-        return None
-    if shutil.which("apt-get") is None or os.geteuid() != 0:
-        return f"{CHROMIUM} is missing and apt-get cannot install it here (apt-get install chromium)"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update"], capture_output=True, timeout=600, env=env)
-    ok, out = _run(["apt-get", "install", "-y", "chromium"], timeout=900)
-    # Korean glyphs in the screenshots; the tests do not depend on it.
-    _run(["apt-get", "install", "-y", "fonts-nanum"], timeout=600)
-    if not ok or not os.path.exists(CHROMIUM):
-        return f"apt-get install chromium failed: {out}"
-    return None
-
-
-def _ensure_npm(folder, module):
-    if os.path.isdir(os.path.join(folder, "node_modules", module)):
-        return None
-    if shutil.which("npm") is None or shutil.which("node") is None:
-        return "node and npm are needed (Debian: apt-get install nodejs npm)"
-    ok, out = _run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, timeout=600)
-    return None if ok else f"npm ci in {folder} failed: {out}"
-
-
-def _ensure_build():
-    if os.path.isfile(STATIC_INDEX):
-        return None
-    problem = _ensure_npm(DASHBOARD_SRC, "esbuild")
-    if problem:
-        return problem
-    ok, out = _run(["npm", "run", "build"], cwd=DASHBOARD_SRC, timeout=300)
-    return None if ok else f"npm run build failed: {out}"
-
-
-@pytest.fixture(scope="module")
-def browser_ready():
-    for problem in (_ensure_chromium(), _ensure_npm(HERE, "playwright-core"), _ensure_build()):
-        require_service(problem is None, problem)
-    os.makedirs(ARTIFACTS, exist_ok=True)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def _machines(daemon):
@@ -127,23 +66,6 @@ def demo(browser_ready, tmp_path_factory):
         yield daemon, machines
     finally:
         daemon.stop()
-
-
-def drive(daemon, scenario, arg="", timeout=60, env=None):
-    cmd = ["node", DRIVER, scenario, daemon.url(""), ARTIFACTS]
-    if arg:
-        cmd.append(arg)
-    done = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, **(env or {})))
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert "error" not in out, f"{out['error']}\ndaemon log:\n{daemon.log_text()[-2000:]}"
-    # Everything comes from tsrmon itself (no CDN), and the page never threw.
-    assert out["foreign_requests"] == []
-    assert out["page_errors"] == []
-    for shot in out.get("screenshots", []):
-        assert os.path.getsize(shot) > 1000, shot
-    return out
 
 
 def test_overview_lists_the_demo_machines(demo):

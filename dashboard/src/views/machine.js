@@ -5,7 +5,7 @@ import { downloadUrl, getJSON } from "../api.js";
 import { LiveChart } from "../charts.js";
 import { age, rows as rowCount, t } from "../i18n.js";
 import { clear, h, num, nowSeconds, put, serverClockKnown, serverDaysAgo, wallSeconds, wallText } from "../util.js";
-import { anomalyBadge, anomalyTable, daqBadge } from "./overview.js";
+import { anomalyBadge, anomalyTable, daqBadge, lastAnomalyText } from "./overview.js";
 
 function items(data) {
   // `second` may carry one payload or a list of them (defensive).
@@ -73,14 +73,15 @@ export function machineView(ctx, name) {
   if (ch.connected) onConnect();
 
   function renderHead() {
-    const last = m.lastFrame;
+    const last = m.lastSeen;
     put(clear(head),
       h("h1", {}, name), daqBadge(m, live),
       h("span", { class: "last-frame" }, `${t("last_frame")}: ${last === null ? t("never") : age(store.since(last))}`),
       h("a", { class: "button", href: `#/h/${encodeURIComponent(name)}` }, t("history")));
     const a = m.anomaly;
-    put(clear(indicator), h("h2", {}, t("anomaly")), anomalyBadge(m),
-      a ? h("p", { class: "muted" }, `${t("score")} ${num(a.score)} · ${t("threshold")} ${num(a.threshold)} · ${t("received")} ${age(nowSeconds() - a.at)}`) : null);
+    put(clear(indicator), h("h2", {}, t("anomaly")), anomalyBadge(m, store),
+      a ? h("p", { class: "muted" }, `${t("score")} ${num(a.score)} · ${t("threshold")} ${num(a.threshold)}${a.at !== null ? ` · ${t("received")} ${age(store.since(a.at))}` : ""}`) : null,
+      m.lastAnomaly && m.lastAnomaly !== a ? h("p", { class: "muted" }, `${t("last_anomaly")}: `, lastAnomalyText(m, store)) : null);
     indicator.dataset.state = a ? (a.score > a.threshold ? "anomalous" : "normal") : "none";
     indicator.dataset.count = String(m.anomalies);
     renderAlarms();
