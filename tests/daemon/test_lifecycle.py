@@ -11,7 +11,7 @@ import requests
 from tests.conftest import fixture_bytes
 from tests.daemon.harness import Daemon, port_is_closed
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]  # each ~1-5 s; a daemon start on a loaded machine
 
 
 @pytest.mark.parametrize("tac", [False, True], ids=["plugin", "tac"])

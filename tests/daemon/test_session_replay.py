@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import expected, fixture_bytes
 from tests.daemon.harness import Daemon
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]  # each ≤ ~6 s measured
 
 
 def merged(db, sensor, level):

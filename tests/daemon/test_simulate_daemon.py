@@ -10,7 +10,7 @@ import pytest
 
 from tests.daemon.harness import Daemon
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]  # each ~1 s measured
 
 
 @pytest.mark.parametrize("encoding", [[], ["--json"]], ids=["pickle", "json"])

@@ -16,7 +16,7 @@ import requests
 from tests.conftest import fixture_bytes
 from tests.daemon.harness import Daemon
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]  # ~20 s measured
 
 
 def test_socket_activated_daemon_serves_and_notifies(tmp_path):

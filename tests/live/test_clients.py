@@ -18,6 +18,9 @@ from tests.live.conftest import FakeDAQ
 from tests.live.helpers import eventually
 from tsrmon.stats.sums import PartialSums
 
+# Real client libraries end to end (~1-2 s each measured, Node startup included).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(30)]
+
 VIB = [-1.5, 0.5, 2.0]
 TEMP = [20.0, 22.0]
 
