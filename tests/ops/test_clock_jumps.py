@@ -25,7 +25,7 @@ import requests
 from tests.conftest import require_service
 from tests.ops.helpers import VIB1_PER_FRAME, DAQStream, EnvDaemon, LiveWatcher, bucket_rows, stored_count, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]  # ~8-10 s each measured
 
 FLUSH = 2.0          # DATABASE.FLUSH
 LIVE_INTERVAL = 1.0  # LIVE.INTERVAL
