@@ -189,6 +189,7 @@ class MachineDatabase:
         self._inflight = None
         self._waiters = []
         self._failures = 0        # consecutive failed transactions
+        self._closed = False
         self.failing = None       # error text of the last failed transaction
         self.failing_since = None
         self.dropped_rows = 0     # this machine's rows dropped (broken file)
@@ -327,7 +328,9 @@ class MachineDatabase:
         return d.addBoth(done)
 
     def close(self):
-        self.pool.close()
+        if not self._closed:
+            self._closed = True
+            self.pool.close()
 
     # -- writer thread ---------------------------------------------------------
     def _open(self, conn):
