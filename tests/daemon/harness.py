@@ -1,11 +1,15 @@
 """Run the real daemon as a subprocess (``twistd -n --pidfile= tsrmon``)."""
 
+import glob
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import yaml
 
@@ -44,7 +48,7 @@ class Daemon:
     """A daemon in ``workdir`` with a config of its own (ports picked free)."""
 
     def __init__(self, workdir, overrides=None, config_path=None, tac=False, demo=False,
-                 wrapper=None, env=None):
+                 wrapper=None, env=None, rlimit_as=None):
         self.workdir = str(workdir)
         os.makedirs(self.workdir, exist_ok=True)
         self.http_port = free_port()
@@ -67,6 +71,10 @@ class Daemon:
         self.wrapper = list(wrapper or [])  # e.g. systemd-socket-activate ... before twistd
         self.extra_env = dict(env or {})
         self.twistd_args = []  # e.g. the unit's --logger
+        # Address-space limit (bytes) for the daemon and its children (the
+        # CSV worker): a test that regresses into gigabytes fails with
+        # MemoryError instead of taking the machine down.
+        self.rlimit_as = rlimit_as
         self.proc = None
         self.output = None
 
@@ -86,8 +94,14 @@ class Daemon:
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
         self.output = open(os.path.join(self.workdir, "daemon.out"), "ab")
+        preexec = None
+        if self.rlimit_as is not None:
+            limit = int(self.rlimit_as)
+
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         self.proc = subprocess.Popen(self.command(), cwd=self.workdir, env=env,
-                                     stdout=self.output, stderr=subprocess.STDOUT)
+                                     stdout=self.output, stderr=subprocess.STDOUT, preexec_fn=preexec)
         if wait:
             try:
                 wait_port(self.http_port, proc=self.proc)
@@ -119,6 +133,61 @@ class Daemon:
             if self.output:
                 self.output.close()
         return rc
+
+    def get(self, path, timeout=30.0):
+        """(status, body bytes, seconds taken) of a GET on the REST port."""
+        started = time.monotonic()
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=timeout) as r:
+                status, body = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, body = e.code, e.read()
+        return status, body, time.monotonic() - started
+
+    def metric(self, name):
+        """The value of one unlabelled sample in ``/metrics`` (None if absent)."""
+        _, body, _ = self.get("/metrics")
+        for line in body.decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
+
+    def _status_kb(self, pid, key):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def children(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children") as f:
+                return [int(p) for p in f.read().split()]
+        except OSError:
+            return []
+
+    def rss(self):
+        """Resident bytes of the daemon process (VmRSS)."""
+        return self._status_kb(self.proc.pid, "VmRSS")
+
+    def peak_rss(self):
+        """Largest resident bytes of the daemon so far (VmHWM)."""
+        return self._status_kb(self.proc.pid, "VmHWM")
+
+    def children_peak_rss(self):
+        """Largest VmHWM among the daemon's children (the CSV worker)."""
+        return max((self._status_kb(pid, "VmHWM") for pid in self.children()), default=0)
+
+    def log_bytes(self):
+        """Bytes written to stdout/stderr and to the daily log files so far."""
+        total = os.path.getsize(os.path.join(self.workdir, "daemon.out"))
+        folder = self.config.get("LOGGER", {}).get("PATH", "log")
+        for path in glob.glob(os.path.join(self.workdir, folder, "*")):
+            total += os.path.getsize(path)
+        return total
 
     def log_text(self):
         with open(os.path.join(self.workdir, "daemon.out"), "rb") as f:

@@ -7,7 +7,7 @@ from tests.hostile.ingest_attacks import (legit_frame, memo_amplification, memo_
                                           self_containing)
 from tsrmon.config import build_config
 from tsrmon.ingest import framing
-from tsrmon.ingest.framing import OK, REFUSED, PickleFramer
+from tsrmon.ingest.framing import EVENT, OK, REFUSED, PickleFramer
 from tsrmon.ingest.protocol import limits_of
 from tsrmon.ingest.safepickle import DONE, Limits, PickleWalk
 
@@ -71,7 +71,9 @@ def test_largest_legal_frame_fits_the_default():
     assert walk.walk(frame) == DONE and walk.refused is None
     assert walk.expanded[0] == 64 * 25_600 + 64 * 4 + 1
     items = PickleFramer(Limits(), events=True).feed(frame)
-    assert items[0][0] == OK and len(items[0][1][1]) == 64
+    # Large first frames are decoded by their plan (no pickle.loads of 14 MB).
+    assert items[0][0] == EVENT and len(items[0][1][1]) == 64
+    assert all(len(values) == 25_600 for _, _, values in items[0][1][1])
 
 
 def test_bound_comes_from_the_config_key(tmp_path):
@@ -100,3 +102,40 @@ def test_refused_frame_does_not_cost_the_next_one():
     items = PickleFramer(Limits()).feed(memo_amplification(64, 40_000) + good)
     assert [i[0] for i in items] == [REFUSED, OK]
     assert items[1][1][1]["v"]["data"] == [2.0]
+
+
+def _plans_agree(frame):
+    from tsrmon.ingest.fastpath import plan_for, plan_from_skeleton
+    walk = PickleWalk(0, Limits())
+    assert walk.walk(frame) == DONE and walk.refused is None
+    assert walk.whole
+    quick = plan_from_skeleton(frame, walk.runs, walk.frames_at)
+    slow = plan_for(frame, walk.runs)
+    assert quick is not None and slow is not None
+    a, b = quick.decode(frame, 0), slow.decode(frame, 0)
+    assert [(s, t, list(v)) for s, t, v in a[1]] == [(s, t, list(v)) for s, t, v in b[1]]
+    assert a[2] == b[2] and a[3] == b[3]
+    return a
+
+
+def test_skeleton_plan_matches_the_marker_plan():
+    import random
+    rng = random.Random(7)
+    for protocol in (2, 3, 4, 5):
+        data = {f"s{i}": {"type": "VIB" if i % 2 else "TEMP",
+                          "data": [rng.uniform(-1e3, 1e3) for _ in range(rng.choice((1, 7, 999, 1001, 3000)))]}
+                for i in range(6)}
+        data["bad name"] = {"type": "VIB", "data": [1.0, 2.0]}
+        frame = pickle.dumps(("DataUpdate", data), protocol=protocol)
+        event = _plans_agree(frame)
+        assert [s for s, _, _ in event[1]] == [f"s{i}" for i in range(6)]
+        assert [list(v) for _, _, v in event[1]] == [data[f"s{i}"]["data"] for i in range(6)]
+
+
+def test_partly_taken_runs_use_the_marker_plan():
+    # A float taken by TUPLE2 / a text FLOAT opcode: not "whole".
+    for frame in (pickle.dumps(("DataUpdate", {"v": {"type": "VIB", "data": [1.0], "x": (2.0, 3.0)}}), protocol=4),
+                  pickle.dumps(("DataUpdate", {"v": {"type": "VIB", "data": [1.0, 2.0]}}), protocol=0)):
+        walk = PickleWalk(0, Limits())
+        assert walk.walk(frame) == DONE and walk.refused is None
+        assert not walk.whole

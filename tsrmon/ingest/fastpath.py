@@ -25,6 +25,7 @@ _isfinite = math.isfinite
 _structs = {}
 _BIG_F8 = _np.dtype(">f8")
 _NUMPY_FROM = 256  # samples per sensor from which numpy beats struct
+_FLOAT_ONLY = {float}
 
 
 def _run_struct(count):
@@ -77,6 +78,60 @@ class DataPlan:
         return (DATA, out, self.bad, nonfinite, None)
 
 
+_MARKER = struct.Struct(">d")
+
+
+def plan_from_skeleton(frame, runs, frames_at):
+    """:func:`plan_for` for a frame whose float runs are each taken whole by
+    one MARK opcode (``PickleWalk.whole``): the layout is learnt from a copy
+    with one marker float per run and without FRAME opcodes, so learning it
+    costs a small ``pickle.loads`` instead of one of the whole frame."""
+    if not runs:
+        return None
+    cuts = [(offset, 9 * count, r) for r, (offset, count) in enumerate(runs)]
+    cuts += [(offset, 9, None) for offset in frames_at]
+    cuts.sort()
+    parts = []
+    at = 0
+    for offset, size, r in cuts:
+        parts.append(frame[at:offset])
+        if r is not None:
+            parts.append(b"G" + _MARKER.pack(float(r + 1)))
+        at = offset + size
+    parts.append(frame[at:])
+    try:
+        value = pickle.loads(b"".join(parts))
+    except Exception:
+        return None
+    if type(value) is not tuple or len(value) != 2 or value[0] != DATA or type(value[1]) is not dict:
+        return None
+    nruns = len(runs)
+    sensors = []
+    bad = []
+    for sensor, entry in value[1].items():
+        if type(sensor) is not str or type(entry) is not dict:
+            return None
+        if any(type(k) is not str for k in entry):
+            return None
+        stype = entry.get("type")
+        data = entry.get("data")
+        if type(data) is not list:
+            return None
+        problem = sensor_problem(sensor, stype)
+        if problem is not None:
+            bad.append((sensor, problem))
+            continue
+        plan_runs = []
+        for v in data:
+            # Every float is a marker: no FLOAT text opcode, no float outside a run.
+            if type(v) is not float or not 1 <= v <= nruns or v != int(v):
+                return None
+            offset, count = runs[int(v) - 1]
+            plan_runs.append((offset, count, _run_struct(count)))
+        sensors.append((sensor, stype, plan_runs, sum(r[1] for r in plan_runs)))
+    return DataPlan(sensors, bad)
+
+
 def plan_for(frame, runs):
     """A :class:`DataPlan` for frames shaped like ``frame``, or None."""
     if not runs:
@@ -120,15 +175,22 @@ def plan_for(frame, runs):
             bad.append((sensor, problem))
             continue
         plan_runs = []
+        # Floats only (an int equal to a marker must not pass for it), then
+        # the markers compared run by run in C.
+        if data and set(map(type, data)) != _FLOAT_ONLY:
+            return None
+        values = _np.array(data, dtype=_np.float64)
         i = 0
-        while i < len(data):
-            v = data[i]
-            if type(v) is not float or v not in run_of or v != int(v):
+        n = len(values)
+        while i < n:
+            v = float(values[i])
+            r = run_of.get(v)
+            if r is None:
                 return None
-            r = run_of[v]
             offset, count = runs[r]
             first = first_marker[r]
-            if data[i:i + count] != _np.arange(first, first + count, dtype=_np.float64).tolist():
+            if i + count > n or not _np.array_equal(values[i:i + count],
+                                                    _np.arange(first, first + count, dtype=_np.float64)):
                 return None
             plan_runs.append((offset, count, _run_struct(count)))
             i += count

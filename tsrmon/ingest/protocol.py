@@ -704,7 +704,7 @@ class DAQListenerService(service.Service):
         out.update(getattr(self.hub, "counters", None) or {})
         out["open_connections"] = len(self.factory.connections)
         out["unnamed_now"] = sum(1 for c in self.factory.connections if c.machine is None)
-        out["buffered_bytes"] = self.factory.buffered_total
+        out["buffered_bytes_now"] = self.factory.buffered_total
         out["budget_paused_now"] = sum(1 for c in self.factory.connections if c.budget_paused is not None)
         out["paused_now"] = sum(1 for c in self.factory.connections if c.paused_at is not None)
         out["dropping_now"] = sum(1 for c in self.factory.connections if c.dropping)

@@ -142,6 +142,19 @@ class Limits:
         self.max_samples = max_samples
 
 
+class _FloatMark:
+    """The stack item of a BINFLOAT (a scalar; told apart from other scalars,
+    0, so the walk knows whether float runs are only taken whole)."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "F"
+
+
+_F = _FloatMark()
+
+
 class _Node:
     """A simulated container: its depth so far, its direct scalars and its
     child containers (with repeats: each reference unfolds again)."""
@@ -163,7 +176,9 @@ class _Node:
 
     def add_many(self, items):
         # Mostly floats (0): counted in C, containers looked for only if any.
-        scalars = items.count(0)
+        scalars = items.count(_F)
+        if scalars != len(items):
+            scalars += items.count(0)
         if scalars == len(items):
             self.scalars += scalars
             return
@@ -229,7 +244,8 @@ class PickleWalk:
     """
 
     __slots__ = ("start", "pos", "need", "line_from", "line_left", "limits", "stack", "marks", "memo",
-                 "elements", "containers", "refused", "end", "error", "runs", "walked", "expanded")
+                 "elements", "containers", "refused", "end", "error", "runs", "walked", "expanded", "whole",
+                 "frames_at")
 
     def __init__(self, start, limits):
         self.start = start
@@ -249,6 +265,11 @@ class PickleWalk:
         self.runs = []  # (offset from start, count) of BINFLOAT runs, for Shape
         self.walked = 0  # opcodes walked (tests check nothing is walked twice)
         self.expanded = None  # (samples, containers, depth) once sized at STOP
+        # True while every float run is taken whole by a MARK opcode (LIST,
+        # TUPLE, APPENDS) and no FLOAT text opcode occurs: the fast path can
+        # then learn the frame's layout from a copy with one float per run.
+        self.whole = True
+        self.frames_at = []  # offsets (from start) of FRAME opcodes
 
     def shift(self, delta):
         self.start -= delta
@@ -289,7 +310,7 @@ class PickleWalk:
                     if e > max_end:
                         return self._bad(f"frame larger than DAQ.MAX_FRAME_BYTES ({limits.max_frame_bytes})", p)
                     self.runs.append((p - self.start, count))
-                    self.stack.extend([0] * count)
+                    self.stack.extend([_F] * count)
                     self.elements += count
                     self.walked += count
                     if self.elements > limits.max_elements:
@@ -367,6 +388,7 @@ class PickleWalk:
                 self.pos = end
                 return DONE
             elif kind == _FRAME:
+                self.frames_at.append(p - self.start)
                 length = int.from_bytes(arg, "little")
                 if length > limits.max_frame_bytes or end + length > max_end:
                     return self._bad(f"FRAME of {length} bytes exceeds DAQ.MAX_FRAME_BYTES", p)
@@ -399,6 +421,8 @@ class PickleWalk:
         if kind == _SCALAR:
             stack.append(0)
             self.elements += 1
+            if name == "FLOAT":
+                self.whole = False
         elif kind == _EMPTY:
             stack.append(_Node())
             self.elements += 1
@@ -411,8 +435,11 @@ class PickleWalk:
             m = marks.pop()
             items = stack[m:]
             del stack[m:]
-            if name == "DICT" and len(items) % 2:
-                return BAD
+            if name == "DICT":
+                if len(items) % 2:
+                    return BAD
+                if _F in items and not _isolated_floats(items):
+                    self.whole = False
             node = _Node()
             node.add_many(items)
             stack.append(node)
@@ -424,6 +451,8 @@ class PickleWalk:
                 return BAD
             items = stack[len(stack) - k:]
             del stack[len(stack) - k:]
+            if _F in items:
+                self.whole = False
             node = _Node()
             node.add_many(items)
             stack.append(node)
@@ -433,6 +462,7 @@ class PickleWalk:
             if len(stack) - fence < 2:
                 return BAD
             v = stack.pop()
+            # A float appended right onto its container is a run of its own.
             target = stack[-1]
             if target.__class__ is not _Node:
                 return f"{name} to a value that is not a container"
@@ -442,6 +472,8 @@ class PickleWalk:
                 return BAD
             v = stack.pop()
             k = stack.pop()
+            if k is _F:  # a float key; a float value under a key is a run of its own
+                self.whole = False
             target = stack[-1]
             if target.__class__ is not _Node:
                 return f"{name} to a value that is not a container"
@@ -455,8 +487,11 @@ class PickleWalk:
                 return BAD
             items = stack[m:]
             del stack[m:]
-            if name == "SETITEMS" and len(items) % 2:
-                return BAD
+            if name == "SETITEMS":
+                if len(items) % 2:
+                    return BAD
+                if _F in items and not _isolated_floats(items):
+                    self.whole = False
             target = stack[-1]
             if target.__class__ is not _Node:
                 return f"{name} to a value that is not a container"
@@ -465,16 +500,22 @@ class PickleWalk:
             if marks and marks[-1] == len(stack):
                 marks.pop()
             elif len(stack) > fence:
-                stack.pop()
+                if stack.pop() is _F:
+                    self.whole = False
             else:
                 return BAD
         elif kind == _POP_MARK:
             if not marks:
                 return BAD
-            del stack[marks.pop():]
+            m = marks.pop()
+            if _F in stack[m:]:
+                self.whole = False
+            del stack[m:]
         elif kind == _DUP:
             if len(stack) <= fence:
                 return BAD
+            if stack[-1] is _F:
+                self.whole = False
             stack.append(stack[-1])
             self.elements += 1
         elif kind == _PUT or kind == _MEMOIZE:
@@ -491,6 +532,8 @@ class PickleWalk:
                 # allow a defined index or the next one.
                 if idx > len(memo):
                     return f"memo index {idx} out of sequence (memo has {len(memo)} entries)"
+            if stack[-1] is _F:
+                self.whole = False
             memo[idx] = stack[-1]
         elif kind == _GET:
             idx = _index(name, arg)
@@ -527,6 +570,17 @@ class PickleWalk:
         if depth > limits.max_depth:
             return f"nesting deeper than {limits.max_depth}"
         return None
+
+
+def _isolated_floats(items):
+    """True if no two floats are adjacent in ``items`` (key/value pairs after
+    a MARK): each float is then a run of its own."""
+    prev = None
+    for item in items:
+        if item is _F and prev is _F:
+            return False
+        prev = item
+    return True
 
 
 def _float_run(buf, p, n):
