@@ -321,3 +321,37 @@ def test_a_spectrum_without_maxima_has_no_peaks():
     flat = S.Spectrum(1.0, 1.0, np.ones(50))
     assert S.peaks(flat) == []
     assert S.peaks(S.Spectrum(1.0, 1.0, np.ones(2))) == []
+
+
+def test_late_data_lands_in_its_own_minutes_and_merges():
+    """A DAQ's offline buffer (older times) between live chunks: each block
+    goes to the minute of its samples; a minute returned twice merges by
+    :func:`average` into what one pass would give."""
+    acc = S.MinuteSpectra(RATE)
+    live0 = 1_700_000_040.0 - 1_700_000_040.0 % 60 + 10     # 10 s into a minute
+    x = tone(RATE, 20 * RATE, 50.0) + noise(20 * RATE, 0.1, seed=8)
+    got = []
+    for s in range(5):                                        # live: 5 s
+        got += acc.add(live0 + s, x[s * RATE:(s + 1) * RATE])
+    late0 = live0 - 3600                                      # an hour ago: 10 s
+    for s in range(10):
+        got += acc.add(late0 + s, x[(5 + s) * RATE:(6 + s) * RATE])
+    for s in range(5, 10):                                    # live again
+        got += acc.add(live0 + s, x[(10 + s) * RATE:(11 + s) * RATE])
+    got.append(acc.flush())
+    by_minute = {}
+    for r in got:
+        by_minute.setdefault(r.minute, []).append(r.lines)
+    live_m, late_m = live0 - 10, late0 - 10
+    assert sorted(by_minute) == [late_m, live_m]
+    assert len(by_minute[live_m]) == 2 and len(by_minute[late_m]) == 1
+    # The live minute, merged, equals the two live stretches analysed alone.
+    ref = S.WelchSpectrum(RATE)
+    ref.feed(x[:5 * RATE])
+    ref.reset()
+    ref.feed(x[15 * RATE:20 * RATE])
+    merged = S.average(by_minute[live_m])
+    expect = ref.take()[0]
+    assert merged.blocks == expect.blocks == 2 * 6
+    np.testing.assert_allclose(merged.rms, expect.rms, rtol=1e-5)
+    assert by_minute[late_m][0].blocks == 14

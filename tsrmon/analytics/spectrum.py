@@ -252,8 +252,12 @@ class MinuteSpectra:
     (blocks straddling a boundary count in the new minute).  Samples are
     assumed contiguous unless the chunk starts more than ``max_gap`` seconds
     after the previous one ended (or before it, by more than ``max_gap``):
-    then the carry is dropped, never FFT across a gap.  Arrival-time jitter
-    below ``max_gap`` is ignored: sample counting keeps the block clock.
+    then the carry is dropped, never FFT across a gap, and if the chunk
+    starts in another minute the current one is closed first.  Arrival-time
+    jitter below ``max_gap`` is ignored: sample counting keeps the block
+    clock.  After a jump back (late data) and forth, one minute can be
+    returned twice: its results merge with :func:`average` (weighted by
+    blocks), as a store upsert would.
     """
 
     def __init__(self, rate, minute=60, max_gap=2.0, **kw):
@@ -276,12 +280,18 @@ class MinuteSpectra:
             self._t_next = None
             raise ValueError("spectrum: non-finite samples in a chunk of %d (refused)" % x.size)
         rate, span = self.welch.rate, self.minute
+        out = []
         if self._t_next is not None and abs(t - self._t_next) > self.max_gap:
             self.welch.reset()
             t0 = t
+            # A jump to another minute (late data from a DAQ's offline
+            # buffer, or back to live) closes the current one first, so
+            # each block lands in the minute of its own samples.
+            if self._current is not None and math.floor(t / span) * span != self._current:
+                self._close(out)
+                self._current = None
         else:
             t0 = t if self._t_next is None else self._t_next
-        out = []
         pos = 0
         while pos < x.size:
             if self._current is None:
