@@ -14,8 +14,9 @@ How it stays off the ingest path:
 - Every ``FLUSH_INTERVAL`` seconds (injected clock) the lists are swapped
   out and handed to one job of :class:`~tsrmon.store.csvfiles.CSVFiles`: it
   formats the rows (:mod:`tsrmon.store.csvformat`), appends each file's
-  rows in one write and keeps the files open between flushes (idle ones are
-  closed).  The job runs in a thread of the reactor's pool
+  rows in one write and keeps the files open between flushes.  Files idle
+  for ``DATA.IDLE_CLOSE`` seconds are closed, by the clock even when no rows
+  arrive, so a deleted file frees its space.  The job runs in a thread of the reactor's pool
   (``worker="thread"``) or in a worker process (``worker="process"``,
   :mod:`tsrmon.store.csvworker`), where formatting gets a core of its own
   instead of competing for the GIL.  Jobs run one at a time (a
@@ -28,6 +29,10 @@ How it stays off the ingest path:
   fails (ENOSPC, EIO ...), the rows concerned are dropped and counted, the
   transition is logged once, and statistics carry on untouched.  A failed
   write is cut back to the file's previous end, so no half row is left.
+  A file that fails for its own reason (not ENOSPC/EIO/EROFS/EDQUOT: a name
+  too long, a folder in its place) only *degrades* its sensor in
+  :meth:`RawCSVService.healthy` until it is written again; the raw log as a
+  whole stays healthy (docs/storage.md).
 """
 
 import collections
