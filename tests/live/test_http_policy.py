@@ -35,6 +35,7 @@ class PolicySite:
         self.hub.remember(["m1"])
         self.policy = HttpPolicy.from_config(self.config) if shared else None
         self.live = LiveService(self.config, reactor, self.hub, policy=self.policy)
+        self.hub.live.append(self.live)
         self.rest = RestAPI(self.config, reactor, self.hub, None, live=self.live, policy=self.policy)
         # The order of makeService's rooms: the policy before live and rest.
         self.rooms = ([self.policy] if shared else []) + [self.live, self.rest]
