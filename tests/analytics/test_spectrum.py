@@ -355,3 +355,37 @@ def test_late_data_lands_in_its_own_minutes_and_merges():
     assert merged.blocks == expect.blocks == 2 * 6
     np.testing.assert_allclose(merged.rms, expect.rms, rtol=1e-5)
     assert by_minute[late_m][0].blocks == 14
+
+
+def test_pack_unpack_roundtrip():
+    lines, _ = S.spectrum_of(tone(RATE, 2 * RATE, 50.0), RATE)
+    blob = S.pack(lines)
+    assert len(blob) == 1600 * 4
+    back = S.unpack(blob, lines.f0, lines.df, lines.blocks, RATE)
+    np.testing.assert_array_equal(back.rms, lines.rms)
+    assert back.freqs[7] == 50.0
+    with pytest.raises(ValueError):
+        S.unpack(b"abc", 1.0, 1.0)
+
+
+def test_waterfall_decimation_keeps_power():
+    rng = np.random.default_rng(0)
+    specs = [S.Spectrum(6.25, 6.25, rng.random(1600).astype(np.float32), blocks=b)
+             for b in (14, 14, 13, 14, 1, 14, 14)]
+    groups, f0, df, rms = S.waterfall(specs, rows=3, lines=400)
+    assert rms.shape == (3, 400) and rms.dtype == np.float32
+    assert groups == [[0, 1, 2], [3, 4, 5], [6]]
+    assert df == 25.0 and f0 == pytest.approx(6.25 + 1.5 * 6.25)
+    # A column is the RMS of its four lines; a row the block-weighted power mean.
+    w = np.array([14, 14, 13.0])
+    p = sum(wi * specs[i].power for wi, i in zip(w, groups[0])) / w.sum()
+    np.testing.assert_allclose(rms[0] ** 2, p.reshape(400, 4).sum(axis=1), rtol=1e-5)
+    # Uneven line groups: 1600 lines into at most 300 columns → 6 per column, 267 columns.
+    _, _, df2, rms2 = S.waterfall(specs, rows=None, lines=300)
+    assert rms2.shape == (7, 267) and df2 == 6 * 6.25
+    np.testing.assert_allclose((rms2 ** 2).sum(axis=1), [s.power.sum() for s in specs], rtol=1e-5)
+    assert S.waterfall([])[3].shape == (0, 0)
+    with pytest.raises(ValueError):
+        S.waterfall(specs, rows=0)
+    with pytest.raises(ValueError):
+        S.waterfall(specs + [S.Spectrum(1.0, 1.0, np.ones(1600))])

@@ -496,3 +496,56 @@ def orders(spec, rpm, n=(1, 2, 3), tol=0.02):
         if got is not None:
             out[k] = got
     return out
+
+
+# -- storage and waterfall ---------------------------------------------------------
+
+def pack(spec):
+    """The stored form of a line spectrum's values: float32 little-endian bytes."""
+    return np.asarray(spec.rms, dtype="<f4").tobytes()
+
+
+def unpack(blob, f0, df, blocks=1, rate=None, lobe=1):
+    """Inverse of :func:`pack` (the other fields come from the row's columns)."""
+    if len(blob) % 4:
+        raise ValueError("spectrum blob of %d bytes is not float32 values" % len(blob))
+    return Spectrum(f0, df, np.frombuffer(blob, dtype="<f4").astype(np.float32),
+                    blocks, rate, lobe)
+
+
+def waterfall(spectra, rows=None, lines=None):
+    """Decimate a time series of spectra on the same lines for display.
+
+    Consecutive spectra are grouped into at most ``rows`` rows, averaged
+    over power and weighted by blocks (each row is the Welch spectrum of its
+    time span). Adjacent lines are grouped into at most ``lines`` columns,
+    summing power (each column is the RMS of its band). Returns
+    ``(groups, f0, df, rms)``: ``groups`` lists, for each output row, the
+    indices of the input spectra that it merges. The column centres are
+    ``f0 + i·df``, and ``rms`` is a float32 array of shape (rows, columns).
+    """
+    spectra = list(spectra)
+    if not spectra:
+        return [], 0.0, 0.0, np.zeros((0, 0), np.float32)
+    first = spectra[0]
+    n_lines = first.rms.size
+    for s in spectra:
+        if s.rms.size != n_lines or s.df != first.df or s.f0 != first.f0:
+            raise ValueError("waterfall: spectra on different lines (%r vs %r)" % (s, first))
+    if rows is not None and rows < 1 or lines is not None and lines < 1:
+        raise ValueError("waterfall: rows and lines must be >= 1")
+    rf = -(-len(spectra) // rows) if rows else 1
+    lf = -(-n_lines // lines) if lines else 1
+    groups = [list(range(i, min(i + rf, len(spectra)))) for i in range(0, len(spectra), rf)]
+    out_cols = -(-n_lines // lf)
+    out = np.zeros((len(groups), out_cols))
+    pad = out_cols * lf - n_lines
+    for r, g in enumerate(groups):
+        w = np.array([max(spectra[i].blocks, 1) for i in g], dtype=np.float64)
+        p = sum(wi * spectra[i].power for wi, i in zip(w, g)) / w.sum()
+        if pad:
+            p = np.concatenate((p, np.zeros(pad)))
+        out[r] = p.reshape(out_cols, lf).sum(axis=1)
+    # Column i merges lines i·lf .. i·lf+lf-1; its centre is their middle.
+    f0 = first.f0 + (lf - 1) / 2 * first.df
+    return groups, f0, lf * first.df, np.sqrt(out).astype(np.float32)
