@@ -78,6 +78,13 @@ class HealthProbe(threading.Thread):
         return {s for s, _ in self.results}
 
 
+def reactor_lag(daemon):
+    """The largest timer lateness of the last minute (``/healthz``), seconds."""
+    import json
+    _, body, _ = daemon.get("/healthz")
+    return json.loads(body)["checks"]["reactor"]["lag_max_recent_seconds"]
+
+
 def wait_for(condition, timeout, interval=0.1, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
