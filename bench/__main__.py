@@ -1,6 +1,6 @@
 """``python -m bench [--quick] [--only NAME]``: the daemon against its targets.
 
-Starts the real daemon (``twistd -n tsrmon``) as a subprocess on loopback
+Starts the real daemon (``twistd -n --pidfile= tsrmon``) as a subprocess on loopback
 with its default configuration (raw CSV on) unless a row says otherwise,
 drives it from other processes with pre-encoded frames, reads accepted
 counts from the daemon itself (``/machines``, then the stored sums after a
