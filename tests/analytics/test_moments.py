@@ -175,3 +175,38 @@ def test_non_finite_chunks_are_refused(bad):
         reduce_chunk(x, 0.0)
     with pytest.raises(ValueError):
         ChunkReducer()(x, 0.0)
+
+
+def test_peak_figures_from_existing_columns_match_moments():
+    from tsrmon.analytics.moments import peak_figures
+    from tsrmon.stats.sums import PartialSums
+    x = tone(RATE, RATE, 50.0, 1.0) + 0.2
+    ps = PartialSums.of(x)
+    got = peak_figures(ps.count, ps.total_sq, ps.minimum, ps.maximum)
+    m = Moments.of(x)
+    for k in ("rms", "peak", "peak_to_peak", "crest"):
+        assert got[k] == pytest.approx(getattr(m, k), rel=1e-12), k
+    assert peak_figures(0, 0.0, math.inf, -math.inf)["crest"] is None
+    assert peak_figures(3, 0.0, 0.0, 0.0)["crest"] is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    parts=st.lists(
+        st.tuples(st.lists(st.floats(-50, 50, allow_nan=False), min_size=1, max_size=40),
+                  st.floats(-60, 60, allow_nan=False)),
+        min_size=1, max_size=6),
+)
+def test_buckets_with_different_references_merge_to_the_whole(parts):
+    """Each part reduced about its own reference; merged by binomial shift."""
+    acc = Moments()
+    for values, ref in parts:
+        acc.merge(Moments.of(values, ref))
+    x = np.concatenate([np.asarray(v) for v, _ in parts])
+    whole = Moments.of(x, acc.ref)
+    scale = float(np.abs(x - acc.ref).max()) + max(abs(r - acc.ref) for _, r in parts) + 1.0
+    assert acc.count == x.size
+    assert (acc.minimum, acc.maximum) == (x.min(), x.max())
+    for k in range(1, 5):
+        assert getattr(acc, "s%d" % k) == pytest.approx(
+            getattr(whole, "s%d" % k), rel=1e-9, abs=1e-10 * x.size * scale ** k)

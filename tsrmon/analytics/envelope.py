@@ -87,11 +87,13 @@ def envelope(x, rate, band):
 class EnvelopeSpectrum(WelchSpectrum):
     """Streaming envelope spectrum: feed chunks of any length; ``take()``
     gives the Welch-averaged envelope spectrum (bin resolution ``rate/N``,
-    0..``env_fmax``, RMS per bin in the signal's unit) of the blocks since
-    the last take."""
+    0..``env_fmax`` — default 500 Hz, or rate/2.56 when lower — RMS per bin
+    in the signal's unit) of the blocks since the last take."""
 
-    def __init__(self, rate, band=None, env_fmax=500.0, n=None, overlap=0.5):
+    def __init__(self, rate, band=None, env_fmax=None, n=None, overlap=0.5):
         super().__init__(rate, n=n, overlap=overlap)
+        if env_fmax is None:
+            env_fmax = min(500.0, self.rate / 2.56)
         self.band = tuple(band) if band else default_band(self.rate)
         self.k_lo, self.k_hi = _band_bins(self.n, self.rate, self.band)
         self.k_count = self.k_hi - self.k_lo + 1
@@ -135,7 +137,7 @@ class EnvelopeSpectrum(WelchSpectrum):
                         fine.blocks, self.rate, lobe=2)
 
 
-def envelope_spectrum_of(x, rate, band=None, env_fmax=500.0, n=None):
+def envelope_spectrum_of(x, rate, band=None, env_fmax=None, n=None):
     """One-shot envelope spectrum of an array (see :class:`EnvelopeSpectrum`)."""
     e = EnvelopeSpectrum(rate, band=band, env_fmax=env_fmax, n=n)
     e.feed(x)

@@ -235,6 +235,18 @@ class Moments:
         }
 
 
+def peak_figures(count, sum_sq, minimum, maximum):
+    """``{rms, peak, peak_to_peak, crest}`` from the columns every tsrmon
+    row already has (count, sum_sq, min, max): these need no migration and
+    exist for rows written before the moment columns.  None when empty."""
+    if not count:
+        return {"rms": None, "peak": None, "peak_to_peak": None, "crest": None}
+    rms = math.sqrt(max(sum_sq, 0.0) / count)
+    peak = max(abs(minimum), abs(maximum))
+    return {"rms": rms, "peak": peak, "peak_to_peak": maximum - minimum,
+            "crest": peak / rms if rms else None}
+
+
 def reduce_chunk(x, ref, scratch=None):
     """One chunk's columns ``(count, ref, s1, s2, s3, s4, min, max)``.
 
