@@ -3,6 +3,7 @@ cites a path outside the checkout (the old ``../shared`` fixtures and spec
 folder).  Facts about the deployed system are cited from docs/legacy.md."""
 
 import os
+import re
 import subprocess
 
 import pytest
@@ -52,3 +53,26 @@ def test_the_scan_names_file_line_and_pattern(tmp_path):
     (tmp_path / "bad.py").write_text("import os\nP = os.path.join('..', 'x')\nQ = '../" + "shared/fixtures/legacy-daq'\n")
     assert find_offenders(str(tmp_path), ["ok.py", "bad.py", "gone.py"]) == [
         "bad.py:3: ../shared", "bad.py:3: shared/fixtures"]
+
+
+def legacy_sections():
+    with open(os.path.join(ROOT, "docs", "legacy.md"), encoding="utf-8") as f:
+        return set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", f.read(), re.M))
+
+
+def test_every_cited_legacy_section_exists():
+    """"docs/legacy.md §2.6" in a comment or doc names a section that is there."""
+    sections = legacy_sections()
+    assert {"1.2", "1.8", "2.5", "2.6", "3", "4.1", "8.3"} <= sections
+    missing = []
+    for rel in tracked_files():
+        path = os.path.join(ROOT, rel)
+        if rel == SELF or not os.path.isfile(path):
+            continue
+        with open(path, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+        for m in re.finditer(r"legacy\.md((?:,?\s*§\s*\d+(?:\.\d+)?)+)", text):
+            for sec in re.findall(r"§\s*(\d+(?:\.\d+)?)", m.group(1)):
+                if sec not in sections:
+                    missing.append(f"{rel}: §{sec}")
+    assert missing == []
