@@ -22,7 +22,13 @@ def velocity_mm_s(spec, unit, rpm=None):
 
 def features(spec, sensor_meta, env_spec=None, top=5, harmonics=3):
     """``{velocity_rms, bands, peaks, orders, bearing, iso, notes}`` of one
-    spectrum (a minute's lines or fine bins) of a sensor."""
+    spectrum (a minute's lines or fine bins) of a sensor.
+
+    ``velocity_rms`` mm/s; ``bands`` ``{name: rms}``; ``peaks`` ``[[Hz, rms]]``
+    highest first; ``orders`` ``{"1": [Hz, rms], …}``; ``bearing``
+    ``{"bpfo": [[harmonic, Hz, rms], …], …}`` from the envelope spectrum;
+    ``iso`` :meth:`~tsrmon.analytics.iso10816.Judgement.as_dict`; ``notes``
+    why a figure is missing."""
     out = {"notes": []}
     unit = sensor_meta.unit
     try:
@@ -38,7 +44,7 @@ def features(spec, sensor_meta, env_spec=None, top=5, harmonics=3):
                         for name, (lo, hi) in sensor_meta.bands.items()}
     out["peaks"] = [[f, a] for f, a in peaks(spec, top)]
     if sensor_meta.rpm:
-        out["orders"] = {str(k): a for k, (f, a) in
+        out["orders"] = {str(k): [f, a] for k, (f, a) in
                          orders(spec, sensor_meta.rpm, range(1, harmonics + 1)).items()}
     else:
         out["notes"].append("orders: running speed (rpm) unknown")
