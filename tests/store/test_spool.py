@@ -441,3 +441,31 @@ def test_a_full_disk_makes_the_store_unhealthy(tmp_path, monkeypatch):
     yield store.flush()
     assert store.health()["ok"] is True
     yield store.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_replay_is_handed_to_the_writer_before_start_returns(tmp_path, monkeypatch):
+    """Spooled transactions are queued on each writer thread during
+    startService, so they run before any row that arrives afterwards."""
+    Events(monkeypatch)
+    cfg = config(tmp_path, ZONE)
+    row = ("v", "hour", 3600, 0, "h", 2, 1.0, 3.0, -1.0, 2.0, 5.0)
+    spool.write_records(spool.spool_dir(cfg["DATABASE"]["PATH"]),
+                        spool.records_of("M", [("sums", [row])]), 3600.0)
+    handed = []
+    real = sqlite_store.MachineDatabase.replay
+
+    def replay(db, ops):
+        handed.append((db.machine, ops))
+        return real(db, ops)
+
+    monkeypatch.setattr(sqlite_store.MachineDatabase, "replay", replay)
+    store = SQLiteStore(cfg, reactor)
+    store.startService()
+    assert handed == [("M", [("sums", [row])])]
+    store.upsert_sums("M", [row])  # new data, committed after the replay
+    yield store.flush()
+    yield store.replay_done
+    yield store.stopService()
+    assert db_rows(os.path.join(cfg["DATABASE"]["PATH"], "M.db"),
+                   'SELECT "count", "min", "max" FROM "v_hour_avg"') == [(4, -1.0, 2.0)]

@@ -510,14 +510,17 @@ class SQLiteStore(service.Service):
                       "not be committed before shutdown; kept in {path}, replayed at the next start",
                       n=len(records), machines=machines, sums=n_sums, faults=n_faults, path=path)
 
-    @defer.inlineCallbacks
     def replay_spool(self):
         """Replay every spool file (oldest first), one transaction per machine
-        and file.  A file is removed once all its rows are committed; rows
-        that fail stay in it (rewritten without the committed ones)."""
+        and file.  The files are read and the transactions handed to the
+        writer threads here, synchronously, so they run before anything
+        queued later.  A file is removed once all its rows are committed;
+        rows that fail stay in it (rewritten without the committed ones).
+        Returns a Deferred firing when every file is dealt with."""
+        jobs = []
         for path in spool.spool_files(self.spool_folder):
             try:
-                records, bad = yield self._run_in_thread(spool.read_file, path)
+                records, bad = spool.read_file(path)
             except OSError as e:
                 self.spool_errors += 1
                 self.log.error("cannot read spool file {path} ({error}); left in place",
@@ -534,27 +537,32 @@ class SQLiteStore(service.Service):
                 except spool.SpoolError:
                     invalid += 1
                     continue
-                by_machine.setdefault(machine, ([], []))
-                by_machine[machine][0].append(op)
-                by_machine[machine][1].append(rec)
+                ops, recs = by_machine.setdefault(machine, ([], []))
+                ops.append(op)
+                recs.append(rec)
             if invalid:
                 self.log.error("spool file {path}: {n} records are malformed; skipped",
                                path=path, n=invalid)
-            machines = list(by_machine)
             results = []
-            for machine in machines:
+            for machine, (ops, recs) in by_machine.items():
                 try:
                     db = self.database(machine)
                 except ValueError as e:
                     self.log.error("spool file {path}: {n} rows of machine {machine} cannot be "
-                                   "stored ({error}); they stay in the spool",
-                                   path=path, n=len(by_machine[machine][1]),
-                                   machine=peer_text(machine), error=peer_text(str(e), 200))
+                                   "stored ({error}); they stay in the spool", path=path,
+                                   n=len(recs), machine=peer_text(machine),
+                                   error=peer_text(str(e), 200))
                     results.append(defer.succeed(False))
                     continue
-                ops, _ = compact_ops(by_machine[machine][0])
-                results.append(db.replay(ops))
-            outcome = yield defer.gatherResults(results)
+                results.append(db.replay(compact_ops(ops)[0]))
+            jobs.append((path, by_machine, defer.gatherResults(results)))
+        return self._replayed(jobs)
+
+    @defer.inlineCallbacks
+    def _replayed(self, jobs):
+        for path, by_machine, results in jobs:
+            outcome = yield results
+            machines = list(by_machine)
             done = sum(len(by_machine[m][1]) for m, ok in zip(machines, outcome) if ok)
             kept = [rec for m, ok in zip(machines, outcome) if not ok for rec in by_machine[m][1]]
             self.replayed_rows += done
