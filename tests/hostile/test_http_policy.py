@@ -26,7 +26,6 @@ from twisted.internet.task import LoopingCall
 from tests.conftest import JS_DIR
 from tests.daemon.harness import Daemon
 from tests.live.conftest import FakeDAQ
-from tests.live.helpers import eventually
 from tests.live.test_http_policy import PolicySite
 from tsrmon.stats.sums import PartialSums
 
@@ -77,10 +76,11 @@ async def test_python_socketio_client_with_a_token(site, mode, how):
     # Without a valid token: refused (wrong Bearer at the handshake, nothing at CONNECT).
     bad = {"bearer": {"headers": {"Authorization": "Bearer wrong"}}, "auth": {"auth": {"token": "wrong"}},
            "query": {}}[how]
+    connects = site.live.counters()["connects"]
     result, message, _ = await threads.deferToThread(
         py_client, site.url + ("?token=wrong" if how == "query" else ""), TRANSPORTS[mode], **bad)
     assert result == "refused"
-    await eventually(lambda: site.live.counters()["namespace_clients"] == 0)
+    assert site.live.counters()["connects"] == connects
 
 
 @pytest.fixture
