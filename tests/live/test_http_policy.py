@@ -224,3 +224,26 @@ def test_live_layer_reads_the_policy_it_was_given(tmp_path):
     assert live.engine.policy is policy and live.sio.policy is policy
     rest = RestAPI(config, reactor, live.hub, None, live=live)
     assert rest.policy is policy  # a RestAPI given the live layer shares its policy
+
+
+@pytest_twisted.ensureDeferred
+async def test_refused_tokens_are_logged_rate_limited_per_client(site, http):
+    from twisted.logger import globalLogPublisher
+
+    lines = []
+
+    def observe(event):
+        if event.get("log_namespace", "").startswith("tsrmon.web.gate"):
+            lines.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        s = site(auth=["s3cret"])
+        h = http(s.url)
+        for _ in range(20):
+            resp, _ = await h.get("/machines?token=" + "x" * 3000, headers={"Authorization": "Basic Zm9vOmJhcg=="})
+            assert resp.code == 401
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert len(lines) == 5  # PeerLog's burst for (127.0.0.1, refused token)
+    assert all(e["client"] == "127.0.0.1" and len(e["path"]) <= 100 for e in lines)
