@@ -469,3 +469,13 @@ def test_the_replay_is_handed_to_the_writer_before_start_returns(tmp_path, monke
     yield store.stopService()
     assert db_rows(os.path.join(cfg["DATABASE"]["PATH"], "M.db"),
                    'SELECT "count", "min", "max" FROM "v_hour_avg"') == [(4, -1.0, 2.0)]
+
+
+def test_overflowed_sums_and_odd_text_still_make_a_spool(tmp_path):
+    inf = float("inf")
+    ops = [("sums", [("v", "hour", 0, 0, "h", 2, 1e308, 1e308, 1e308, 1e308, inf)]),
+           ("fault", "t\ud800", 1.0, 2.0, 1.0)]
+    path = spool.write_records(str(tmp_path), spool.records_of("M", ops), 0.0)
+    back, bad = spool.read_file(path)
+    assert bad == 0
+    assert [spool.op_of(r)[1] for r in back] == [("sums", [ops[0][1][0]]), ops[1]]

@@ -17,7 +17,8 @@ A ``sums`` record is a delta, the same additive upsert as a live flush
 (count, sum, sum_abs, sum_sq added; min/max widened; ``data`` recomputed),
 so any backend can replay it with its normal upsert and the result equals
 writing the rows directly.  ``sensor`` records come first.  Floats are
-written with ``repr`` precision (exact round trip).
+written with ``repr`` precision (exact round trip); a sum that overflowed is
+``Infinity`` (Python's json extension, read back as such).
 
 Files are written to ``*.jsonl.part``, fsynced and renamed, so a ``.jsonl``
 file is always complete; a ``.part`` left by a crash mid-write is replayed
@@ -129,12 +130,23 @@ def write_records(folder, records, now, name=None):
     with open(part, "w", encoding="utf-8") as f:
         f.write(json.dumps(header) + "\n")
         for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False, allow_nan=False) + "\n")
+            f.write(_line(rec))
         f.flush()
         os.fsync(f.fileno())
     os.replace(part, path)
     _fsync_dir(folder)
     return path
+
+
+def _line(rec):
+    # Sums of huge samples can overflow (sum_sq = inf): written as Infinity /
+    # NaN, which Python's json reads back, rather than losing the file.
+    line = json.dumps(rec, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: escape it, still exact
+        line = json.dumps(rec)
+    return line + "\n"
 
 
 def _fsync_dir(folder):
