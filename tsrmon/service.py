@@ -463,7 +463,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
             wildcard = host.host in ("0.0.0.0", "::", "")
             return ("127.0.0.1" if wildcard else host.host, host.port)
 
-        rooms["demo"] = DemoService(config, reactor, daq_address)
+        rooms["demo"] = DemoService(config, reactor, daq_address, hub=hub)  # hub: 14 days of history
         rooms["demo"].setServiceParent(top)
     return top
 

@@ -119,8 +119,10 @@ export class LiveChart {
 }
 
 // Several named series (one per sensor) of {x, y} rows, joined on time.
+// `stepped`: each value holds until the next x (month and year buckets,
+// whose rows carry an extra point at the end of the last bucket).
 export class HistoryChart {
-  constructor(el, { height = 260, series, range }) {
+  constructor(el, { height = 260, series, range, stepped = false }) {
     this.el = el;
     const names = Object.keys(series);
     const tables = names.map((name) => {
@@ -135,7 +137,10 @@ export class HistoryChart {
       fmtDate,
       // The requested date range, not just the span of the rows.
       scales: { x: range ? { time: true, range: () => range } : { time: true } },
-      series: [{}, ...names.map((n, i) => lineSeries(n, PALETTE[i % PALETTE.length], 2, true))],
+      series: [{}, ...names.map((n, i) => ({
+        ...lineSeries(n, PALETTE[i % PALETTE.length], 2, true),
+        ...(stepped ? { paths: uPlot.paths.stepped({ align: 1 }) } : {}),
+      }))],
       axes: [{ ...AXIS }, { ...AXIS, size: 60 }],
     };
     this.chart = new uPlot(opts, data, el);

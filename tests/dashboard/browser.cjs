@@ -166,6 +166,27 @@ const SCENARIOS = {
     await shot("overview-first-paint.png");
   },
 
+  // History on first open (no dates in the URL) at the hour, day and month
+  // levels: rows, and the fewest points a sensor's line has.
+  async historylevels(page, out, shot) {
+    await page.goto(`${base}/#/h/${encodeURIComponent(arg)}`, { waitUntil: "load" });
+    out.levels = {};
+    for (const lv of ["hour", "day", "month"]) {
+      if (lv !== "hour") await page.selectOption("select[name=level]", lv);
+      await page.waitForSelector(`#history-rows[data-level="${lv}"]`, { timeout: 10000 });
+      const box = await page.$(".history-chart");
+      out.levels[lv] = {
+        rows: Number(await page.getAttribute("#history-rows", "data-rows")),
+        min_points: Number(await box.getAttribute("data-min-points")),
+        series: Number(await box.getAttribute("data-series")),
+        canvas: await page.$$eval(".history-chart canvas", (c) => c.length),
+        start: await page.inputValue("input[name=start]"),
+        end: await page.inputValue("input[name=end]"),
+      };
+      await shot(`history-${lv}.png`);
+    }
+  },
+
   // History of one machine at the hour level, and its CSV download.
   async history(page, out, shot) {
     await page.goto(`${base}/#/h/${encodeURIComponent(arg)}?level=hour`, { waitUntil: "load" });

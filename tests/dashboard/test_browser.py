@@ -139,3 +139,19 @@ def test_history_renders_rows_from_stat_hour_and_a_csv_downloads(demo):
     direct = requests.get(out["csv_href"], timeout=5)
     assert direct.status_code == 200 and "csv" in direct.headers["content-type"]
     assert len(lines) >= 2 and lines[0] == direct.text.splitlines()[0]
+
+
+def test_history_levels_show_lines_on_first_open(demo):
+    """``--demo`` backfills 14 days through the late-data path: the History
+    view's hour, day and month levels each draw a line (two points or more
+    per sensor) in their default range, on first open."""
+    daemon, machines = demo
+    name = sorted(machines)[0]
+    out = drive(daemon, "historylevels", name)
+    today = datetime.datetime.now(zoneinfo.ZoneInfo(ZONE)).date()
+    for lv, expected_rows in (("hour", 24), ("day", 14), ("month", 1)):
+        got = out["levels"][lv]
+        assert got["end"] == today.isoformat(), (lv, got)
+        assert got["series"] == len(machines[name]["sensors"]), (lv, got)
+        assert got["rows"] >= expected_rows * got["series"], (lv, got)
+        assert got["min_points"] >= 2 and got["canvas"] >= 1, (lv, got)

@@ -10,6 +10,21 @@ const LEVELS = ["hour", "day", "month", "year"];
 const DEFAULT_DAYS = { hour: 2, day: 30, month: 365, year: 3650 };
 const MAX_TABLE_ROWS = 1000;
 
+// The start of the bucket after the one starting at `x` (wall seconds placed as UTC).
+function bucketEnd(x, level) {
+  const d = new Date(x * 1000);
+  if (level === "month") return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) / 1000;
+  if (level === "year") return Date.UTC(d.getUTCFullYear() + 1, 0, 1) / 1000;
+  if (level === "day") return x + 86400;
+  return x + 3600;
+}
+
+function shiftDate(iso, days) {
+  const d = new Date(`${iso}T00:00:00Z`);
+  d.setUTCDate(d.getUTCDate() + days);
+  return d.toISOString().slice(0, 10);
+}
+
 function sensorOf(rowName, level) {
   const suffix = `_${level}_avg`;
   return rowName && rowName.endsWith(suffix) ? rowName.slice(0, -suffix.length) : String(rowName);
@@ -44,6 +59,20 @@ export function historyView(ctx, machineName, query) {
   level.addEventListener("change", () => { start.value = serverDaysAgo(DEFAULT_DAYS[level.value]); load(); });
   machine.addEventListener("change", () => load());
 
+  // The default range moves to the newest data once when it holds none
+  // (a machine last seen weeks ago); a range the user chose stays.
+  let autoRange = !query.get("start") && !query.get("end");
+  async function newestDay(name) {
+    try {
+      const rows = await getJSON("stat/day", { machine: name, start: serverDaysAgo(3650), end: serverDaysAgo(0), align: "false" });
+      let newest = "";
+      for (const r of Array.isArray(rows) ? rows : []) if (String(r.time) > newest) newest = String(r.time);
+      return newest ? newest.slice(0, 10) : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
   async function load() {
     const name = machine.value;
     if (!name) return;
@@ -54,6 +83,8 @@ export function historyView(ctx, machineName, query) {
     csv.setAttribute("download", `${name}_${lv}_${start.value}_${end.value}.csv`);
     if (chart) { chart.destroy(); chart = null; }
     clear(chartBox);
+    chartBox.dataset.minPoints = "0";
+    chartBox.dataset.series = "0";
     if (start.value > end.value) { clear(out).append(h("p", { class: "error" }, t("bad_range"))); return; }
     clear(out).append(h("p", { class: "muted" }, t("loading")));
     let rows;
@@ -63,9 +94,19 @@ export function historyView(ctx, machineName, query) {
       clear(out).append(h("p", { class: "error" }, t("error", e.message)));
       return;
     }
-    clear(out);
     rows = Array.isArray(rows) ? rows : [];
+    if (!rows.length && autoRange) {
+      autoRange = false;
+      const newest = await newestDay(name);
+      if (newest && newest < start.value) {
+        end.value = newest;
+        start.value = shiftDate(newest, -DEFAULT_DAYS[lv]);
+        return load();
+      }
+    }
+    clear(out);
     out.dataset.rows = String(rows.length);
+    out.dataset.level = lv;
     if (!rows.length) { out.append(h("p", { class: "muted" }, t("no_rows"))); return; }
     const series = {};
     for (const r of rows) {
@@ -74,9 +115,19 @@ export function historyView(ctx, machineName, query) {
       if (x === null) continue;
       (series[sensor] || (series[sensor] = [])).push({ x, y: r.data === null ? null : Number(r.data) });
     }
+    // Month and year rows are drawn as steps to the end of their bucket, so
+    // even one month is a line, not a dot.
+    const stepped = lv === "month" || lv === "year";
+    for (const list of Object.values(series)) {
+      list.sort((a, b) => a.x - b.x);
+      if (stepped && list.length) list.push({ x: bucketEnd(list[list.length - 1].x, lv), y: list[list.length - 1].y });
+    }
+    const drawn = Object.values(series).map((list) => list.filter((p) => p.y !== null).length);
+    chartBox.dataset.minPoints = String(drawn.length ? Math.min(...drawn) : 0);
+    chartBox.dataset.series = String(drawn.length);
     const x0 = wallSeconds(`${start.value} 00:00:00`);
     const x1 = wallSeconds(`${end.value} 00:00:00`) + 86400;
-    chart = new HistoryChart(chartBox, { series, range: x0 !== null && x1 !== null ? [x0, x1] : null });
+    chart = new HistoryChart(chartBox, { series, stepped, range: x0 !== null && x1 !== null ? [x0, x1] : null });
     const sorted = rows.slice().sort((a, b) => (a.time < b.time ? 1 : a.time > b.time ? -1 : 0));
     const shown = sorted.slice(0, MAX_TABLE_ROWS);
     out.append(
@@ -95,6 +146,9 @@ export function historyView(ctx, machineName, query) {
     h("label", {}, t("machine"), " ", machine), h("label", {}, t("level"), " ", level),
     h("label", {}, t("start"), " ", start), h("label", {}, t("end"), " ", end),
     h("button", { type: "submit" }, t("load")), csv);
+  // A date the user picks is kept (the level selector sets its own default).
+  start.addEventListener("change", () => { autoRange = false; });
+  end.addEventListener("change", () => { autoRange = false; });
   const el = h("div", { class: "view history" }, h("h1", {}, t("history")), form,
     h("section", { class: "panel" }, chartBox, out));
   // Once the server's calendar is known (at most 2 s) and the view is in the
