@@ -56,7 +56,8 @@ export function historyView(ctx, machineName, query) {
     if (!had && machine.value) load();
   });
 
-  level.addEventListener("change", () => { start.value = serverDaysAgo(DEFAULT_DAYS[level.value]); load(); });
+  // A new level shows its default span, ending where the range ends now.
+  level.addEventListener("change", () => { start.value = shiftDate(end.value || serverDaysAgo(0), -DEFAULT_DAYS[level.value]); load(); });
   machine.addEventListener("change", () => load());
 
   // The default range moves to the newest data once when it holds none
