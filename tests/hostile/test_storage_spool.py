@@ -5,7 +5,6 @@ and replayed exactly by the next start."""
 import glob
 import json
 import math
-import os
 import socket
 import sqlite3
 import time

@@ -23,7 +23,6 @@ the store as a whole failing is *unhealthy* (docs/storage.md).
 
 import math
 import os
-import time
 
 from twisted.application import service
 from twisted.enterprise import adbapi
@@ -210,7 +209,7 @@ class MachineDatabase:
                 self.log.error("{machine}: {n} rows dropped: the store has stopped",
                                machine=peer_text(self.machine), n=rows)
             elif self.dropped_rows >= 10 * max(self._dropped_logged, 1):
-                # Logged at 1, 10, 100, ... rows: counts, not one line a flush.
+                # Logged each time the total grows tenfold, not once a flush.
                 self._dropped_logged = self.dropped_rows
                 self.log.error("{machine}: {n} rows dropped in all since its database broke "
                                "({error})", machine=peer_text(self.machine),
