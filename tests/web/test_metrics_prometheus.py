@@ -72,6 +72,9 @@ def test_prometheus_scrapes_the_daemon(tmp_path):
         assert "unknown" not in types.values(), {n: t for n, t in types.items() if t == "unknown"}
         frames = _api(prom_port, "query", query="tsrmon_ingest_frames_total")["result"]
         assert frames and float(frames[0]["value"][1]) == 0.0
+        # The reactor's recent lag is in /healthz too.
+        reactor_check = requests.get(daemon.url("/healthz"), timeout=5).json()["checks"]["reactor"]
+        assert reactor_check["ok"] is True and reactor_check["lag_max_recent_seconds"] >= 0.0
     finally:
         prom.terminate()
         try:
