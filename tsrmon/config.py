@@ -367,6 +367,7 @@ SCHEMA = {
         "MIN_FREE_MB": (1024, _int(0), False),
         "ENABLED": (True, _bool, False),
         "WRITER": ("process", _choice("process", "thread"), False),
+        "IDLE_CLOSE": (60, _number(1, 86400), False),
     },
     "DAQ": {
         "ALLOW": ([], _cidr_list, False),

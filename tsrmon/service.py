@@ -434,7 +434,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
 
     rest = rooms["rest"] = RestAPI(
         config, reactor, hub, reader, live=live, notifier=notifier, policy=policy,
-        health={"daq": daq.healthy, "database": store.healthy, "notifier": notifier.health,
+        health={"daq": daq.healthy, "database": store.health, "notifier": notifier.health,
                 "raw_csv": raw.healthy, "live": live.healthy, "alarms": alarms.healthy,
                 "clock": clockjump.healthy, "reactor": lag.healthy},
         counters={"ingest": daq.counters, "store": store.counters, "raw": raw.counters,
