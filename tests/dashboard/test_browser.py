@@ -7,7 +7,6 @@ Screenshots of every view go to ``tests/dashboard/artifacts/`` (git-ignored).
 """
 
 import datetime
-import os
 import time
 import urllib.parse
 import zoneinfo

@@ -15,7 +15,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from tests.daemon.harness import Daemon, free_port
-from tests.ingest.helpers import port_of, start_listener, wait_until
+from tests.ingest.helpers import port_of, start_listener
 from tsrmon import simulate
 from tsrmon.cli import main
 
