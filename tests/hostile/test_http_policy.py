@@ -26,6 +26,7 @@ from twisted.internet.task import LoopingCall
 from tests.conftest import JS_DIR
 from tests.daemon.harness import Daemon
 from tests.live.conftest import FakeDAQ
+from tests.live.helpers import eventually
 from tests.live.test_http_policy import PolicySite
 from tsrmon.stats.sums import PartialSums
 
@@ -95,6 +96,9 @@ def streaming(site):
 
     loop = LoopingCall(tick)
     loop.start(0.2)
+    # `initialize` answers from the cache: wait until it holds updates.
+    pytest_twisted.blockon(defer.ensureDeferred(
+        eventually(lambda: site.live.counters()["cached_updates"] >= 2, timeout=10)))
     yield site
     loop.stop()
 
