@@ -181,12 +181,13 @@ class Daemon:
         """Largest VmHWM among the daemon's children (the CSV worker)."""
         return max((self._status_kb(pid, "VmHWM") for pid in self.children()), default=0)
 
-    def log_bytes(self):
-        """Bytes written to stdout/stderr and to the daily log files so far."""
-        total = os.path.getsize(os.path.join(self.workdir, "daemon.out"))
-        folder = self.config.get("LOGGER", {}).get("PATH", "log")
-        for path in glob.glob(os.path.join(self.workdir, folder, "*")):
-            total += os.path.getsize(path)
+    def log_bytes(self, stdout=True, files=True):
+        """Bytes written to stdout/stderr and/or to the daily log files so far."""
+        total = os.path.getsize(os.path.join(self.workdir, "daemon.out")) if stdout else 0
+        if files:
+            folder = self.config.get("LOGGER", {}).get("PATH", "log")
+            for path in glob.glob(os.path.join(self.workdir, folder, "*")):
+                total += os.path.getsize(path)
         return total
 
     def log_text(self):

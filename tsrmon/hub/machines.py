@@ -110,7 +110,7 @@ class MachineHub(service.Service):
         self._case = {}  # case_key(machine) -> machine name
         # Connect, takeover and disconnect lines: a reconnect storm writes a
         # few lines a minute per machine and source, not one per reconnect.
-        self.peerlog = PeerLog(self.log, clock, burst=5, global_burst=300)
+        self.peerlog = PeerLog(self.log, clock, burst=5, global_burst=100)
         self.counters = dict.fromkeys(("refused_sensor_case", "refused_sensor_max"), 0)
 
     # -- configuration -------------------------------------------------
@@ -272,11 +272,13 @@ class MachineHub(service.Service):
                 return False
             machine.sensor_case[key] = sensor
         elif machine.sensors[sensor] != stype:
-            self.log.warn("{machine}/{sensor}: type changed from {old} to {new}",
-                          machine=machine.name, sensor=sensor, old=machine.sensors[sensor], new=stype)
+            # A DAQ flapping between two types must not write a line a frame.
+            self.peerlog.warn(machine.name, "type changed " + sensor,
+                              "{machine}/{sensor}: type changed from {old} to {new}",
+                              machine=machine.name, sensor=sensor, old=machine.sensors[sensor], new=stype)
         machine.sensors[sensor] = stype
         mode, named = self.config.stat_mode(stype)
-        if not named and stype not in self._stype_warned:
+        if not named and stype not in self._stype_warned and len(self._stype_warned) < 1024:
             self._stype_warned.add(stype)
             self.log.warn("sensor type {stype!r} (first seen on {machine}/{sensor}) is not in STAT: "
                           "using STAT.DEFAULT ({mode})",
