@@ -1,10 +1,10 @@
 """Shared pieces of the browser tests: what they need, and the driver.
 
-Debian's ``chromium`` is a system package the README's test command (and
-``.ci/run``) installs; the tests never install it, they skip (or fail under
-TSRMON_REQUIRE_SERVICES=1) without it.  ``playwright-core`` (``npm ci`` in
-this folder) and a built dashboard (``npm ci && npm run build`` in
-``dashboard/``) are set up here when missing.
+The tests install nothing.  Debian's ``chromium`` and ``playwright-core``
+(``npm ci`` in this folder) are installed by ``.ci/install-test-deps``, the
+dashboard is built by the README's test command (``cd dashboard && npm ci &&
+npm run build``); without one of them the browser tests skip with the reason
+(or fail under TSRMON_REQUIRE_SERVICES=1).
 """
 
 import json
@@ -17,7 +17,6 @@ from tests.conftest import ROOT
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARTIFACTS = os.path.join(HERE, "artifacts")
 DRIVER = os.path.join(HERE, "browser.cjs")
-DASHBOARD_SRC = os.path.join(ROOT, "dashboard")
 STATIC_INDEX = os.path.join(ROOT, "tsrmon", "dashboard", "static", "index.html")
 ZONE = "Asia/Seoul"  # the harness's TIME.ZONE
 
@@ -27,31 +26,20 @@ def chromium():
     return os.environ.get("TSRMON_CHROMIUM") or shutil.which("chromium")
 
 
-def _run(cmd, cwd=None, timeout=600):
-    try:
-        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return False, str(e)
-    return done.returncode == 0, (done.stdout + done.stderr)[-2000:]
+def npm_problem(folder, module):
+    """Why ``module`` is not usable from ``folder``, or None."""
+    if shutil.which("node") is None:
+        return "node is needed (Debian: apt-get install nodejs npm)"
+    if not os.path.isdir(os.path.join(folder, "node_modules", module)):
+        return f"{module} is not installed in {folder} (npm ci there; .ci/install-test-deps does it)"
+    return None
 
 
-def ensure_npm(folder, module):
-    if os.path.isdir(os.path.join(folder, "node_modules", module)):
-        return None
-    if shutil.which("npm") is None or shutil.which("node") is None:
-        return "node and npm are needed (Debian: apt-get install nodejs npm)"
-    ok, out = _run(["npm", "ci", "--no-audit", "--no-fund"], cwd=folder, timeout=600)
-    return None if ok else f"npm ci in {folder} failed: {out}"
-
-
-def ensure_build():
+def build_problem():
+    """Why the dashboard is not built, or None."""
     if os.path.isfile(STATIC_INDEX):
         return None
-    problem = ensure_npm(DASHBOARD_SRC, "esbuild")
-    if problem:
-        return problem
-    ok, out = _run(["npm", "run", "build"], cwd=DASHBOARD_SRC, timeout=300)
-    return None if ok else f"npm run build failed: {out}"
+    return "the dashboard is not built (cd dashboard && npm ci && npm run build)"
 
 
 def drive(daemon, scenario, arg="", timeout=60, env=None):
