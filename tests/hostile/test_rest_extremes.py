@@ -354,3 +354,11 @@ def test_schemathesis_extreme_dates_on_a_live_server(tmp_path):
         server.wait(10)
         server.stdout.close()
         server.stderr.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_ack_by_is_bounded(api):
+    code, body = await afetch(api, "/alarms/nope/ack?by=" + "k" * 201, method="POST")
+    assert code == 400 and body["parameter"] == "by"
+    code, body = await afetch(api, "/alarms/nope/ack?by=" + "k" * 200, method="POST")
+    assert code == 404 and body["parameter"] == "alarm_id"

@@ -34,6 +34,7 @@ CSV = b"text/csv; charset=utf-8"
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}$")
 MAX_MINUTES = 7 * 24 * 60  # minute rows are kept 7 days (docs/storage.md)
 DEFAULT_NOTIFICATION_DAYS = 30
+MAX_BY = 200  # who acknowledges an alarm (openapi: maxLength 200)
 # The dates a query may name.  Below the epoch, local midnights of some
 # zones are negative or overflow; above it, "the day after" and "the year
 # after" (bucket bounds, next-month texts) leave the calendar (year 10000).
@@ -478,8 +479,12 @@ class RestAPI:
     @defer.inlineCallbacks
     def alarms_ack(self, request, alarm_id):
         by = self._arg(request, "by")
+        if by is not None and len(by) > MAX_BY:
+            raise BadParameter("by", f"by is longer than {MAX_BY} characters")
         if by is None:
-            by = request.getHeader("X-Forwarded-User") or request.getClientAddress().host
+            # A proxy's user header (kept short), else the client address (a
+            # UNIX-socket endpoint has no host).
+            by = (request.getHeader("X-Forwarded-User") or "")[:MAX_BY] or _client(request)
         if self.alarms is None:
             return self._error(request, 404, "alarm rules are not running", None)
         try:
