@@ -39,6 +39,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from tsrmon.live.packets import dumps
+from tsrmon.peerlog import PeerLog
 from tsrmon.web.policy import HttpPolicy, TokenCheck
 
 # Engine.IO error codes (engine.io server.ts) and their HTTP status.
@@ -186,6 +187,9 @@ class EngineServer:
         self.max_queue = max_queue
         # CORS and tokens: read from the shared policy at every request.
         self.policy = policy if policy is not None else HttpPolicy()
+        # Warnings about one client (dropped as slow, bad packets): a few
+        # lines per client address and reason a minute.
+        self.peerlog = PeerLog(self.log, clock)
         self.name = name
         self.allow_eio3 = allow_eio3
         self.sessions = {}
@@ -219,12 +223,14 @@ class EngineServer:
             return 3
         return None
 
-    def open_session(self, websocket=None, token=None, query=None, protocol=4):
-        """``token``: what the handshake presented (bytes, checked) or None."""
+    def open_session(self, websocket=None, token=None, query=None, protocol=4, peer=None):
+        """``token``: what the handshake presented (bytes, checked) or None;
+        ``peer``: the client's address (for log lines)."""
         sid = new_sid()
         while sid in self.sessions:
             sid = new_sid()
         session = EngineSession(self, sid, websocket, token, query or {}, protocol)
+        session.peer = peer or "unknown"
         self.sessions[sid] = session
         self.counters["sessions_opened"] += 1
         session.start()
@@ -266,6 +272,7 @@ class EngineSession:
         # The token the handshake presented: checked against the policy of
         # the moment each time it is used (a SIGHUP may have revoked it).
         self.token = token
+        self.peer = "unknown"  # the client's address, for log lines
         self.query = query
         self.ws = websocket  # the active WebSocket protocol (None while polling)
         self.probe = None  # a WebSocket probing for the upgrade
@@ -372,8 +379,10 @@ class EngineSession:
 
     def drop_slow(self):
         self.server.counters["dropped_slow_clients"] += 1
-        self.log.warn("live client {sid} ({transport}) dropped: more than {max} messages queued",
-                      sid=self.sid, transport=self.transport_name, max=self.server.max_queue)
+        self.server.peerlog.warn(self.peer, "slow client",
+                                 "live client {sid} ({transport}) from {peer} dropped: more than "
+                                 "{max} messages queued", sid=self.sid, transport=self.transport_name,
+                                 peer=self.peer, max=self.server.max_queue)
         self.close("slow client")
 
     def _poll_encode(self, packets):
@@ -647,7 +656,8 @@ class EngineWebSocket(WebSocketServerProtocol):
             if not engine.accepting:
                 self.dropConnection(abort=False)
                 return
-            self.session = engine.open_session(self, self.token, self.query, self.eio)
+            peer = getattr(self.transport.getPeer(), "host", None) if self.transport else None
+            self.session = engine.open_session(self, self.token, self.query, self.eio, peer=peer)
             return
         session = engine.get_session(self.sid_wanted)
         if session is None or session.ws is not None or session.probe is not None:
@@ -848,7 +858,8 @@ class EngineResource(Resource):
             return error_body(request, BAD_REQUEST, server)
         query = {k.decode("utf-8", "replace"): v[0].decode("utf-8", "replace")
                  for k, v in args.items() if v}
-        session = server.open_session(None, token, query, protocol)
+        peer = getattr(request.getClientAddress(), "host", None)
+        session = server.open_session(None, token, query, protocol, peer=peer)
         write_poll_body(request, session._poll_encode([session.open_packet]))
         return NOT_DONE_YET
 

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from tsrmon.live import packets as P
 from tsrmon.live.engineio import Outgoing, new_sid
+from tsrmon.peerlog import PeerLog, peer_text
 
 # Reserved names the JS client never emits; Dart 2.x sent them anyway, so
 # they are ignored rather than treated as protocol errors.
@@ -136,8 +137,11 @@ class SocketConnection:
 
     def protocol_error(self, why):
         self.server.counters["protocol_errors"] += 1
-        self.log.info("live session {sid}: closing on a bad Socket.IO packet: {why}",
-                      sid=self.session.sid, why=why)
+        session = self.session
+        peer = getattr(session, "peer", "unknown")
+        self.server.peerlog.info(peer, "bad Socket.IO packet",
+                                 "live session {sid} from {peer}: closing on a bad Socket.IO packet: "
+                                 "{why}", sid=session.sid, peer=peer, why=peer_text(why, 160))
         self.session.close("parse error")
 
     # -- engine handler interface -------------------------------------------
@@ -299,6 +303,7 @@ class SocketServer:
         # The shared tsrmon.web.policy.HttpPolicy (None: no API tokens).
         self.policy = policy
         self.connections = set()
+        self.peerlog = PeerLog(self.log, clock)
         self.counters = counters if counters is not None else {}
         for key in ("events_sent", "events_received", "connects", "connect_errors",
                     "protocol_errors", "revoked"):
