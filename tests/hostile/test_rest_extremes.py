@@ -182,7 +182,7 @@ def _quote(text):
     return quote(text, safe="")
 
 
-@settings(max_examples=120, deadline=None, derandomize=True,
+@settings(max_examples=120, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(route=st.sampled_from(RANGED + UNMACHINED + OPTIONAL),
        start=st.one_of(st.none(), _date_texts()), end=st.one_of(st.none(), _date_texts()),
@@ -221,7 +221,7 @@ def check_dates(api, route, start, end, fmt, machine):
         assert code == 200, (route, query, body)
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(path=st.sampled_from(["/", "/sio/machineList", "/stat/machineList", "/stat/minute",
                              "/stat/hour", "/stat/week", "/machines", "/alarms", "/healthz",
