@@ -28,6 +28,11 @@ def _check_config(args):
         return 2
     sys.stdout.write(f"# effective configuration of {os.path.abspath(args.file)}\n")
     sys.stdout.write(config.to_yaml())
+    from tsrmon.store.schema import case_collision_lines
+
+    # Names that differ only in case are reported, never merged (exit stays 0).
+    for line in case_collision_lines(config["DATABASE"]["PATH"]):
+        print(f"tsrmon: warning: {line}", file=sys.stderr)
     return 0
 
 

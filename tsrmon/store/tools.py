@@ -7,6 +7,7 @@ import datetime
 import gzip
 import os
 import re
+import shutil
 import sqlite3
 
 import numpy as np
@@ -16,7 +17,7 @@ from tsrmon.lock import lock_owner
 from tsrmon.names import name_problem, quote_identifier
 from tsrmon.stats.calendar import Calendar
 from tsrmon.stats.sums import PartialSums
-from tsrmon.store import migrate, schema
+from tsrmon.store import migrate, schema, spool
 from tsrmon.store.sqlite import SensorCatalog, apply_sum_rows
 
 log = Logger()
@@ -198,6 +199,16 @@ def _recompute_parent(conn, calendar, sensor, level, below, t_start, t_end, t0, 
                      (text, data, t0, offset, n, s, sa, lo, hi, sq))
 
 
+def _refuse_if_spooled(config):
+    """Rows spooled at the last stop are replayed by the next start; a rebuild
+    before that replay would count them twice (once from raw CSV, once from
+    the spool), so the daemon must start once first."""
+    pending = spool.spool_files(spool.spool_dir(config["DATABASE"]["PATH"]))
+    if pending:
+        raise ToolError(f"{len(pending)} spool file(s) in {os.path.dirname(pending[0])} are not "
+                        f"replayed yet: start the daemon once (it replays them), stop it, then rebuild")
+
+
 def rebuild_stats(config, machine, date_from, date_to, progress=None):
     """Recompute a machine's aggregates of local dates ``date_from..date_to``
     (inclusive) from its raw CSV files, replacing them; see docs/storage.md.
@@ -213,6 +224,7 @@ def rebuild_stats(config, machine, date_from, date_to, progress=None):
     if date_to < date_from:
         raise ToolError(f"--to {date_to} is before --from {date_from}")
     _refuse_if_locked(config)
+    _refuse_if_spooled(config)
     files = raw_files(config, machine, date_from, date_to)
     if not files:
         raise ToolError(f"no raw CSV files for {machine} between {date_from} and {date_to} "
@@ -365,4 +377,14 @@ def backup(config, dest):
             raise ToolError(f"{src_path}: backup failed ({e})") from None
         finally:
             src.close()
+    # Rows spooled at the last stop are part of the store until replayed.
+    pending = spool.spool_files(spool.spool_dir(src_folder))
+    if pending:
+        spool_dest = spool.spool_dir(dest)
+        try:
+            os.makedirs(spool_dest, exist_ok=True)
+            for path in pending:
+                written.append(shutil.copy2(path, os.path.join(spool_dest, os.path.basename(path))))
+        except OSError as e:
+            raise ToolError(f"backup destination {dest} is unusable: {e.strerror or e}") from None
     return written
