@@ -474,6 +474,7 @@ class DAQFactory(protocol.Factory):
         self._order = {}  # the same connections, oldest first (conn -> None)
         self.per_host = {}  # peer host -> number of open connections
         self.buffered_total = 0  # bytes buffered by every connection together
+        self.budget_paused = set()  # connections not read for the buffer budget
         self.counters = dict.fromkeys(self.COUNTERS, 0)
         self.peerlog = PeerLog(self.log, clock)
         self._lost_waiters = []
@@ -557,6 +558,7 @@ class DAQFactory(protocol.Factory):
         if self.buffered_total > budget:
             if buffered and conn.budget_paused is None and not conn.closing:
                 conn.budget_paused = self.clock.seconds()
+                self.budget_paused.add(conn)
                 self.counters["budget_paused"] += 1
                 conn.update_reading()
                 self.peerlog.warn(conn.peer_host, "budget_paused",
@@ -564,14 +566,15 @@ class DAQFactory(protocol.Factory):
                                   "DAQ.MAX_TOTAL_BUFFER_BYTES ({budget}): reading from {peer} paused",
                                   total=self.buffered_total, budget=budget, peer=conn.peer)
                 self._arm_budget_timer()
-        else:
+        elif self.budget_paused:
             self._resume_budget()
 
     def _paused_for_budget(self):
-        return [c for c in self.connections if c.budget_paused is not None]
+        return [c for c in self.budget_paused if not c.closing]
 
     def _resume_budget(self):
-        for c in self._paused_for_budget():
+        paused, self.budget_paused = self.budget_paused, set()
+        for c in paused:
             c.budget_paused = None
             c.update_reading()
 
@@ -601,6 +604,7 @@ class DAQFactory(protocol.Factory):
 
     def forget(self, conn):
         self.buffer_changed(conn, 0)
+        self.budget_paused.discard(conn)
         self._remove(conn)
         if not self.connections:
             if self._budget_timer is not None and self._budget_timer.active():
