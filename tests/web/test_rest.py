@@ -292,9 +292,9 @@ def test_machines_healthz_metrics(serve, hub, clock, db_dir):
     r = yield server.get("/metrics")
     text = (yield r.content()).decode()
     assert r.code == 200 and r.headers.getRawHeaders("content-type")[0].startswith("text/plain")
-    assert "tsrmon_ingest_frames 3.0" in text
-    assert "tsrmon_ingest_bad_key 1.5" in text
-    assert "tsrmon_ingest_per_x 2.0" in text
+    assert "tsrmon_ingest_frames_total 3.0" in text
+    assert "tsrmon_ingest_bad_key_total 1.5" in text
+    assert "tsrmon_ingest_per_x_total 2.0" in text
     assert 'tsrmon_machine_samples_total{machine="ShotBlast"} 2.0' in text
     assert 'tsrmon_machine_connected{machine="ShotBlast"} 1.0' in text
     assert "tsrmon_http_request_seconds_bucket" in text
