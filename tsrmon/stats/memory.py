@@ -6,7 +6,7 @@ check rows without a database.
 
 from twisted.internet import defer
 
-from tsrmon.stats.sums import PartialSums
+from tsrmon.stats.sums import PartialSums, row_moments
 
 
 class MemoryRow:
@@ -27,6 +27,7 @@ class MemoryStore:
         self.anomalies = []
         self.pending = []   # queued (machine, rows) not yet flushed
         self.flushes = 0
+        self.refs = {}      # (machine, sensor) -> moment reference (first one wins)
 
     # -- AggregateStore ----------------------------------------------------
     def ensure_sensor(self, machine, sensor, stype, mode):
@@ -34,6 +35,9 @@ class MemoryStore:
 
     def upsert_sums(self, machine, rows):
         self.pending.append((machine, list(rows)))
+
+    def reference(self, machine, sensor):
+        return self.refs.get((machine, sensor))
 
     def record_fault(self, machine, score, threshold, t):
         self.faults.append((machine, score, threshold, t))
@@ -45,12 +49,18 @@ class MemoryStore:
     def flush(self):
         pending, self.pending = self.pending, []
         for machine, rows in pending:
-            for sensor, level, t0, off, text, n, s, sa, lo, hi, sq in rows:
+            for r in rows:
+                sensor, level, t0, off, text, n, s, sa, lo, hi, sq = r[:11]
                 table = self.rows.setdefault((machine, sensor, level), {})
                 row = table.get(t0)
                 if row is None:
                     row = table[t0] = MemoryRow(t0, off, text)
-                row.sums.merge(PartialSums(n, s, sa, lo, hi, sq))
+                m = row_moments(r)
+                if m is not None:
+                    # Like the SQLite store: one reference per sensor, rows shifted to it.
+                    ref = self.refs.setdefault((machine, sensor), m.ref)
+                    m = m.shifted(ref)
+                row.sums.merge(PartialSums(n, s, sa, lo, hi, sq, m))
         self.flushes += 1
         return defer.succeed(None)
 

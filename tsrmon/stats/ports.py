@@ -6,7 +6,11 @@ block: writes are queued and committed by :meth:`AggregateStore.flush`.
 
 A *sum row* is the flat tuple ``(sensor, level, t0, utc_offset, time, count,
 sum, sum_abs, min, max, sum_sq)``: a delta to ADD to the bucket of
-``sensor``/``level`` that starts at ``t0`` (see ``stats/calendar.py``).  The
+``sensor``/``level`` that starts at ``t0`` (see ``stats/calendar.py``),
+optionally followed by the moment columns ``(mcount, ref, s1, s2, s3, s4)``:
+the power sums of (x − ref) of ``mcount`` samples (``analytics/moments.py``;
+mcount 0 = none).  A store keeps one reference per sensor (the first it
+gets) and shifts a row about another reference to it.  The
 store creates the row or adds to it (count/sums added, min/max widened,
 ``data`` recomputed in the sensor's mode), so restarts, late samples and
 rollovers share one path.
@@ -15,6 +19,7 @@ rollovers share one path.
 from typing import Iterable, Protocol, Tuple
 
 SumRow = Tuple[str, str, int, int, str, int, float, float, float, float, float]
+# ... + (mcount, ref, s1, s2, s3, s4) when the row carries moments.
 
 
 class AggregateStore(Protocol):
@@ -23,6 +28,9 @@ class AggregateStore(Protocol):
 
     def upsert_sums(self, machine: str, rows: Iterable[SumRow]) -> None:
         """Queue deltas for ``machine`` (committed at the next flush)."""
+
+    def reference(self, machine: str, sensor: str) -> "float | None":
+        """Optional: the sensor's stored moment reference, when already known."""
 
     def record_fault(self, machine: str, score: float, threshold: float, t: float) -> None:
         """Every FaultDetect; an ``anomaly`` row too when score > threshold."""

@@ -5,18 +5,29 @@ numbers count, sum, sum of |x|, min, max and sum of squares.  Two buckets
 merge exactly, so hour/day/month/year rows are upserts of the same sums and
 restarts, late data and calendar rollovers share one code path.  ``ABS`` and
 ``REAL`` only choose which mean the deployed endpoints show.
+
+A bucket may also carry :class:`~tsrmon.analytics.moments.Moments`
+(``moments``): the power sums of (x − c) up to the fourth about the sensor's
+fixed reference c, for skewness and kurtosis (issue 17).  They merge with
+the bucket; ``as_tuple``, equality and ``repr`` stay the six deployed sums.
 """
 
 import math
 
 import numpy as np
 
+from tsrmon.analytics.moments import Moments
+
+# The moment columns of a sum row after the six sums: mcount, ref, s1..s4.
+NO_MOMENTS = (0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
 
 class PartialSums:
-    __slots__ = ("count", "total", "total_abs", "minimum", "maximum", "total_sq")
+    __slots__ = ("count", "total", "total_abs", "minimum", "maximum", "total_sq", "moments")
 
     def __init__(self, count=0, total=0.0, total_abs=0.0,
-                 minimum=math.inf, maximum=-math.inf, total_sq=0.0):
+                 minimum=math.inf, maximum=-math.inf, total_sq=0.0, moments=None):
+        self.moments = moments
         self.count = count
         self.total = total
         self.total_abs = total_abs
@@ -50,11 +61,26 @@ class PartialSums:
                 self.minimum = other.minimum
             if other.maximum > self.maximum:
                 self.maximum = other.maximum
+            om = other.moments
+            if om is not None and om.count:
+                if self.moments is None:
+                    self.moments = om.copy()
+                else:
+                    self.moments.merge(om)
         return self
 
     def copy(self):
+        m = self.moments
         return PartialSums(self.count, self.total, self.total_abs,
-                           self.minimum, self.maximum, self.total_sq)
+                           self.minimum, self.maximum, self.total_sq,
+                           None if m is None else m.copy())
+
+    def moment_tuple(self):
+        """``(mcount, ref, s1, s2, s3, s4)``: the moment columns of a sum row."""
+        m = self.moments
+        if m is None or not m.count:
+            return NO_MOMENTS
+        return (m.count, m.ref, m.s1, m.s2, m.s3, m.s4)
 
     def __bool__(self):
         return self.count > 0
@@ -94,3 +120,32 @@ class PartialSums:
     def value(self, mode):
         """The deployed ``data`` figure: mean of |x| for ABS, mean for REAL."""
         return self.mean_abs if mode == "ABS" else self.mean
+
+
+# -- sum rows ------------------------------------------------------------------
+# A sum row is ``(sensor, level, t0, utc_offset, time, count, sum, sum_abs,
+# min, max, sum_sq)`` optionally followed by the moment columns
+# ``(mcount, ref, s1, s2, s3, s4)`` (stats/ports.py).
+
+def row_moments(row):
+    """The :class:`Moments` of a sum row, or None (11 columns, or mcount 0)."""
+    if len(row) < 17 or not row[11]:
+        return None
+    return Moments(row[11], row[12], row[13], row[14], row[15], row[16])
+
+
+def merge_rows(a, b):
+    """Two sum rows of one bucket as one delta (moments shifted to a's
+    reference when the references differ)."""
+    head = (a[0], a[1], a[2], a[3], a[4], a[5] + b[5], a[6] + b[6], a[7] + b[7],
+            min(a[8], b[8]), max(a[9], b[9]), a[10] + b[10])
+    ma, mb = row_moments(a), row_moments(b)
+    if ma is None and mb is None:
+        return head
+    if ma is None:
+        m = mb
+    elif mb is None:
+        m = ma
+    else:
+        m = ma.merge(mb)
+    return head + (m.count, m.ref, m.s1, m.s2, m.s3, m.s4)

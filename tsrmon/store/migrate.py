@@ -5,7 +5,9 @@ A deployed database (``anomaly`` and ``<sensor>_<level>_avg`` tables, no
 SQLite's online backup API to ``<DATABASE.PATH>/backups/`` (a sub-folder, so
 the deployed "every name containing .db" listing never shows it), then
 migrated in one transaction by nullable ``ALTER TABLE ... ADD COLUMN`` only:
-no row is changed or removed.  Everything here is synchronous and runs on
+no row is changed or removed.  ``migrate`` is idempotent and serves every
+step: version 0 → 2 and 1 → 2 (the moment columns of issue 17, ``ref`` in
+``tsrmon_sensors``) add whatever columns are missing.  Everything here is synchronous and runs on
 the database's writer thread (or in a CLI tool).
 """
 
@@ -145,6 +147,12 @@ def migrate(conn):
                     changes.append(f"{schema.ANOMALY_TABLE}.{col}")
         for sql in schema.BASE_DDL:
             conn.execute(sql)
+        have = set(columns(conn, schema.SENSORS_TABLE))
+        for col, typ in schema.ADDED_SENSOR_COLUMNS:
+            if col not in have:
+                conn.execute(f"ALTER TABLE {schema.SENSORS_TABLE} "
+                             f"ADD COLUMN {quote_identifier(col)} {typ}")
+                changes.append(f"{schema.SENSORS_TABLE}.{col}")
         # Legacy sensors: complete their set of level tables, and list them
         # (type and mode unknown until their DAQ sends them again).
         for sensor in sensors:

@@ -14,8 +14,17 @@ that read the old files keep working:
 * ``"<sensor>_minute_avg"``: the same, per minute (recent history, and the
   live cache after a restart).
 * ``fault_detect``: every FaultDetect, over threshold or not.
-* ``tsrmon_sensors``: sensor name, type, mode and first-seen order.
+* ``tsrmon_sensors``: sensor name, type, mode, first-seen order and (version
+  2) ``ref``, the fixed reference c of the sensor's moment sums.
 * ``tsrmon_schema``: the schema version (migrations are in ``migrate.py``).
+
+Version 2 (issue 17) adds to every ``<sensor>_<level>_avg`` table the moment
+columns ``mcount, s1, s2, s3, s4`` (power sums of x − ref of ``mcount``
+samples, all nullable: rows written before stay as they are), ``ref`` to
+``tsrmon_sensors``, and per spectrum sensor (rate ≥ 1 kHz, created when its
+first spectrum is written) ``"<sensor>_spectrum_minute"``,
+``"<sensor>_spectrum_hour"``, ``"<sensor>_envelope_minute"`` and
+``"<sensor>_features_minute"`` (see ``spectra_ddl``).
 
 ``time`` is local naive text as the deployed server wrote it:
 ``YYYY-MM-DD HH:00:00`` for an hour, ``YYYY-MM-DD 00:00:00`` for a day,
@@ -31,13 +40,15 @@ import os
 
 from tsrmon.names import is_valid_name, quote_identifier
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 LEVELS = ("minute", "hour", "day", "month", "year")
 # The levels the deployed server had and the legacy REST endpoints serve.
 LEGACY_LEVELS = ("hour", "day", "month", "year")
 
 SUM_COLUMNS = ("count", "sum", "sum_abs", "min", "max", "sum_sq")
+# Version 2: power sums of (x - ref) up to the fourth, ``mcount`` samples.
+MOMENT_COLUMNS = ("mcount", "s1", "s2", "s3", "s4")
 # Columns added to a deployed ``<sensor>_<level>_avg`` table, with types.
 ADDED_STAT_COLUMNS = (
     ("t0", "INTEGER"),
@@ -48,7 +59,14 @@ ADDED_STAT_COLUMNS = (
     ("min", "REAL"),
     ("max", "REAL"),
     ("sum_sq", "REAL"),
+    ("mcount", "INTEGER"),
+    ("s1", "REAL"),
+    ("s2", "REAL"),
+    ("s3", "REAL"),
+    ("s4", "REAL"),
 )
+# Added by ALTER even to a new database (BASE_DDL keeps the version-1 shape).
+ADDED_SENSOR_COLUMNS = (("ref", "REAL"),)
 ADDED_ANOMALY_COLUMNS = (("t", "REAL"),)
 
 SENSORS_TABLE = "tsrmon_sensors"
@@ -129,6 +147,34 @@ BASE_DDL = [
     f"mode TEXT, first_seen REAL, ord INTEGER)",
     f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version INTEGER NOT NULL)",
 ]
+
+
+# -- spectra (version 2) -------------------------------------------------------
+SPECTRUM_KINDS = ("spectrum_minute", "spectrum_hour", "envelope_minute")
+FEATURES_KIND = "features_minute"
+
+
+def spectra_table(sensor, kind):
+    if kind not in SPECTRUM_KINDS + (FEATURES_KIND,):
+        raise ValueError(f"unknown spectra table kind {kind!r}")
+    return f"{sensor}_{kind}"
+
+
+def spectra_ddl(sensor):
+    """DDL of a sensor's spectra tables (idempotent).  ``lines`` is float32
+    little-endian RMS per line (``analytics.spectrum.pack``), line k at
+    ``f0 + k·df``; ``blocks`` weighs averages."""
+    out = []
+    for kind in SPECTRUM_KINDS:
+        q = quote_identifier(spectra_table(sensor, kind))
+        out.append(f"CREATE TABLE IF NOT EXISTS {q} (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                   f"t0 INTEGER NOT NULL UNIQUE, utc_offset INTEGER, time TIMESTAMP, "
+                   f"blocks INTEGER, rate REAL, f0 REAL, df REAL, lines BLOB)")
+    q = quote_identifier(spectra_table(sensor, FEATURES_KIND))
+    out.append(f"CREATE TABLE IF NOT EXISTS {q} (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+               f"t0 INTEGER NOT NULL UNIQUE, utc_offset INTEGER, time TIMESTAMP, "
+               f"blocks INTEGER, velocity_rms REAL, json TEXT)")
+    return out
 
 
 def _fold(name):

@@ -13,6 +13,18 @@ every other line one record::
     {"kind": "fault", "machine": "M", "time": "2026-12-01 10:00:01", "t": 1796025601.0,
      "score": 0.9, "threshold": 0.5}
 
+Since issue 17 (same header version: readers skip unknown keys) a ``sums`` record may also carry the moment columns
+``mcount, ref, s1, s2, s3, s4`` (added like the others, about ``ref``), and
+spectra rows are records too::
+
+    {"kind": "spectrum", "machine": "M", "sensor": "vib", "table": "spectrum_minute",
+     "t0": 1796025600, "utc_offset": 32400, "time": "2026-12-01 10:00:00", "blocks": 92,
+     "rate": 25600.0, "f0": 6.25, "df": 6.25, "lines": "<base64 of float32 LE>"}
+    {"kind": "features", "machine": "M", "sensor": "vib", "t0": ..., "utc_offset": ...,
+     "time": ..., "blocks": 92, "velocity_rms": 22.07, "json": "{...}"}
+
+Older files (no moment keys, no spectra) are read the same way.
+
 A ``sums`` record is a delta, the same additive upsert as a live flush
 (count, sum, sum_abs, sum_sq added; min/max widened; ``data`` recomputed),
 so any backend can replay it with its normal upsert and the result equals
@@ -25,6 +37,8 @@ file is always complete; a ``.part`` left by a crash mid-write is replayed
 too (its complete lines).
 """
 
+import base64
+import binascii
 import datetime
 import json
 import os
@@ -32,11 +46,12 @@ import os
 from tsrmon.store import schema
 
 SPOOL_DIR = "spool"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # issue 17 only added keys and kinds (below): still 1
 SUFFIX = ".jsonl"
 PART = ".part"
 
 _SUM_KEYS = ("sensor", "level", "t0", "utc_offset", "time") + schema.SUM_COLUMNS
+_MOMENT_KEYS = ("mcount", "ref", "s1", "s2", "s3", "s4")
 
 
 class SpoolError(ValueError):
@@ -65,7 +80,20 @@ def records_of(machine, ops):
             for r in op[1]:
                 rec = {"kind": "sums", "machine": machine}
                 rec.update(zip(_SUM_KEYS, r))
+                if len(r) >= 17 and r[11]:
+                    rec.update(zip(_MOMENT_KEYS, r[11:17]))
                 others.append(rec)
+        elif kind == "spectrum":
+            _, sensor, table, t0, off, text, blocks, rate, f0, df, blob = op
+            others.append({"kind": "spectrum", "machine": machine, "sensor": sensor,
+                           "table": table, "t0": t0, "utc_offset": off, "time": text,
+                           "blocks": blocks, "rate": rate, "f0": f0, "df": df,
+                           "lines": base64.b64encode(blob).decode("ascii")})
+        elif kind == "features":
+            _, sensor, t0, off, text, blocks, vrms, doc = op
+            others.append({"kind": "features", "machine": machine, "sensor": sensor,
+                           "t0": t0, "utc_offset": off, "time": text, "blocks": blocks,
+                           "velocity_rms": vrms, "json": doc})
         elif kind == "fault":
             _, text, t, score, threshold = op
             others.append({"kind": "fault", "machine": machine, "time": text, "t": t,
@@ -94,7 +122,31 @@ def op_of(rec):
             row = (rec["sensor"], rec["level"], _num(rec, "t0", int), _num(rec, "utc_offset", int),
                    rec["time"], _num(rec, "count", int), _num(rec, "sum"), _num(rec, "sum_abs"),
                    _num(rec, "min"), _num(rec, "max"), _num(rec, "sum_sq"))
+            if "mcount" in rec:
+                row += (_num(rec, "mcount", int), _num(rec, "ref"), _num(rec, "s1"),
+                        _num(rec, "s2"), _num(rec, "s3"), _num(rec, "s4"))
             return machine, ("sums", [row]), 1
+        if kind == "spectrum":
+            if rec["table"] not in schema.SPECTRUM_KINDS or not isinstance(rec["sensor"], str) \
+                    or not isinstance(rec["time"], str):
+                raise SpoolError("bad sensor, table or time")
+            try:
+                blob = base64.b64decode(rec["lines"], validate=True)
+            except (binascii.Error, ValueError, TypeError):
+                raise SpoolError("lines is not base64") from None
+            if len(blob) % 4:
+                raise SpoolError("lines is not float32")
+            return machine, ("spectrum", rec["sensor"], rec["table"], _num(rec, "t0", int),
+                             _num(rec, "utc_offset", int), rec["time"], _num(rec, "blocks", int),
+                             _num(rec, "rate"), _num(rec, "f0"), _num(rec, "df"), blob), 1
+        if kind == "features":
+            if not isinstance(rec["sensor"], str) or not isinstance(rec["time"], str) \
+                    or not isinstance(rec["json"], str):
+                raise SpoolError("bad sensor, time or json")
+            v = rec["velocity_rms"]
+            return machine, ("features", rec["sensor"], _num(rec, "t0", int),
+                             _num(rec, "utc_offset", int), rec["time"], _num(rec, "blocks", int),
+                             None if v is None else _num(rec, "velocity_rms"), rec["json"]), 1
         if kind == "sensor":
             if not isinstance(rec["sensor"], str) or rec["mode"] not in ("ABS", "REAL"):
                 raise SpoolError("bad sensor or mode")

@@ -32,8 +32,10 @@ from twisted.python.failure import Failure
 
 from tsrmon.names import name_problem, quote_identifier
 from tsrmon.peerlog import peer_text
+from tsrmon.analytics.moments import Moments
 from tsrmon.stats.calendar import Calendar
-from tsrmon.store import migrate, schema, serving, spool
+from tsrmon.stats.sums import merge_rows, row_moments
+from tsrmon.store import migrate, schema, serving, spool, spectra
 
 MINUTE_RETENTION_DAYS = 7
 PRUNE_INTERVAL = 3600.0
@@ -41,10 +43,30 @@ PRUNE_INTERVAL = 3600.0
 _STAT_COLS = "time, data, t0, utc_offset, count, sum, sum_abs, min, max, sum_sq"
 
 
-def upsert_sql(sensor, level, mode):
-    """Additive upsert of one sum row into a sensor's level table."""
+def upsert_sql(sensor, level, mode, moments=False):
+    """Additive upsert of one sum row into a sensor's level table (with the
+    moment columns too when ``moments``; NULL in old rows counts as 0)."""
     q = quote_identifier(schema.stat_table(sensor, level))
     num = '"sum_abs"' if mode == "ABS" else '"sum"'
+    if moments:
+        return (
+            f'INSERT INTO {q} (time, data, t0, utc_offset, "count", "sum", "sum_abs", "min", "max", '
+            f'"sum_sq", "mcount", "s1", "s2", "s3", "s4") '
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f'ON CONFLICT(t0) DO UPDATE SET '
+            f'"count" = "count" + excluded."count", '
+            f'"sum" = "sum" + excluded."sum", '
+            f'"sum_abs" = "sum_abs" + excluded."sum_abs", '
+            f'"sum_sq" = "sum_sq" + excluded."sum_sq", '
+            f'"min" = MIN("min", excluded."min"), '
+            f'"max" = MAX("max", excluded."max"), '
+            f'data = ({num} + excluded.{num}) / ("count" + excluded."count"), '
+            f'"mcount" = COALESCE("mcount", 0) + excluded."mcount", '
+            f'"s1" = COALESCE("s1", 0.0) + excluded."s1", '
+            f'"s2" = COALESCE("s2", 0.0) + excluded."s2", '
+            f'"s3" = COALESCE("s3", 0.0) + excluded."s3", '
+            f'"s4" = COALESCE("s4", 0.0) + excluded."s4"'
+        )
     return (
         f'INSERT INTO {q} (time, data, t0, utc_offset, "count", "sum", "sum_abs", "min", "max", "sum_sq") '
         f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -66,17 +88,59 @@ def sum_params(rows, mode):
     return [(r[4], r[6] / r[5], r[2], r[3], r[5], r[6], r[7], r[8], r[9], r[10]) for r in rows]
 
 
-class SensorCatalog:
-    """Which sensors have tables in one database, and their modes (writer thread).
+def moment_params(rows, mode, refs):
+    """executemany parameters of sum rows with moments, each shifted to its
+    sensor's stored reference ``refs`` (a shift is exact algebra; it only
+    happens when a process chose c before the stored one was known)."""
+    out = []
+    for r in rows:
+        m = row_moments(r)
+        ref = refs[r[0]]
+        if m.ref != ref:
+            m = m.shifted(ref)
+        num = r[7] if mode == "ABS" else r[6]
+        out.append((r[4], num / r[5], r[2], r[3], r[5], r[6], r[7], r[8], r[9], r[10],
+                    m.count, m.s1, m.s2, m.s3, m.s4))
+    return out
 
-    ``modes[sensor]`` is None for a sensor known only from deployed tables.
+
+class SensorCatalog:
+    """Which sensors have tables in one database, their modes and moment
+    references (writer thread).
+
+    ``modes[sensor]`` is None for a sensor known only from deployed tables;
+    ``refs[sensor]`` is None until its first moments are written.
     """
 
     def __init__(self):
         self.modes = {}
+        self.refs = {}
+        self.spectra = set()   # sensors whose spectra tables exist
 
     def load(self, conn):
         self.modes = {s["name"]: s["mode"] for s in serving.sensors(conn)}
+        if "ref" not in migrate.columns(conn, schema.SENSORS_TABLE):
+            # A file marked version 2 by another tool without the column.
+            conn.execute(f"ALTER TABLE {schema.SENSORS_TABLE} ADD COLUMN ref REAL")
+        self.refs = dict(conn.execute(f"SELECT name, ref FROM {schema.SENSORS_TABLE}"))
+        self.spectra = set()
+
+    def reference(self, conn, sensor, ref):
+        """The sensor's stored reference; ``ref`` becomes it when none is stored."""
+        got = self.refs.get(sensor)
+        if got is None:
+            conn.execute(f"UPDATE {schema.SENSORS_TABLE} SET ref=? WHERE name=? AND ref IS NULL",
+                         (ref, sensor))
+            got = conn.execute(f"SELECT ref FROM {schema.SENSORS_TABLE} WHERE name=?",
+                               (sensor,)).fetchone()[0]
+            self.refs[sensor] = got
+        return got
+
+    def ensure_spectra(self, conn, sensor):
+        if sensor not in self.spectra:
+            for sql in schema.spectra_ddl(sensor):
+                conn.execute(sql)
+            self.spectra.add(sensor)
 
     def ensure(self, conn, sensor, stype, mode, t):
         if sensor not in self.modes:
@@ -105,15 +169,22 @@ class SensorCatalog:
 
 
 def apply_sum_rows(conn, catalog, rows):
-    """Upsert sum rows, grouped per table (inside the caller's transaction)."""
+    """Upsert sum rows, grouped per table (inside the caller's transaction).
+    Rows with moments (17 columns, mcount > 0) also add to the moment
+    columns, about the sensor's one stored reference."""
     groups = {}
     for r in rows:
         if r[5] <= 0:
             continue
-        groups.setdefault((r[0], r[1]), []).append(r)
-    for (sensor, level), group in groups.items():
+        groups.setdefault((r[0], r[1], len(r) >= 17 and r[11] > 0), []).append(r)
+    for (sensor, level, moments), group in groups.items():
         mode = catalog.mode(conn, sensor)
-        conn.executemany(upsert_sql(sensor, level, mode), sum_params(group, mode))
+        if moments:
+            refs = {sensor: catalog.reference(conn, sensor, group[0][12])}
+            conn.executemany(upsert_sql(sensor, level, mode, True),
+                             moment_params(group, mode, refs))
+        else:
+            conn.executemany(upsert_sql(sensor, level, mode), sum_params(group, mode))
 
 
 def compact_ops(ops):
@@ -127,6 +198,7 @@ def compact_ops(ops):
     sensors = {}
     sums = {}
     faults = []
+    others = []   # spectra rows and their pruning (store/spectra.py), in order
     prune = None
     for op in ops:
         kind = op[0]
@@ -137,23 +209,21 @@ def compact_ops(ops):
             for r in op[1]:
                 key = (r[0], r[1], r[2])
                 got = sums.get(key)
-                if got is None:
-                    sums[key] = r
-                else:
-                    sums[key] = (got[0], got[1], got[2], got[3], got[4], got[5] + r[5],
-                                 got[6] + r[6], got[7] + r[7], min(got[8], r[8]),
-                                 max(got[9], r[9]), got[10] + r[10])
+                sums[key] = r if got is None else merge_rows(got, r)
         elif kind == "fault":
             faults.append(op)
         elif kind == "prune":
             prune = op if prune is None or op[1] > prune[1] else prune
+        else:
+            others.append(op)
     out = list(sensors.values())
     if sums:
         out.append(("sums", list(sums.values())))
     out.extend(faults)
+    out.extend(others)
     if prune is not None:
         out.append(prune)
-    return out, len(sensors) + len(sums) + len(faults) + (prune is not None)
+    return out, len(sensors) + len(sums) + len(faults) + len(others) + (prune is not None)
 
 
 def op_rows(op):
@@ -199,7 +269,7 @@ class MachineDatabase:
 
     # -- reactor thread ------------------------------------------------------
     def enqueue(self, op, rows=1):
-        if self.broken is not None and op[0] == "prune":
+        if self.broken is not None and op[0] in ("prune", "prune_spectra"):
             return
         if self.broken is not None or self.store.closed:
             self.store.dropped_rows += rows
@@ -268,6 +338,8 @@ class MachineDatabase:
                         # it failed since: spool these rows too.
                         self.store._spool_queued()
             else:
+                if isinstance(result, dict):
+                    self.store.references[self.machine] = result
                 if self._failures:
                     self.log.info("{path}: writing again after {count} failed attempts",
                                   path=self.path, count=self._failures)
@@ -294,7 +366,7 @@ class MachineDatabase:
         self.failing = None
         self.store._queue_changed(-(rows + self.queued_rows))
         # Data rows only (a prune is not data).
-        lost = sum(op_rows(op) for op in ops + self.queue if op[0] != "prune")
+        lost = sum(op_rows(op) for op in ops + self.queue if op[0] not in ("prune", "prune_spectra"))
         self.store.dropped_rows += lost
         self.dropped_rows += lost
         self._dropped_logged = self.dropped_rows
@@ -320,6 +392,8 @@ class MachineDatabase:
                                "in the spool for the next start", path=self.path,
                                n=sum(map(op_rows, ops)), error=result.getErrorMessage())
                 return False
+            if isinstance(result, dict):
+                self.store.references[self.machine] = result
             touched = _touched_hours(ops)
             if touched:
                 self.store._committed(self.machine, touched)
@@ -341,7 +415,7 @@ class MachineDatabase:
         if not self._opened:
             self._open(conn)
         if not ops:
-            return
+            return self._refs()
         conn.execute("BEGIN IMMEDIATE")
         try:
             for op in ops:
@@ -361,12 +435,20 @@ class MachineDatabase:
                     for sensor in list(self._catalog.modes):
                         table = quote_identifier(schema.stat_table(sensor, "minute"))
                         conn.execute(f"DELETE FROM {table} WHERE t0 < ?", (op[1],))
+                else:
+                    spectra.apply(conn, self._catalog, op)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             # Tables created in the rolled-back transaction are gone again.
             self._catalog.load(conn)
             raise
+        return self._refs()
+
+    def _refs(self):
+        """``{sensor: ref}`` of the stored moment references (handed to the
+        reactor thread with each commit: ``SQLiteStore.reference``)."""
+        return {k: v for k, v in self._catalog.refs.items() if v is not None}
 
     def read(self, fn, *args):
         """Run ``fn(conn, *args)`` on the writer thread (after queued writes)."""
@@ -394,6 +476,7 @@ class SQLiteStore(service.Service):
         self.max_queue_rows = max_queue_rows
         self.minute_retention = minute_retention_days * 86400
         self.databases = {}
+        self.references = {}   # machine -> {sensor: moment reference} (after a commit)
         self.queued_rows = 0
         self.congested = False
         self.rows_written = 0
@@ -615,10 +698,34 @@ class SQLiteStore(service.Service):
     def ensure_sensor(self, machine, sensor, stype, mode):
         self.database(machine).enqueue(("sensor", sensor, stype, mode, self.clock.seconds()), 1)
 
+    def reference(self, machine, sensor):
+        """The sensor's stored moment reference c, once its database has
+        been opened or written (None before: the statistics then choose c
+        and the writer shifts their rows to the stored one)."""
+        return self.references.get(machine, {}).get(sensor)
+
     def upsert_sums(self, machine, rows):
         rows = list(rows)
         if rows:
             self.database(machine).enqueue(("sums", rows), len(rows))
+
+    # -- spectra (tsrmon/spectra/, store/spectra.py) ------------------------------
+    def upsert_spectrum(self, machine, sensor, kind, t0, utc_offset, text, blocks, rate, f0, df, blob):
+        """Queue a spectrum row (``kind``: spectrum_minute | spectrum_hour |
+        envelope_minute); an existing row merges (power average by blocks)."""
+        self.database(machine).enqueue(("spectrum", sensor, kind, int(t0), int(utc_offset), text,
+                                        int(blocks), float(rate), float(f0), float(df),
+                                        bytes(blob)), 1)
+
+    def upsert_features(self, machine, sensor, t0, utc_offset, text, blocks, velocity_rms, doc):
+        """Queue a minute's features (``doc`` JSON text)."""
+        self.database(machine).enqueue(("features", sensor, int(t0), int(utc_offset), text,
+                                        int(blocks), velocity_rms, doc), 1)
+
+    def prune_spectra(self, minute_before, hour_before):
+        """Queue the spectra retention of every open database."""
+        for db in self.databases.values():
+            db.enqueue(("prune_spectra", int(minute_before), int(hour_before)), 1)
 
     def record_fault(self, machine, score, threshold, t):
         self.faults += 1
