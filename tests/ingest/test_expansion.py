@@ -139,3 +139,32 @@ def test_partly_taken_runs_use_the_marker_plan():
         walk = PickleWalk(0, Limits())
         assert walk.walk(frame) == DONE and walk.refused is None
         assert not walk.whole
+
+
+def test_json_line_bounded_before_it_is_parsed():
+    import orjson
+
+    from tsrmon.ingest.framing import JsonLineFramer
+    limits = Limits(max_samples=10_000)
+    small = orjson.dumps({"event": "DataUpdate", "data": {"v": {"type": "VIB", "data": [0.5] * 9_000}}})
+    big = orjson.dumps({"event": "DataUpdate", "data": {"v": {"type": "VIB", "data": [0] * 20_000}}})
+    items = JsonLineFramer(limits).feed(small + b"\n" + big + b"\n")
+    assert [i[0] for i in items] == [OK, REFUSED]
+    assert items[1][1].startswith("frame expands to up to 20002 values (JSON)"), items[1][1]
+
+
+def test_json_long_chunks_checked_in_c():
+    import numpy as np
+    import pytest
+
+    from tsrmon.ingest import schema
+    values = [1, 2.5] * 200
+    event = schema.from_json({"event": "DataUpdate", "data": {"v": {"type": "VIB", "data": values}}}, set())
+    arr = event[1][0][2]
+    assert isinstance(arr, np.ndarray) and arr.dtype == np.float64 and arr.tolist() == [float(v) for v in values]
+    with pytest.raises(schema.FrameRefused, match="sample 299 is a str"):
+        schema.from_json({"event": "DataUpdate",
+                          "data": {"v": {"type": "VIB", "data": [0.5] * 299 + ["x"]}}}, set())
+    with pytest.raises(schema.FrameRefused, match="sample 300 out of range"):
+        schema.from_json({"event": "DataUpdate",
+                          "data": {"v": {"type": "VIB", "data": [0.5] * 300 + [10 ** 400]}}}, set())

@@ -21,7 +21,7 @@ resynchronised.
 import orjson
 
 from tsrmon.ingest.fastpath import plan_for, plan_from_skeleton
-from tsrmon.ingest.safepickle import BAD, DONE, Limits, PickleWalk, ShapeCache, loads
+from tsrmon.ingest.safepickle import BAD, DONE, EXPANSION_REASON, Limits, PickleWalk, ShapeCache, loads
 
 OK, REFUSED, EVENT = "ok", "refused", "event"
 
@@ -29,6 +29,7 @@ _TERMINATOR = b"\x5c\x6f"
 _RESYNC = b"\x5c\x6f\x80"  # terminator followed by a PROTO opcode
 _COMPACT_AT = 256 * 1024
 PLAN_FIRST_BYTES = 1024 * 1024  # first frames from this size take their plan at once
+_JSON_SLACK = 4096  # commas of keys and names beside the samples
 
 
 class PickleFramer:
@@ -255,6 +256,13 @@ class JsonLineFramer:
                 self.skipping = 0
                 continue
             if not line.strip():
+                continue
+            # Every value but the last is followed by a comma: an upper bound
+            # on what the line expands to, counted before anything is built.
+            values = line.count(b",") + 1
+            if values > self.limits.max_samples + _JSON_SLACK:
+                out.append((REFUSED, f"{EXPANSION_REASON} up to {values} values (JSON), over "
+                                     f"DAQ.MAX_SAMPLES_PER_FRAME ({self.limits.max_samples})", nbytes))
                 continue
             try:
                 value = orjson.loads(line)
