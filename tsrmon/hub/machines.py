@@ -246,6 +246,9 @@ class MachineHub(service.Service):
                     stats.add(machine.name, sensor, stype, values, t)
             if raw is not None:
                 raw.write(machine.name, sensor, values, t)
+            spectra = getattr(self, "spectra", None)  # issue 17: spectra room (tsrmon/spectra/)
+            if spectra is not None:
+                spectra.data(machine.name, sensor, stype, values, t, late)
 
     def _new_sensor(self, machine, sensor, stype):
         if sensor not in machine.sensors:
