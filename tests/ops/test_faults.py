@@ -212,7 +212,8 @@ def test_1000_idle_clients_and_100_daqs(tmp_path):
             pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 4096")
         resource.setrlimit(resource.RLIMIT_NOFILE, (4096, hard))  # inherited by the daemon
     d = Daemon(tmp_path, overrides={
-        "DAQ": {"MAX_CONNECTIONS": 2 * daqs, "MAX_MACHINES": 2 * daqs},
+        # every DAQ dials from 127.0.0.1: lift the per-host cap (default 32) too
+        "DAQ": {"MAX_CONNECTIONS": 2 * daqs, "MAX_MACHINES": 2 * daqs, "MAX_CONNECTIONS_PER_HOST": 2 * daqs},
         "DATABASE": {"FLUSH": 1},
         "LIVE": {"INTERVAL": 60, "PING_INTERVAL": 2, "PING_TIMEOUT": 5},
     }).start()
