@@ -168,3 +168,27 @@ def test_json_long_chunks_checked_in_c():
     with pytest.raises(schema.FrameRefused, match="sample 300 out of range"):
         schema.from_json({"event": "DataUpdate",
                           "data": {"v": {"type": "VIB", "data": [0.5] * 300 + [10 ** 400]}}}, set())
+
+
+def test_dict_entries_bounded():
+    # 49,000 one-sample sensors: each would cost a name check on the reactor.
+    many = {f"sensor_{i:05d}": {"type": "VIB", "data": [0.5]} for i in range(49_000)}
+    for protocol in (2, 4):
+        items = PickleFramer(Limits(), events=True).feed(pickle.dumps(("DataUpdate", many), protocol=protocol))
+        assert items[0][0] == REFUSED and items[0][1] == "a dict of more than 1024 entries"
+    fits = {f"s{i}": {"type": "VIB", "data": [0.5]} for i in range(1024)}
+    items = PickleFramer(Limits(), events=True).feed(pickle.dumps(("DataUpdate", fits), protocol=4))
+    assert items[0][0] == OK and len(items[0][1][1]) == 1024
+    # DICT (MARK ... DICT, protocol 0/1) counts the same way.
+    items = PickleFramer(Limits(max_dict_entries=2)).feed(pickle.dumps({1: 2, 3: 4, 5: 6}, protocol=0))
+    assert items[0][0] == REFUSED and "more than 2 entries" in items[0][1]
+
+
+def test_unshared_frames_are_sized_without_the_graph_walk():
+    walk = PickleWalk(0, Limits())
+    frame = legit_frame(4, 100)
+    assert walk.walk(frame) == DONE and not walk.shared
+    assert walk.expanded == (4 * 100 + 4 * 4 + 1, 1 + 1 + 4 * 2, 4)
+    walk = PickleWalk(0, Limits())
+    assert walk.walk(memo_amplification(4, 100)) == DONE and walk.shared
+    assert walk.expanded == (4 * 100 + 4 * 4 + 1, 1 + 1 + 4 * 2, 4)

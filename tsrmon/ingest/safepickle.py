@@ -131,15 +131,20 @@ class Limits:
     ``max_samples`` (scalars) and ``max_containers`` also bound what the
     value expands to once every memo reference is unfolded."""
 
-    __slots__ = ("max_frame_bytes", "max_elements", "max_containers", "max_depth", "max_samples")
+    __slots__ = ("max_frame_bytes", "max_elements", "max_containers", "max_depth", "max_samples",
+                 "max_dict_entries")
 
     def __init__(self, max_frame_bytes=16 * 1024 * 1024, max_elements=4_000_000,
-                 max_containers=100_000, max_depth=32, max_samples=2_000_000):
+                 max_containers=100_000, max_depth=32, max_samples=2_000_000, max_dict_entries=1024):
         self.max_frame_bytes = max_frame_bytes
         self.max_elements = max_elements
         self.max_containers = max_containers
         self.max_depth = max_depth
         self.max_samples = max_samples
+        # A DataUpdate has one entry per sensor (DAQ.MAX_SENSORS, 64 by
+        # default, are stored): a dict of 50,000 sensors would cost the
+        # reactor a name check each before the hub drops all but 64.
+        self.max_dict_entries = max_dict_entries
 
 
 class _FloatMark:
@@ -159,12 +164,13 @@ class _Node:
     """A simulated container: its depth so far, its direct scalars and its
     child containers (with repeats: each reference unfolds again)."""
 
-    __slots__ = ("depth", "scalars", "kids")
+    __slots__ = ("depth", "scalars", "kids", "entries")
 
-    def __init__(self, depth=1):
+    def __init__(self, depth=1, entries=-1):
         self.depth = depth
         self.scalars = 0
         self.kids = []
+        self.entries = entries  # key/value pairs set so far (dicts), -1 otherwise
 
     def add(self, item):
         if item.__class__ is _Node:
@@ -245,7 +251,7 @@ class PickleWalk:
 
     __slots__ = ("start", "pos", "need", "line_from", "line_left", "limits", "stack", "marks", "memo",
                  "elements", "containers", "refused", "end", "error", "runs", "walked", "expanded", "whole",
-                 "frames_at")
+                 "frames_at", "shared")
 
     def __init__(self, start, limits):
         self.start = start
@@ -270,6 +276,9 @@ class PickleWalk:
         # then learn the frame's layout from a copy with one float per run.
         self.whole = True
         self.frames_at = []  # offsets (from start) of FRAME opcodes
+        # Set when a container is referenced a second time (memo GET, DUP):
+        # only then can the value unfold to more than what was read.
+        self.shared = False
 
     def shift(self, delta):
         self.start -= delta
@@ -424,7 +433,7 @@ class PickleWalk:
             if name == "FLOAT":
                 self.whole = False
         elif kind == _EMPTY:
-            stack.append(_Node())
+            stack.append(_Node(entries=0) if name == "EMPTY_DICT" else _Node())
             self.elements += 1
             self.containers += 1
         elif kind == _MARK:
@@ -435,12 +444,15 @@ class PickleWalk:
             m = marks.pop()
             items = stack[m:]
             del stack[m:]
+            node = _Node()
             if name == "DICT":
                 if len(items) % 2:
                     return BAD
                 if _F in items and not _isolated_floats(items):
                     self.whole = False
-            node = _Node()
+                node.entries = len(items) // 2
+                if node.entries > limits.max_dict_entries:
+                    return f"a dict of more than {limits.max_dict_entries} entries"
             node.add_many(items)
             stack.append(node)
             self.elements += 1
@@ -479,6 +491,10 @@ class PickleWalk:
                 return f"{name} to a value that is not a container"
             target.add(k)
             target.add(v)
+            if target.entries >= 0:
+                target.entries += 1
+                if target.entries > limits.max_dict_entries:
+                    return f"a dict of more than {limits.max_dict_entries} entries"
         elif kind == _ITEMS:
             if not marks:
                 return BAD
@@ -496,6 +512,10 @@ class PickleWalk:
             if target.__class__ is not _Node:
                 return f"{name} to a value that is not a container"
             target.add_many(items)
+            if target.entries >= 0 and name == "SETITEMS":
+                target.entries += len(items) // 2
+                if target.entries > limits.max_dict_entries:
+                    return f"a dict of more than {limits.max_dict_entries} entries"
         elif kind == _POP:
             if marks and marks[-1] == len(stack):
                 marks.pop()
@@ -514,9 +534,12 @@ class PickleWalk:
         elif kind == _DUP:
             if len(stack) <= fence:
                 return BAD
-            if stack[-1] is _F:
+            top = stack[-1]
+            if top is _F:
                 self.whole = False
-            stack.append(stack[-1])
+            elif top.__class__ is _Node:
+                self.shared = True
+            stack.append(top)
             self.elements += 1
         elif kind == _PUT or kind == _MEMOIZE:
             if len(stack) <= fence:
@@ -542,6 +565,8 @@ class PickleWalk:
             item = self.memo.get(idx)
             if item is None:
                 return f"memo reference to undefined entry {idx}"
+            if item.__class__ is _Node:
+                self.shared = True
             stack.append(item)
             self.elements += 1
         if stack:
@@ -557,6 +582,13 @@ class PickleWalk:
     def _expansion_problem(self):
         """Why the complete value is refused for what it unfolds to (or None)."""
         limits = self.limits
+        if not self.shared:
+            # Every container was built once and referenced once: the value
+            # is what was read (depth tracked exactly on the way, no cycle).
+            samples = self.elements - self.containers
+            if samples <= limits.max_samples:
+                self.expanded = (samples, self.containers, _depth(self.stack[0]))
+                return None
         sized = expansion(self.stack[0])
         if sized is None:
             return "a container that contains itself"
