@@ -404,6 +404,20 @@ SCHEMA = {
     "ALARM": {
         "RULES": ([], _list, False),
     },
+    # SENSORS is special: a list of metadata entries (analytics/meta.py).
+    "SENSORS": {},
+    # Issue 17: spectra and features of sensors sampled at >= 1 kHz.
+    "SPECTRA": {
+        "ENABLED": (True, _bool, False),
+        "LINES": (1600, _int(100, 25600), False),
+        "MINUTE_DAYS": (7, _int(1, 3650), False),
+        "HOUR_DAYS": (365, _int(1, 36500), False),
+        "PEAKS": (5, _int(0, 100), False),
+        "BLOCK": ("pow2", _choice("pow2", "second"), False),
+        "ENVELOPE": (True, _bool, False),
+        "ENVELOPE_FMAX": (500, _number(1, 100000), False),
+        "THREAD": (True, _bool, False),
+    },
 }
 
 DEFAULT_STAT = {"VIB": "ABS", "TEMP": "REAL", "DEFAULT": "REAL"}
@@ -453,6 +467,23 @@ def _check_stat(source, raw):
     return stat
 
 
+def _check_sensors(source, raw):
+    """``SENSORS``: a list of ``{match: "machine/sensor glob", rate, unit,
+    rpm, bearing, bands, envelope_band, group, foundation}`` entries, checked
+    and normalised by ``analytics.meta.validate_entries``."""
+    from tsrmon.analytics.meta import validate_entries
+
+    try:
+        return validate_entries(raw)
+    except ValueError as e:
+        # The text names the entry and field: "SENSORS[2]: rate must be ...".
+        text = str(e)
+        key, _, problem = text.partition(": ")
+        if not key.startswith("SENSORS"):
+            key, problem = "SENSORS", text
+        raise ConfigError(source, key, problem) from None
+
+
 def build_config(raw, source=None, base_dir=None):
     """Validate a parsed mapping and return the effective :class:`Config`."""
     base_dir = os.path.abspath(base_dir or os.getcwd())
@@ -473,6 +504,9 @@ def build_config(raw, source=None, base_dir=None):
         given = raw.get(section)
         if section == "STAT":
             cfg["STAT"] = _check_stat(source, given)
+            continue
+        if section == "SENSORS":
+            cfg["SENSORS"] = _check_sensors(source, given)
             continue
         if given is None:
             given = {}

@@ -3,7 +3,7 @@
 Start order (stop is the exact reverse, one child after the other, see
 ``runtime.OrderedMultiService``)::
 
-    lock → clock-jump guard → reactor lag → log files → SQLite store → raw CSV → statistics → hub
+    lock → clock-jump guard → reactor lag → log files → SQLite store → raw CSV → statistics → spectra → hub
          → notifier → reader → live → alarms → HTTP site → DAQ listener → systemd READY → (demo DAQs)
 
 so on SIGTERM the DAQ listener stops accepting and drains first, then the
@@ -398,6 +398,11 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     hub.remember(store.known_machines())
     raw = rooms["raw"] = RawCSVService(config, reactor, reactor, worker=config["DATA"]["WRITER"])
     stats = rooms["stats"] = StatsService(config, reactor, hub, store)
+    # Issue 17: sensor metadata and per-minute spectra/features (tsrmon/spectra/).
+    from tsrmon.spectra.catalog import SensorCatalog
+    from tsrmon.spectra.service import SpectraService
+    catalog = rooms["sensor_catalog"] = SensorCatalog(config)
+    spectra = rooms["spectra"] = SpectraService(config, reactor, store, catalog, reactor=reactor)
     notifier = rooms["notifier"] = NotifierService(config, reactor, reactor)
     reader = rooms["reader"] = SQLiteReader(config, reactor)
     store.commit_listeners.append(reader.written)
@@ -431,6 +436,8 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     hub.notifier = notifier
     hub.live.append(live)
     hub.alarms = alarms
+    hub.spectra = spectra
+    spectra.alarms = alarms if hasattr(alarms, "features") else None
 
     rest = rooms["rest"] = RestAPI(
         config, reactor, hub, reader, live=live, notifier=notifier, policy=policy,
@@ -439,7 +446,8 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
                 "clock": clockjump.healthy, "reactor": lag.healthy},
         counters={"ingest": daq.counters, "store": store.counters, "raw": raw.counters,
                   "stats": stats.counters, "live": live.counters, "notify": notifier.counters,
-                  "alarms": alarms.counters, "clock": clockjump.counters, "reactor": lag.counters},
+                  "alarms": alarms.counters, "clock": clockjump.counters, "reactor": lag.counters,
+                  "spectra": spectra.counters},
         alarms=alarms,
     )
     # The dashboard's page and assets in front of the REST resource (they
@@ -448,7 +456,9 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     site.displayTracebacks = False
     http = rooms["http"] = EndpointListener(reactor, http_endpoint(config), site, "http", label="HTTP")
 
-    for child in (rooms["logfile"], store, raw, stats, hub, notifier, reader, live, alarms, http, daq):
+    # spectra after the store: stopped before it, so its last minutes are committed.
+    for child in (rooms["logfile"], store, raw, stats, spectra, hub, notifier, reader, live, alarms,
+                  http, daq):
         child.setServiceParent(top)
     # Last to start (READY=1 once listeners are up), first to stop (STOPPING=1).
     SystemdNotifyService(reactor).setServiceParent(top)

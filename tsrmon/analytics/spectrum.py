@@ -258,17 +258,26 @@ class MinuteSpectra:
     clock.  After a jump back (late data) and forth, one minute can be
     returned twice: its results merge with :func:`average` (weighted by
     blocks), as a store upsert would.
+
+    ``follow_early=True`` (the daemon's live feed): a chunk that starts more
+    than ``max_gap`` *before* the sample clock (a sender faster than real
+    time, such as a benchmark) is contiguous, and the clock follows its
+    time; only a chunk later than ``max_gap`` is a gap.  ``welch`` replaces
+    the analysis (an ``EnvelopeSpectrum``; then a result's ``lines`` is the
+    envelope spectrum and ``fine`` is None).
     """
 
-    def __init__(self, rate, minute=60, max_gap=2.0, **kw):
-        self.welch = WelchSpectrum(rate, **kw)
+    def __init__(self, rate, minute=60, max_gap=2.0, follow_early=False, welch=None, **kw):
+        self.welch = welch if welch is not None else WelchSpectrum(rate, **kw)
+        self.follow_early = bool(follow_early)
         self.minute = int(minute)
         self.max_gap = float(max_gap)
         self._current = None      # minute start of blocks in self.welch
         self._t_next = None       # expected time of the next sample
 
     def _close(self, out):
-        lines, fine = self.welch.take()
+        got = self.welch.take()
+        lines, fine = got if isinstance(got, tuple) else (got, None)
         if lines is not None:
             out.append(MinuteResult(self._current, lines, fine))
 
@@ -281,7 +290,11 @@ class MinuteSpectra:
             raise ValueError("spectrum: non-finite samples in a chunk of %d (refused)" % x.size)
         rate, span = self.welch.rate, self.minute
         out = []
-        if self._t_next is not None and abs(t - self._t_next) > self.max_gap:
+        if self.follow_early and self._t_next is not None and t < self._t_next - self.max_gap:
+            # Faster than real time: contiguous samples, the clock follows
+            # arrival (the current minute never moves back: see the max() below).
+            t0 = t
+        elif self._t_next is not None and abs(t - self._t_next) > self.max_gap:
             self.welch.reset()
             t0 = t
             # A jump to another minute (late data from a DAQ's offline

@@ -1,0 +1,299 @@
+"""The spectra room: full-rate chunks in, per-minute spectra and features out.
+
+The hub hands every data chunk to :meth:`SpectraService.data` (beside the
+statistics and the raw log).  For a sensor whose effective rate
+(``SensorCatalog``: config > DAQ > inferred from samples per 1-s frame) is
+at least 1 kHz, the chunk feeds that sensor's accumulators
+(``analytics.spectrum.MinuteSpectra``: Hann-windowed rfft blocks, 50 %
+overlap, Welch-averaged per minute; and the same for the envelope spectrum
+when ``SPECTRA.ENVELOPE``).  Each closed minute gives
+
+* its line spectrum (``SPECTRA.LINES`` RMS values up to rate / 2.56,
+  float32), stored per minute and merged into its hour (power average
+  weighted by blocks, so the hour row is the Welch spectrum of the hour);
+* its envelope spectrum (bearing analysis), stored per minute;
+* its features (``analytics.features.features``: velocity RMS in mm/s over
+  10–1000 Hz, band RMS, the top ``SPECTRA.PEAKS`` peaks, 1×/2×/3× orders
+  when the rpm is known, bearing tones when a bearing is configured, the
+  ISO 10816-3 judgement), stored per minute and handed to the alarm rules.
+
+The FFT work runs on a dedicated single worker thread (``SPECTRA.THREAD``,
+default true): numpy's FFT releases the GIL, so the reactor goes on with
+the decoder and the statistics while a second core does the spectra; one
+worker keeps each sensor's chunks in order.  At most ``max_backlog``
+chunks wait for it; beyond that a chunk is dropped for spectra only
+(counted; the sensor's accumulators restart there, so no block spans the
+hole).  ``SPECTRA.THREAD: false`` computes on the reactor (tests, tools).
+
+Rows go to the store's writer (``SQLiteStore.upsert_spectrum`` /
+``upsert_features``: the machine's flush transaction on its own adbapi
+thread).  Retention (``SPECTRA.MINUTE_DAYS`` for minute rows,
+``SPECTRA.HOUR_DAYS`` for hour rows) is pruned hourly on the clock.
+``stopService`` waits for the worker, closes every open minute, queues its
+rows and asks the store to commit: a SIGTERM loses no finished block.
+"""
+
+import json
+import math
+
+import numpy as np
+from twisted.application import service
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from tsrmon.analytics import meta as _meta
+from tsrmon.analytics.envelope import EnvelopeSpectrum
+from tsrmon.analytics.features import features as _features
+from tsrmon.analytics.spectrum import MinuteSpectra, block_size, pack
+from tsrmon.peerlog import peer_text
+from tsrmon.stats.calendar import Calendar
+
+PRUNE_INTERVAL = 3600.0
+
+
+def _finite(doc):
+    """A JSON-safe copy: non-finite floats become None, tuples lists."""
+    if isinstance(doc, float):
+        return doc if math.isfinite(doc) else None
+    if isinstance(doc, dict):
+        return {str(k): _finite(v) for k, v in doc.items()}
+    if isinstance(doc, (list, tuple)):
+        return [_finite(v) for v in doc]
+    if isinstance(doc, (np.floating, np.integer)):
+        return _finite(doc.item())
+    return doc
+
+
+class SensorSpectra:
+    """One sensor's accumulators (one live and one late stream each)."""
+
+    def __init__(self, meta, cfg, follow_early):
+        self.meta = meta
+        self.rate = meta.rate
+        mode = cfg["BLOCK"]
+        n = block_size(self.rate, mode)
+        self.spectrum = MinuteSpectra(self.rate, follow_early=follow_early, n=n,
+                                      lines=cfg["LINES"])
+        self.envelope = None
+        if cfg["ENVELOPE"]:
+            fmax = min(float(cfg["ENVELOPE_FMAX"]), self.rate / 2.56)
+            env = EnvelopeSpectrum(self.rate, band=meta.envelope_band, env_fmax=fmax, n=n)
+            self.envelope = MinuteSpectra(self.rate, follow_early=follow_early, welch=env)
+        self.envelopes = {}   # minute -> envelope spectrum not yet paired
+
+    def add(self, t, x):
+        """Feed a chunk (worker thread); ``[(minute, lines, fine, envelope)]``."""
+        if self.envelope is not None:
+            for r in self.envelope.add(t, x):
+                self.envelopes[r.minute] = r.lines
+        return [(r.minute, r.lines, r.fine, self.envelopes.pop(r.minute, None))
+                for r in self.spectrum.add(t, x)]
+
+    def flush(self):
+        if self.envelope is not None:
+            r = self.envelope.flush()
+            if r is not None:
+                self.envelopes[r.minute] = r.lines
+        r = self.spectrum.flush()
+        out = [] if r is None else [(r.minute, r.lines, r.fine, self.envelopes.pop(r.minute, None))]
+        self.envelopes.clear()
+        return out
+
+
+class SpectraService(service.Service):
+    """The hub's ``spectra`` sink; writes through the SQLite store."""
+
+    log = Logger()
+    name = "spectra"
+
+    def __init__(self, config, clock, store, catalog, reactor=None, alarms=None,
+                 max_backlog=64, thread=None):
+        self.config = config
+        self.cfg = config["SPECTRA"]
+        self.clock = clock
+        self.reactor = reactor if reactor is not None else clock
+        self.store = store
+        self.catalog = catalog
+        self.alarms = alarms
+        self.calendar = Calendar(config["TIME"]["ZONE"])
+        self.max_backlog = max_backlog
+        self.threaded = self.cfg["THREAD"] if thread is None else thread
+        self._sensors = {}       # (machine, sensor, late) -> SensorSpectra
+        self._refused = set()    # (machine, sensor) told why no spectra (logged once)
+        self._pool = None
+        self._tail = defer.succeed(None)   # the last queued work (ordering, stop)
+        self.backlog = 0
+        self._pruner = None
+        self.latest = {}         # (machine, sensor) -> (minute t0, features) of the last minute
+        self.chunks = 0
+        self.samples = 0
+        self.minutes = 0
+        self.dropped_chunks = 0
+        self.refused_chunks = 0
+        self.work_seconds = 0.0  # CPU time of the spectra work (thread or reactor)
+
+    # -- service ---------------------------------------------------------------
+    def startService(self):
+        super().startService()
+        if self.threaded:
+            self._pool = ThreadPool(minthreads=1, maxthreads=1, name="tsrmon-spectra")
+            self._pool.start()
+        self._pruner = task.LoopingCall(self.prune)
+        self._pruner.clock = self.clock
+        self._pruner.start(PRUNE_INTERVAL, now=True).addErrback(
+            lambda f: self.log.failure("spectra pruning stopped", f))
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        super().stopService()
+        if self._pruner is not None and self._pruner.running:
+            self._pruner.stop()
+        self._pruner = None
+        try:
+            yield self._tail
+        except Exception:
+            self.log.failure("spectra: the last chunks failed")
+        results = []
+        for key, acc in list(self._sensors.items()):
+            try:
+                results.append((key, acc.flush()))
+            except Exception:
+                self.log.failure("spectra: closing the minute of {key} failed", key=key)
+        for key, got in results:
+            self._store_results(key, got)
+        self._sensors = {}
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.stop()
+        flush = getattr(self.store, "flush", None)
+        if flush is not None:
+            yield flush()
+
+    def reconfigure(self, config):
+        """SIGHUP: new SENSORS/SPECTRA; accumulators restart on new metadata."""
+        self.config = config
+        self.cfg = config["SPECTRA"]
+        self._refused.clear()
+        for key, acc in list(self._sensors.items()):
+            meta = self.catalog.meta(key[0], key[1])
+            if meta is None or meta.rate != acc.rate or meta is not acc.meta:
+                self._sensors.pop(key, None)
+
+    # -- the hub's sink --------------------------------------------------------
+    def data(self, machine, sensor, stype, values, t, late=False):
+        """One chunk of one sensor; ``t`` arrival (live) or the frame's time (late)."""
+        n = len(values)
+        meta = self.catalog.meta(machine, sensor) if late else \
+            self.catalog.observe(machine, sensor, stype, n)
+        if not self.cfg["ENABLED"] or meta is None or n == 0:
+            return
+        if meta.rate is None or meta.rate < _meta.SPECTRA_MIN_RATE:
+            return
+        key = (machine, sensor, bool(late))
+        acc = self._sensors.get(key)
+        if acc is None or acc.meta is not meta:
+            try:
+                acc = self._sensors[key] = SensorSpectra(meta, self.cfg, follow_early=not late)
+            except ValueError as e:
+                if (machine, sensor) not in self._refused:
+                    self._refused.add((machine, sensor))
+                    self.log.warn("{machine}/{sensor}: no spectra ({error})",
+                                  machine=peer_text(machine), sensor=peer_text(sensor),
+                                  error=peer_text(str(e), 200))
+                return
+        x = np.asarray(values, dtype=np.float64)
+        # The live feed stamps a chunk with its arrival, about when its last
+        # sample was taken: the first sample is one chunk earlier.
+        t_first = t if late else t - n / meta.rate
+        self.chunks += 1
+        self.samples += n
+        if not self.threaded:
+            self._store_results(key, self._work(acc, t_first, x))
+            return
+        if self.backlog >= self.max_backlog:
+            self.dropped_chunks += 1
+            # The sensor starts afresh after the hole (no block spans it).
+            self._sensors.pop(key, None)
+            if self.dropped_chunks in (1, 10, 100, 1000) or self.dropped_chunks % 10000 == 0:
+                self.log.warn("spectra are behind: {n} chunks dropped for spectra so far "
+                              "(statistics and raw data are not affected)", n=self.dropped_chunks)
+            return
+        self.backlog += 1
+        d = threads.deferToThreadPool(self.reactor, self._pool, self._work, acc, t_first, x)
+        d.addBoth(self._done, key)
+        self._tail = d
+
+    def _work(self, acc, t, x):
+        import time
+        started = time.thread_time()
+        try:
+            return acc.add(t, x)
+        except ValueError as e:
+            self.refused_chunks += 1
+            return e
+        finally:
+            self.work_seconds += time.thread_time() - started
+
+    def _done(self, result, key):
+        self.backlog -= 1
+        if isinstance(result, BaseException):
+            self.log.warn("{key}: chunk refused for spectra ({error})", key=key, error=str(result))
+            return None
+        if hasattr(result, "getErrorMessage"):  # a Failure
+            self.log.failure("spectra of {key} failed", result, key=key)
+            return None
+        self._store_results(key, result)
+        return None
+
+    # -- results --------------------------------------------------------------
+    def _store_results(self, key, results):
+        if isinstance(results, BaseException):
+            self.log.warn("{key}: chunk refused for spectra ({error})", key=key, error=str(results))
+            return
+        machine, sensor, _late = key
+        for minute, lines, fine, env in results:
+            try:
+                self._store_minute(machine, sensor, minute, lines, fine, env)
+            except Exception:
+                self.log.failure("{machine}/{sensor}: storing the spectra of a minute failed",
+                                 machine=peer_text(machine), sensor=peer_text(sensor))
+
+    def _store_minute(self, machine, sensor, minute, lines, fine, env):
+        self.minutes += 1
+        levels = {b[0]: b[1:] for b in self.calendar.levels_of_minute(minute)}
+        m_t0, m_off, m_text = levels["minute"]
+        h_t0, h_off, h_text = levels["hour"]
+        blob = pack(lines)
+        store = self.store
+        store.upsert_spectrum(machine, sensor, "spectrum_minute", m_t0, m_off, m_text,
+                              lines.blocks, lines.rate, lines.f0, lines.df, blob)
+        store.upsert_spectrum(machine, sensor, "spectrum_hour", h_t0, h_off, h_text,
+                              lines.blocks, lines.rate, lines.f0, lines.df, blob)
+        if env is not None:
+            store.upsert_spectrum(machine, sensor, "envelope_minute", m_t0, m_off, m_text,
+                                  env.blocks, env.rate, env.f0, env.df, pack(env))
+        meta = self.catalog.meta(machine, sensor)
+        feats = _finite(_features(fine, meta, env, top=self.cfg["PEAKS"]))
+        doc = json.dumps(feats, allow_nan=False, separators=(",", ":"))
+        store.upsert_features(machine, sensor, m_t0, m_off, m_text, lines.blocks,
+                              feats.get("velocity_rms"), doc)
+        self.latest[(machine, sensor)] = (m_t0, feats)
+        if self.alarms is not None:
+            try:
+                self.alarms.features(machine, sensor, meta, m_t0 + 60, feats)
+            except Exception:
+                self.log.failure("alarm rules failed on the features of {machine}/{sensor}",
+                                 machine=peer_text(machine), sensor=peer_text(sensor))
+
+    # -- retention -------------------------------------------------------------
+    def prune(self):
+        now = self.clock.seconds()
+        self.store.prune_spectra(int(now - self.cfg["MINUTE_DAYS"] * 86400),
+                                 int(now - self.cfg["HOUR_DAYS"] * 86400))
+
+    def counters(self):
+        return {"chunks": self.chunks, "samples": self.samples, "minutes": self.minutes,
+                "dropped_chunks": self.dropped_chunks, "refused_chunks": self.refused_chunks,
+                "chunks_pending": self.backlog, "sensors_active": len(self._sensors),
+                "work_seconds": round(self.work_seconds, 3)}
