@@ -67,10 +67,12 @@ class PeerLog:
                 suppressed=window.suppressed, reason=reason, source=source, period=self.period)
         window.start, window.count, window.suppressed = now, 0, 0
 
-    def emit(self, level, source, reason, fmt, **kw):
+    def emit(self, level, source, reason, fmt, /, **kw):
         """Log ``fmt`` unless (source, reason) or the whole log is over budget.
 
-        Returns True when the line was written."""
+        Returns True when the line was written.  The leading arguments are
+        positional-only, so the line's own fields may be called ``reason``
+        or ``source`` too."""
         now = self.clock.seconds()
         g = self._global
         if g.start is None or now - g.start >= self.period:
@@ -98,13 +100,13 @@ class PeerLog:
         self.log.emit(level, fmt, **kw)
         return True
 
-    def warn(self, source, reason, fmt, **kw):
+    def warn(self, source, reason, fmt, /, **kw):
         return self.emit(LogLevel.warn, source, reason, fmt, **kw)
 
-    def info(self, source, reason, fmt, **kw):
+    def info(self, source, reason, fmt, /, **kw):
         return self.emit(LogLevel.info, source, reason, fmt, **kw)
 
-    def error(self, source, reason, fmt, **kw):
+    def error(self, source, reason, fmt, /, **kw):
         return self.emit(LogLevel.error, source, reason, fmt, **kw)
 
     def _expire(self, now):

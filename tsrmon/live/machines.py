@@ -170,9 +170,12 @@ class MachineRoom(Namespace):
 
     # -- socket events -------------------------------------------------------
     def on_connect(self, socket, auth):
-        self.service.log.info("live client {sid} joined {nsp} over {transport}",
-                              sid=socket.sid, nsp=self.name,
-                              transport=socket.connection.session.transport_name)
+        # Through the engine's PeerLog: a reconnect storm writes a few lines
+        # per client address a minute, then a count.
+        session = socket.connection.session
+        self.service.engine.peerlog.info(
+            session.peer, "joined", "live client {sid} from {peer} joined {nsp} over {transport}",
+            sid=socket.sid, peer=session.peer, nsp=self.name, transport=session.transport_name)
 
     def on_disconnect(self, socket, reason):
         for sensor in socket.state.pop("subscribed", ()):
@@ -181,8 +184,10 @@ class MachineRoom(Namespace):
                 subs.discard(socket)
                 if not subs:
                     del self.subscribers[sensor]
-        self.service.log.info("live client {sid} left {nsp}: {reason}",
-                              sid=socket.sid, nsp=self.name, reason=reason)
+        session = socket.connection.session
+        self.service.engine.peerlog.info(
+            session.peer, "left", "live client {sid} from {peer} left {nsp}: {reason}",
+            sid=socket.sid, peer=session.peer, nsp=self.name, reason=reason)
 
     def on_event(self, socket, event, args, ack):
         handler = self.EVENTS.get(event)

@@ -153,10 +153,14 @@ def _legacy_times(conn, sensor, level, lo_text, hi_text):
     if lo_text is not None:
         where.append("time >= ?")
         args.append(lo_text)
-    if hi_text is not None:
+    try:
         # the last bucket of the range reaches past hi_text at the level below
+        upper = None if hi_text is None else _next_text("year", hi_text)
+    except ValueError:  # the year after 9998-12-31's bucket: no upper bound
+        upper = None
+    if upper is not None:
         where.append("time < ?")
-        args.append(_next_text("year", hi_text))
+        args.append(upper)
     return [r[0] for r in conn.execute(
         f"SELECT DISTINCT time FROM {quote_identifier(table)} WHERE {' AND '.join(where)} "
         f"ORDER BY time", args)]
