@@ -56,7 +56,7 @@ def _storm(port, deadline, counts):
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_log_growth_bounded_for_a_minute_of_attacks(tmp_path):
-    d = Daemon(tmp_path).start()
+    d = Daemon(tmp_path, rlimit_as=2048 * MiB).start()
     legit = LegitDaq(d.tcp_port, "Legit")
     probe = HealthProbe(d, period=1.0)
     try:

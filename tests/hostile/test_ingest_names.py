@@ -7,7 +7,7 @@ import pytest
 
 from tests.daemon.harness import Daemon
 from tests.hostile.ingest_attacks import name_frame
-from tests.hostile.ingest_peers import HealthProbe, LegitDaq, connect, csv_bytes, machine_metric, wait_for
+from tests.hostile.ingest_peers import MiB, HealthProbe, LegitDaq, connect, csv_bytes, machine_metric, wait_for
 from tests.ingest.helpers import frame
 
 WIDE = "\U00010400" * 64  # a valid-looking 64-character name of 256 UTF-8 bytes
@@ -16,7 +16,7 @@ WIDE = "\U00010400" * 64  # a valid-looking 64-character name of 256 UTF-8 bytes
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_overflowing_and_case_colliding_names(tmp_path):
-    d = Daemon(tmp_path).start()
+    d = Daemon(tmp_path, rlimit_as=2048 * MiB).start()
     legit = LegitDaq(d.tcp_port, "Legit")
     probe = HealthProbe(d, period=0.2)
     try:

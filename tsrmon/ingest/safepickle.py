@@ -311,19 +311,21 @@ class PickleWalk:
                 self.need = p + 1
                 return NEED
             op = buf[p]
-            # BINFLOAT runs are most of a DAQ frame: skip them in C.
-            if op == _BINFLOAT and self.refused is None:
+            # BINFLOAT runs are most of a DAQ frame: skip them in C (also
+            # the rest of a frame already refused, without simulating it).
+            if op == _BINFLOAT:
                 count = _float_run(buf, p, n)
                 if count:
                     e = p + 9 * count
                     if e > max_end:
                         return self._bad(f"frame larger than DAQ.MAX_FRAME_BYTES ({limits.max_frame_bytes})", p)
-                    self.runs.append((p - self.start, count))
-                    self.stack.extend([_F] * count)
-                    self.elements += count
                     self.walked += count
-                    if self.elements > limits.max_elements:
-                        self._refuse(f"more than {limits.max_elements} elements")
+                    if self.refused is None:
+                        self.runs.append((p - self.start, count))
+                        self.stack.extend([_F] * count)
+                        self.elements += count
+                        if self.elements > limits.max_elements:
+                            self._refuse(f"more than {limits.max_elements} elements")
                     p = e
                     continue
             spec = table[op]
