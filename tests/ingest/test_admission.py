@@ -259,3 +259,23 @@ def test_expansion_refusal_is_counted_and_named(tmp_path, events):
     assert not closed(p) and rig.rec.added == []
     line = [t for t in texts(events) if "refused frame" in t][0]
     assert "2560257 samples" in line and "MAX_SAMPLES_PER_FRAME (2000000)" in line
+
+
+def test_frame_that_trips_a_bug_is_counted_and_logged_rate_limited(tmp_path, events):
+    rig = Rig(tmp_path)
+
+    class Broken:
+        def add(self, *args):
+            raise RuntimeError("a bug in a room")
+
+        def write(self, *args):
+            pass
+
+    rig.hub.stats = Broken()
+    p = rig.connect("10.0.0.9", name="M1")
+    for _ in range(20):
+        p.dataReceived(frame("DataUpdate", {"v": {"type": "VIB", "data": [1.0]}}))
+    assert rig.counters["errors"] == 20 and not closed(p)
+    failures = [e for e in events if "log_failure" in e and "handling a frame" in e.get("log_format", "")]
+    assert len(failures) == 5
+    assert "a bug in a room" in str(failures[0]["log_failure"].value)

@@ -28,7 +28,8 @@ import socket
 
 from twisted.application import service
 from twisted.internet import defer, endpoints, protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
+from twisted.python.failure import Failure
 
 from tsrmon.hub.machines import Refused
 from tsrmon.ingest import schema
@@ -193,8 +194,10 @@ class DAQProtocol(protocol.Protocol):
                 self.update_reading()
             if self.dropping:
                 self.dropping = False
-                self.log.warn("{machine}: storage caught up; {n} bytes of DataUpdates from {peer} were dropped",
-                              machine=self._name(), n=self.dropped_bytes - self._drop_logged, peer=self.peer)
+                self.factory.peerlog.warn(
+                    self.peer_host, "storage_caught_up",
+                    "{machine}: storage caught up; {n} bytes of DataUpdates from {peer} were dropped",
+                    machine=self._name(), n=self.dropped_bytes - self._drop_logged, peer=self.peer)
 
     def _pause_expired(self):
         self._pause_timer = None
@@ -220,9 +223,10 @@ class DAQProtocol(protocol.Protocol):
             return
         self.dropping = True
         self._drop_logged = self.dropped_bytes
-        self.log.warn("{machine}: storage is still behind after DAQ.MAX_PAUSE; "
-                      "reading from {peer} and dropping DataUpdates until it catches up",
-                      machine=self._name(), peer=self.peer)
+        self.factory.peerlog.warn(self.peer_host, "storage_dropping",
+                                  "{machine}: storage is still behind after DAQ.MAX_PAUSE; "
+                                  "reading from {peer} and dropping DataUpdates until it catches up",
+                                  machine=self._name(), peer=self.peer)
 
     def _account_pause(self):
         if self.paused_at is not None:
@@ -282,8 +286,10 @@ class DAQProtocol(protocol.Protocol):
                 # A bug downstream, not bad input: log it with context and
                 # go on with the next frame.
                 self.factory.counters["errors"] += 1
-                self.log.failure("handling a frame from {peer} ({machine})", peer=self.peer,
-                                 machine=self._name())
+                # Rate-limited too: a frame that trips a bug may be resent forever.
+                self.factory.peerlog.emit(LogLevel.critical, self.peer_host, "error",
+                                          "handling a frame from {peer} ({machine})", log_failure=Failure(),
+                                          peer=self.peer, machine=self._name())
 
     def _frame(self, item):
         tag = item[0]
