@@ -3,7 +3,6 @@ never name themselves cannot lock a DAQ out, unfinished pickles cannot hold
 memory before the name frame, and named connections holding unfinished frames
 stay within the global buffer budget and give their memory back."""
 
-import socket
 import threading
 import time
 
