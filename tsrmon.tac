@@ -2,6 +2,8 @@
 #     (configuration from $TSRMON_CONFIG, else etc/tsrmon.yml; --pidfile= as tsrmon locks its folders itself)
 import os
 
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy loads (docs/analytics.md)
+
 from twisted.application import service
 from twisted.logger import ILogObserver
 

@@ -22,6 +22,8 @@ import collections
 import datetime
 import math
 
+from tsrmon.analytics.moments import Moments
+
 INACTIVE = "inactive"
 PENDING = "pending"
 ACTIVE = "active"
@@ -35,7 +37,8 @@ MAX_BUCKETS = 360
 class Tracker:
     """The state of one (rule, machine, sensor); ``sensor`` is "" for machine rules."""
 
-    __slots__ = ("rule", "machine", "sensor", "stype", "state", "since", "clear_since", "alarm")
+    __slots__ = ("rule", "machine", "sensor", "stype", "state", "since", "clear_since", "alarm",
+                 "source", "note", "meta")
 
     def __init__(self, rule, machine, sensor, stype=None):
         self.rule = rule
@@ -46,6 +49,12 @@ class Tracker:
         self.since = None
         self.clear_since = None
         self.alarm = None
+        # Issue 17, ISO preset: what the rule judges for this sensor
+        # ("velocity_rms" from spectra, "samples" RMS, or None = not judged)
+        # and why (``note``); ``meta`` the sensor metadata it was decided on.
+        self.source = None
+        self.note = None
+        self.meta = False  # not decided yet (None is "no metadata")
 
     def __repr__(self):
         return f"Tracker({self.rule!r}, {self.machine!r}, {self.sensor!r}, {self.state})"
@@ -88,7 +97,8 @@ class WindowSums:
     """Sums of the seconds ``(t - window, t]`` of one sensor (see module doc)."""
 
     __slots__ = ("window", "step", "buckets", "count", "total", "total_abs", "total_sq",
-                 "_mins", "_maxs", "first_t", "last_t", "_evicted", "covered")
+                 "_mins", "_maxs", "first_t", "last_t", "_evicted", "covered",
+                 "ref", "mcount", "s1", "s2", "s3", "s4")
 
     def __init__(self, window):
         self.window = int(window)
@@ -96,7 +106,11 @@ class WindowSums:
         self.reset()
 
     def reset(self):
-        self.buckets = collections.deque()  # [start, count, total, total_abs, total_sq]
+        # [start, count, total, total_abs, total_sq, mcount, s1, s2, s3, s4]
+        self.buckets = collections.deque()
+        self.ref = None  # the moments' reference c (the first second's)
+        self.mcount = 0
+        self.s1 = self.s2 = self.s3 = self.s4 = 0.0
         self._mins = collections.deque()  # (bucket start, minimum), rising
         self._maxs = collections.deque()  # (bucket start, maximum), falling
         self.count = 0
@@ -120,18 +134,38 @@ class WindowSums:
         step = self.step
         start = t - (t % step) if step > 1 else t
         buckets = self.buckets
+        m = getattr(sums, "moments", None)
+        if m is not None and m.count:
+            if self.ref is None:
+                self.ref = m.ref
+            elif m.ref != self.ref:
+                m = m.shifted(self.ref)
+            mc, m1, m2, m3, m4 = m.count, m.s1, m.s2, m.s3, m.s4
+        else:
+            mc, m1, m2, m3, m4 = 0, 0.0, 0.0, 0.0, 0.0
         if buckets and buckets[-1][0] == start:
             b = buckets[-1]
             b[1] += sums.count
             b[2] += sums.total
             b[3] += sums.total_abs
             b[4] += sums.total_sq
+            b[5] += mc
+            b[6] += m1
+            b[7] += m2
+            b[8] += m3
+            b[9] += m4
         else:
-            buckets.append([start, sums.count, sums.total, sums.total_abs, sums.total_sq])
+            buckets.append([start, sums.count, sums.total, sums.total_abs, sums.total_sq,
+                            mc, m1, m2, m3, m4])
         self.count += sums.count
         self.total += sums.total
         self.total_abs += sums.total_abs
         self.total_sq += sums.total_sq
+        self.mcount += mc
+        self.s1 += m1
+        self.s2 += m2
+        self.s3 += m3
+        self.s4 += m4
         lo, hi = sums.minimum, sums.maximum
         mins, maxs = self._mins, self._maxs
         while mins and mins[-1][1] >= lo:
@@ -148,6 +182,11 @@ class WindowSums:
             self.total -= b[2]
             self.total_abs -= b[3]
             self.total_sq -= b[4]
+            self.mcount -= b[5]
+            self.s1 -= b[6]
+            self.s2 -= b[7]
+            self.s3 -= b[8]
+            self.s4 -= b[9]
             self._evicted += 1
         while mins[0][0] <= horizon:
             mins.popleft()
@@ -163,6 +202,10 @@ class WindowSums:
         self.total = math.fsum(b[2] for b in self.buckets)
         self.total_abs = math.fsum(b[3] for b in self.buckets)
         self.total_sq = math.fsum(b[4] for b in self.buckets)
+        self.s1 = math.fsum(b[6] for b in self.buckets)
+        self.s2 = math.fsum(b[7] for b in self.buckets)
+        self.s3 = math.fsum(b[8] for b in self.buckets)
+        self.s4 = math.fsum(b[9] for b in self.buckets)
 
     @property
     def minimum(self):
@@ -192,6 +235,16 @@ class WindowSums:
             return math.sqrt(max(self.total_sq / n - m * m, 0.0))
         if metric == "range":
             return self._maxs[0][1] - self._mins[0][1]
+        if metric == "peak":
+            return max(abs(self._maxs[0][1]), abs(self._mins[0][1]))
+        if metric == "crest":
+            rms = math.sqrt(max(self.total_sq, 0.0) / n)
+            return max(abs(self._maxs[0][1]), abs(self._mins[0][1])) / rms if rms else None
+        if metric in ("kurtosis", "skewness"):
+            if self.mcount <= 0:
+                return None
+            m = Moments(self.mcount, self.ref, self.s1, self.s2, self.s3, self.s4)
+            return m.kurtosis if metric == "kurtosis" else m.skewness
         raise ValueError(f"unknown metric {metric!r}")
 
 

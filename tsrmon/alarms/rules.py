@@ -25,6 +25,16 @@ import tsrmon.config
 from tsrmon.names import name_problem
 
 METRICS = ("mean", "mean_abs", "rms", "min", "max", "std", "range")
+# Issue 17, per second from the moment sums (over the window like the others).
+MOMENT_METRICS = ("peak", "crest", "kurtosis", "skewness")
+# Issue 17, per minute from the spectra room's features (sensors >= 1 kHz):
+# velocity_rms (mm/s, 10-1000 Hz), band:<name> (SENSORS bands), order:<n>
+# (n × running speed), and bearing tones bpfo|bpfi|bsf|ftf[:<harmonic>]
+# (also written bearing:bpfo[:h]).
+FEATURE_METRICS = ("velocity_rms",)
+BEARING_DEFECTS = ("bpfo", "bpfi", "bsf", "ftf")
+_FEATURE_RE = re.compile(r"^(?:band:(?P<band>[^\s:]{1,64})|order:(?P<order>[1-9][0-9]?)"
+                         r"|(?:bearing:)?(?P<defect>bpfo|bpfi|bsf|ftf)(?::(?P<harmonic>[1-9]))?)$")
 SEVERITIES = ("info", "warning", "critical")
 MIN_WINDOW = 1
 MAX_WINDOW = 3600
@@ -370,12 +380,44 @@ def _severity(entry, default="warning"):
     return severity
 
 
+def is_feature_metric(metric):
+    """True for the per-minute spectra metrics (velocity_rms, band:, order:, tones)."""
+    return metric in FEATURE_METRICS or (isinstance(metric, str) and
+                                         _FEATURE_RE.match(metric) is not None)
+
+
+def feature_value(metric, feats):
+    """The value of a feature metric in one minute's features (None if absent)."""
+    if metric == "velocity_rms":
+        v = feats.get("velocity_rms")
+        return v if isinstance(v, (int, float)) else None
+    m = _FEATURE_RE.match(metric)
+    if m is None:
+        return None
+    try:
+        if m.group("band"):
+            v = feats["bands"][m.group("band")]
+        elif m.group("order"):
+            v = feats["orders"][m.group("order")][1]
+        else:
+            h = int(m.group("harmonic") or 1)
+            v = next(a for hh, _f, a in feats["bearing"][m.group("defect")] if hh == h)
+    except (KeyError, IndexError, TypeError, StopIteration):
+        return None
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+_ALL_METRICS = METRICS + MOMENT_METRICS + FEATURE_METRICS + (
+    "band:<name>", "order:<n>", "bpfo|bpfi|bsf|ftf[:<harmonic>]")
+
+
 def _metric(entry, default=None):
     metric = entry.get("metric", default)
     if metric is None:
-        raise _Bad(f"a threshold rule needs a metric (one of {', '.join(METRICS)})")
-    if metric not in METRICS:
-        raise _Bad(f"unknown metric {metric!r} (one of {', '.join(METRICS)})")
+        raise _Bad(f"a threshold rule needs a metric (one of {', '.join(_ALL_METRICS)})")
+    if not isinstance(metric, str) or not (metric in METRICS or metric in MOMENT_METRICS
+                                           or is_feature_metric(metric)):
+        raise _Bad(f"unknown metric {metric!r} (one of {', '.join(_ALL_METRICS)})")
     return metric
 
 

@@ -12,9 +12,20 @@ payload)`` (the live layer's ``alarm`` event on ``/sio/<machine>``), each
 raise to ``notify(machine, title, body, data)`` (the notifier applies its
 own throttles), and every change to SQLite (``store.py``), from which a
 restart resumes the active alarms without raising them again.
+
+Issue 17: ``crest``, ``kurtosis``, ``skewness`` and ``peak`` are judged per
+second like the other window metrics (the sums carry the moments); the
+spectra metrics (``velocity_rms``, ``band:<name>``, ``order:<n>``, bearing
+tones ``bpfo|bpfi|bsf|ftf[:h]``) once per minute in :meth:`features`, over
+the RMS of the minutes in the window.  The ISO 10816-3 preset judges the
+true velocity RMS (from the spectra) of a sensor whose rate and unit allow
+it, the RMS of the samples of a sensor whose unit is a velocity but whose
+rate does not, and nothing otherwise; :meth:`rule_states` says which, and
+why, per rule and sensor.
 """
 
 import collections
+import math
 import uuid
 import zoneinfo
 
@@ -24,8 +35,10 @@ from twisted.logger import Logger
 
 from tsrmon.alarms import engine
 from tsrmon.alarms.engine import ACTIVE, CLEAR, INACTIVE, PENDING, RAISE, Alarm, Tracker, WindowSums
-from tsrmon.alarms.rules import (DAQ_SILENT, FLATLINE, RATE_DROP, SEVERITIES, parse_rules,
-                                 render)
+from tsrmon.alarms.rules import (DAQ_SILENT, FLATLINE, RATE_DROP, SEVERITIES, feature_value,
+                                 is_feature_metric, parse_rules, render)
+from tsrmon.analytics import iso10816
+from tsrmon.analytics import meta as _meta
 from tsrmon.alarms.store import AlarmStore
 from tsrmon.config import ConfigError
 
@@ -74,6 +87,10 @@ class AlarmService(service.Service):
         self._loop = None
         self._template_warned = set()
         self._counters = collections.Counter()
+        # Issue 17: sensor metadata (spectra/catalog.py) for the ISO preset,
+        # and per (machine, sensor, window) the recent minutes' feature values.
+        self.catalog = None
+        self._minutes = {}  # (machine, sensor, rule name) -> deque[(t, value)]
 
     # -- rules -------------------------------------------------------------------
     def _set_rules(self, rules):
@@ -203,6 +220,8 @@ class AlarmService(service.Service):
         for rule, window, tracker in checks:
             if not window.covered:
                 continue
+            if rule.extra and rule.extra.get("preset") and self._iso_source(rule, tracker) != "samples":
+                continue
             value = window.value(rule.metric)
             if value is None or (rule.kind == FLATLINE and window.count < 2):
                 continue
@@ -226,6 +245,8 @@ class AlarmService(service.Service):
         for rule in self._sensor_rules:
             if not (rule.matches_machine(machine) and rule.matches_sensor(sensor, stype)):
                 continue
+            if is_feature_metric(rule.metric):
+                continue  # judged per minute in features()
             key = (machine, sensor, stype, rule.window)
             window = self._windows.get(key)
             if window is None:
@@ -234,6 +255,90 @@ class AlarmService(service.Service):
             checks.append((rule, window, self._tracker(rule.name, machine, sensor, stype)))
         binding = self._bindings[(machine, sensor, stype)] = (tuple(windows.values()), tuple(checks))
         return binding
+
+    # -- issue 17: the ISO preset's source and the spectra features ---------------------
+    def _iso_source(self, rule, tracker, meta=None):
+        """What an ISO 10816-3 preset judges for the tracker's sensor:
+        ``"velocity_rms"`` (from spectra), ``"samples"`` (the RMS of the
+        samples: a velocity sensor, or no catalog to ask) or None (nothing,
+        ``tracker.note`` says why)."""
+        if meta is None:
+            meta = (self.catalog.meta(tracker.machine, tracker.sensor)
+                    if self.catalog is not None else None)
+        if meta is not None and meta is tracker.meta:
+            return tracker.source
+        tracker.meta = meta
+        if meta is None:
+            tracker.source, tracker.note = "samples", (
+                "sensor metadata unknown: judging the RMS of the samples (for sensors that "
+                "deliver velocity in mm/s)")
+            return tracker.source
+        why = iso10816.velocity_refusal(meta.rate, meta.unit)
+        spectra_on = self.config.get("SPECTRA", {}).get("ENABLED", True)
+        if why is None and spectra_on:
+            tracker.source, tracker.note = "velocity_rms", (
+                "judging true velocity RMS (10-1000 Hz, mm/s) from the spectra, once a minute")
+        elif meta.unit is not None and _meta.quantity(meta.unit) == "velocity":
+            tracker.source, tracker.note = "samples", (
+                f"a {meta.unit} sensor: judging the RMS of its samples"
+                + (f" ({why})" if why else " (SPECTRA.ENABLED is false)"))
+        else:
+            tracker.source = None
+            tracker.note = "not judged: " + (why or "SPECTRA.ENABLED is false")
+        return tracker.source
+
+    def features(self, machine, sensor, meta, t, feats):
+        """One minute's features of a sensor (the spectra room, once a minute;
+        ``t`` the minute's end): judges the feature metrics and the ISO
+        presets that judge true velocity RMS."""
+        if not self._ready:
+            return
+        for rule in self._sensor_rules:
+            if not (rule.matches_machine(machine) and rule.matches_sensor(sensor)):
+                continue
+            preset = bool(rule.extra and rule.extra.get("preset"))
+            if preset:
+                tracker = self._tracker(rule.name, machine, sensor)
+                if self._iso_source(rule, tracker, meta) != "velocity_rms":
+                    continue
+                metric = "velocity_rms"
+            elif is_feature_metric(rule.metric):
+                tracker = self._tracker(rule.name, machine, sensor)
+                metric = rule.metric
+            else:
+                continue
+            value = feature_value(metric, feats)
+            if value is None:
+                continue
+            key = (machine, sensor, rule.name)
+            recent = self._minutes.get(key)
+            if recent is None:
+                recent = self._minutes[key] = collections.deque()
+            if recent and t <= recent[-1][0]:
+                recent.clear()  # the clock went back (or late data): start again
+            recent.append((t, value))
+            span = max(60.0, float(rule.window))
+            while recent and recent[0][0] <= t - span:
+                recent.popleft()
+            # Covered once the minutes reach back a whole window.
+            if len(recent) * 60.0 < span:
+                continue
+            value = math.sqrt(sum(v * v for _t, v in recent) / len(recent))
+            self._judge(tracker, rule, t, value, rule.trips(value), rule.clears(value), {})
+            self._counters["minutes"] += 1
+
+    def rule_states(self, machine=None):
+        """Per (rule, machine, sensor): ``{"rule", "machine", "sensor", "state",
+        "source", "note"}`` (``source``/``note``: what an ISO preset judges
+        for that sensor and why, e.g. that the rate is too low for true
+        velocity RMS).  For the REST layer."""
+        out = []
+        for (rule, m, sensor), tr in sorted(self.trackers.items()):
+            if machine is not None and m != machine:
+                continue
+            out.append({"rule": rule, "machine": m, "sensor": sensor or None,
+                        "state": tr.state, "source": tr.source, "note": tr.note})
+        return out
 
     # -- machine rules (LoopingCall) ---------------------------------------------------
     def check_machines(self):
@@ -444,6 +549,7 @@ class AlarmService(service.Service):
             "alarm_notify_errors": c["notify_errors"],
             "alarm_emit_errors": c["emit_errors"],
             "alarm_seconds_judged": c["seconds"],
+            "alarm_minutes_judged": c["minutes"],
             "alarm_seconds_not_ready": c["seconds_not_ready"],
             "alarm_store_writes": self.store.writes,
             "alarm_store_errors": self.store.failures,

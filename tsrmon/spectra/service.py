@@ -78,7 +78,11 @@ class SensorSpectra:
         self.envelope = None
         if cfg["ENVELOPE"]:
             fmax = min(float(cfg["ENVELOPE_FMAX"]), self.rate / 2.56)
-            env = EnvelopeSpectrum(self.rate, band=meta.envelope_band, env_fmax=fmax, n=n)
+            # No overlap for the envelope (the spectrum keeps its 50 %): the
+            # envelope is the costly analysis, and bearing tones only need
+            # the average, not the overlap's variance reduction.
+            env = EnvelopeSpectrum(self.rate, band=meta.envelope_band, env_fmax=fmax, n=n,
+                                   overlap=0.0)
             self.envelope = MinuteSpectra(self.rate, follow_early=follow_early, welch=env)
         self.envelopes = {}   # minute -> envelope spectrum not yet paired
 

@@ -4,10 +4,16 @@ No ``__init__.py`` beside this file: ``twisted/plugins`` is a namespace that
 twistd scans on ``sys.path``.
 """
 
-from twisted.application.service import IServiceMaker
-from twisted.plugin import IPlugin
-from twisted.python import usage
-from zope.interface import implementer
+import os
+
+# One BLAS thread: the daemon reduces on one reactor thread, and threaded
+# OpenBLAS only contends with it (docs/analytics.md).  Set before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from twisted.application.service import IServiceMaker  # noqa: E402
+from twisted.plugin import IPlugin  # noqa: E402
+from twisted.python import usage  # noqa: E402
+from zope.interface import implementer  # noqa: E402
 
 
 class Options(usage.Options):
