@@ -437,7 +437,8 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     hub.live.append(live)
     hub.alarms = alarms
     hub.spectra = spectra
-    spectra.alarms = alarms if hasattr(alarms, "features") else None
+    spectra.alarms = alarms    # per-minute features for velocity_rms, band:, order:, tones
+    alarms.catalog = catalog   # the ISO preset judges true velocity RMS when it can
 
     rest = rooms["rest"] = RestAPI(
         config, reactor, hub, reader, live=live, notifier=notifier, policy=policy,
