@@ -5,6 +5,7 @@ envelope spectrum; retention prunes old rows; the reader serves them."""
 
 import math
 import sqlite3
+import threading
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ RATE = 25600
 VELOCITY = 9806.65 / (2 * math.pi * 50) / math.sqrt(2)   # 22.07 mm/s for 1 g at 50 Hz
 
 
-def rig(tmp_path, start, thread=False, max_backlog=1000, **sections):
+def rig(tmp_path, start, thread=False, max_backlog=2**30, **sections):
     cfg = config(tmp_path, ZONE, **sections)
     clock = task.Clock()
     clock.advance(start)
@@ -34,7 +35,7 @@ def rig(tmp_path, start, thread=False, max_backlog=1000, **sections):
     hub.remember(["Fan"])
     catalog = SensorCatalog(cfg)
     spectra = SpectraService(cfg, clock, store, catalog, reactor=reactor, thread=thread,
-                             max_backlog=max_backlog)
+                             max_backlog_bytes=max_backlog)
     hub.spectra = spectra
     spectra.startService()
     return cfg, clock, store, hub, spectra
@@ -174,9 +175,14 @@ def test_a_split_minute_merges_in_the_store(tmp_path):
 @pytest_twisted.inlineCallbacks
 def test_a_worker_that_falls_behind_drops_chunks_for_spectra_only(tmp_path):
     start = epoch(ZONE, "2026-12-07 10:00:00")
-    cfg, clock, store, hub, spectra = rig(tmp_path, start, thread=True, max_backlog=4)
-    stream(hub, clock, 40)            # 40 chunks at once: the worker cannot keep up
+    cfg, clock, store, hub, spectra = rig(tmp_path, start, thread=True, max_backlog=4 * RATE * 8)
+    held = threading.Event()
+    spectra._pool.callInThread(held.wait, 30)   # the worker is busy elsewhere
+    stream(hub, clock, 40)            # 40 chunks: 4 fit in the backlog, 36 are dropped
+    assert spectra.dropped_chunks == 36 and spectra.chunks == 4
+    assert spectra.counters()["backlog_bytes_now"] == 4 * RATE * 8
+    held.set()
     yield spectra.stopService()
     yield store.stopService()
-    assert spectra.dropped_chunks >= 30 and spectra.backlog == 0
+    assert spectra.counters()["chunks_pending"] == 0 and spectra.counters()["backlog_bytes_now"] == 0
     assert spectra.counters()["dropped_chunks"] == spectra.dropped_chunks

@@ -20,10 +20,11 @@ when ``SPECTRA.ENVELOPE``).  Each closed minute gives
 The FFT work runs on a dedicated single worker thread (``SPECTRA.THREAD``,
 default true): numpy's FFT releases the GIL, so the reactor goes on with
 the decoder and the statistics while a second core does the spectra; one
-worker keeps each sensor's chunks in order.  At most ``max_backlog``
-chunks wait for it; beyond that a chunk is dropped for spectra only
-(counted; the sensor's accumulators restart there, so no block spans the
-hole).  ``SPECTRA.THREAD: false`` computes on the reactor (tests, tools).
+worker keeps each sensor's chunks in order.  At most ``max_backlog_bytes``
+(64 MB) of samples wait for it; beyond that a chunk is dropped for spectra
+only (counted; the sensor's accumulators restart there, so no block spans
+the hole).  The backlog is what the worker has not finished (it counts its
+own progress), not what the reactor has not yet been told.  ``SPECTRA.THREAD: false`` computes on the reactor (tests, tools).
 
 Rows go to the store's writer (``SQLiteStore.upsert_spectrum`` /
 ``upsert_features``: the machine's flush transaction on its own adbapi
@@ -35,6 +36,7 @@ rows and asks the store to commit: a SIGTERM loses no finished block.
 
 import json
 import math
+import time
 
 import numpy as np
 from twisted.application import service
@@ -112,7 +114,7 @@ class SpectraService(service.Service):
     name = "spectra"
 
     def __init__(self, config, clock, store, catalog, reactor=None, alarms=None,
-                 max_backlog=64, thread=None):
+                 max_backlog_bytes=64 * 2**20, thread=None):
         self.config = config
         self.cfg = config["SPECTRA"]
         self.clock = clock
@@ -121,13 +123,17 @@ class SpectraService(service.Service):
         self.catalog = catalog
         self.alarms = alarms
         self.calendar = Calendar(config["TIME"]["ZONE"])
-        self.max_backlog = max_backlog
+        self.max_backlog_bytes = max_backlog_bytes
         self.threaded = self.cfg["THREAD"] if thread is None else thread
         self._sensors = {}       # (machine, sensor, late) -> SensorSpectra
         self._refused = set()    # (machine, sensor) told why no spectra (logged once)
         self._pool = None
         self._tail = defer.succeed(None)   # the last queued work (ordering, stop)
-        self.backlog = 0
+        # Queued and finished bytes: one writer each (reactor, worker), so
+        # their difference is the backlog without a lock.
+        self._queued_bytes = 0
+        self._done_bytes = 0
+        self._in_flight = 0     # results the reactor has not handled yet
         self._pruner = None
         self.latest = {}         # (machine, sensor) -> (minute t0, features) of the last minute
         self.chunks = 0
@@ -210,12 +216,12 @@ class SpectraService(service.Service):
         # The live feed stamps a chunk with its arrival, about when its last
         # sample was taken: the first sample is one chunk earlier.
         t_first = t if late else t - n / meta.rate
-        self.chunks += 1
-        self.samples += n
         if not self.threaded:
+            self.chunks += 1
+            self.samples += n
             self._store_results(key, self._work(acc, t_first, x))
             return
-        if self.backlog >= self.max_backlog:
+        if self._queued_bytes - self._done_bytes + x.nbytes > self.max_backlog_bytes:
             self.dropped_chunks += 1
             # The sensor starts afresh after the hole (no block spans it).
             self._sensors.pop(key, None)
@@ -223,27 +229,27 @@ class SpectraService(service.Service):
                 self.log.warn("spectra are behind: {n} chunks dropped for spectra so far "
                               "(statistics and raw data are not affected)", n=self.dropped_chunks)
             return
-        self.backlog += 1
-        d = threads.deferToThreadPool(self.reactor, self._pool, self._work, acc, t_first, x)
+        self.chunks += 1      # chunks and samples analysed (dropped ones are not)
+        self.samples += n
+        self._queued_bytes += x.nbytes
+        self._in_flight += 1
+        d = threads.deferToThreadPool(self.reactor, self._pool, self._work, acc, t_first, x, True)
         d.addBoth(self._done, key)
         self._tail = d
 
-    def _work(self, acc, t, x):
-        import time
+    def _work(self, acc, t, x, counted=False):
         started = time.thread_time()
         try:
             return acc.add(t, x)
         except ValueError as e:
-            self.refused_chunks += 1
             return e
         finally:
             self.work_seconds += time.thread_time() - started
+            if counted:
+                self._done_bytes += x.nbytes
 
     def _done(self, result, key):
-        self.backlog -= 1
-        if isinstance(result, BaseException):
-            self.log.warn("{key}: chunk refused for spectra ({error})", key=key, error=str(result))
-            return None
+        self._in_flight -= 1
         if hasattr(result, "getErrorMessage"):  # a Failure
             self.log.failure("spectra of {key} failed", result, key=key)
             return None
@@ -253,6 +259,7 @@ class SpectraService(service.Service):
     # -- results --------------------------------------------------------------
     def _store_results(self, key, results):
         if isinstance(results, BaseException):
+            self.refused_chunks += 1
             self.log.warn("{key}: chunk refused for spectra ({error})", key=key, error=str(results))
             return
         machine, sensor, _late = key
@@ -299,5 +306,7 @@ class SpectraService(service.Service):
     def counters(self):
         return {"chunks": self.chunks, "samples": self.samples, "minutes": self.minutes,
                 "dropped_chunks": self.dropped_chunks, "refused_chunks": self.refused_chunks,
-                "chunks_pending": self.backlog, "sensors_active": len(self._sensors),
+                "chunks_pending": self._in_flight,
+                "backlog_bytes_now": self._queued_bytes - self._done_bytes,
+                "sensors_active": len(self._sensors),
                 "work_seconds": round(self.work_seconds, 3)}
