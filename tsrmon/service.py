@@ -437,6 +437,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     hub.live.append(live)
     hub.alarms = alarms
     hub.spectra = spectra
+    live.spectra = spectra  # the live `spectrum` event follows spectra.latest (issue 17)
     spectra.alarms = alarms    # per-minute features for velocity_rms, band:, order:, tones
     alarms.catalog = catalog   # the ISO preset judges true velocity RMS when it can
 
@@ -449,7 +450,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
                   "stats": stats.counters, "live": live.counters, "notify": notifier.counters,
                   "alarms": alarms.counters, "clock": clockjump.counters, "reactor": lag.counters,
                   "spectra": spectra.counters},
-        alarms=alarms,
+        alarms=alarms, catalog=catalog,
     )
     # The dashboard's page and assets in front of the REST resource (they
     # hold no data, so they load without a token and can ask for one).

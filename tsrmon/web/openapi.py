@@ -10,6 +10,17 @@ import copy
 from tsrmon.store.schema import LEGACY_LEVELS
 
 MAX_MINUTES = 7 * 24 * 60
+# Issue 17: the opt-in statistics of /stat/{level}?fields= (tsrmon.store.reader
+# moment_stats), and the size bounds of /spectrum/waterfall.
+STAT_FIELDS = ("mean", "std", "rms", "skewness", "kurtosis", "peak", "peak_to_peak", "crest",
+               "moments_count")
+MAX_WATERFALL_ROWS = 1000
+MAX_WATERFALL_LINES = 1600
+_INSTANT = ("Epoch seconds, YYYY-MM-DDTHH:MM[:SS] (local TIME.ZONE unless it carries an offset) "
+            "or YYYY-MM-DD (local midnight; for `end` the next one, so the day is included). ")
+_AMPLITUDE = ("Amplitude convention: `amplitude` is \"rms\": every value is the RMS amplitude per "
+              "line in the sensor's unit, window energy corrected; a sine of peak amplitude A "
+              "shows A/√2 (its energy may split over two adjacent lines). Line k is at f0 + k·df Hz.")
 # The dates a query may name (tsrmon.web.rest.MIN_DATE / MAX_DATE); any other
 # date is answered 400 naming this range.
 MIN_DATE = "1970-01-01"
@@ -78,6 +89,40 @@ _P = {
            "schema": {"type": "string", "maxLength": 200}},
     "level": {"name": "level", "in": "path", "required": True,
               "schema": {"type": "string", "enum": list(LEGACY_LEVELS)}},
+    "fields": {"name": "fields", "in": "query", "required": False,
+               "description": "Opt-in extra statistics per row, comma-separated (issue 17): "
+                              + ", ".join(STAT_FIELDS) + ". Kurtosis is Pearson (normal 3, sine "
+                              "1.5); std population; crest = peak / rms; moments_count the samples "
+                              "the moment sums hold (rows older than the version-2 migration have "
+                              "fewer; their skewness/kurtosis are then null). Without `fields` the "
+                              "answer is byte-identical to the deployed shape.",
+               "schema": {"type": "string", "maxLength": 200}},
+    "sensor": {"name": "sensor", "in": "query", "required": True, "description": "Sensor name.",
+               "schema": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 64}},
+    "time": {"name": "time", "in": "query", "required": False,
+             "description": "The minute (or hour) holding this instant; default the newest. "
+                            + _INSTANT + _DATES, "schema": {"type": "string", "maxLength": 40}},
+    "inst_start": {"name": "start", "in": "query", "required": False,
+                   "description": "From this instant (default: end minus 6 h for the waterfall, "
+                                  "24 h for features). " + _INSTANT + _DATES,
+                   "schema": {"type": "string", "maxLength": 40}},
+    "inst_end": {"name": "end", "in": "query", "required": False,
+                 "description": "Up to this instant, exclusive (default: now). " + _INSTANT + _DATES,
+                 "schema": {"type": "string", "maxLength": 40}},
+    "spectrum_level": {"name": "level", "in": "query", "required": False,
+                       "description": "minute (default), hour (the Welch average of the hour) "
+                                      "or envelope (the minute's envelope spectrum).",
+                       "schema": {"type": "string", "enum": ["minute", "hour", "envelope"]}},
+    "features_level": {"name": "level", "in": "query", "required": False,
+                       "description": "minute (default) or hour (RMS averages of its minutes).",
+                       "schema": {"type": "string", "enum": ["minute", "hour"]}},
+    "rows": {"name": "rows", "in": "query", "required": False,
+             "description": "At most this many rows (spectra power-averaged by blocks; default 120).",
+             "schema": {"type": "integer", "minimum": 1, "maximum": MAX_WATERFALL_ROWS}},
+    "lines": {"name": "lines", "in": "query", "required": False,
+              "description": "At most this many columns (adjacent lines' power summed, so each is "
+                             "the RMS of its band; default 400).",
+              "schema": {"type": "integer", "minimum": 1, "maximum": MAX_WATERFALL_LINES}},
     "minutes": {"name": "minutes", "in": "query", "required": False,
                 "description": "How many recent minutes (default 60; minute rows are kept 7 days).",
                 "schema": {"type": "integer", "minimum": 1, "maximum": MAX_MINUTES}},
@@ -111,6 +156,8 @@ SCHEMAS = {
             "data": {"type": "number", "description": "Mean (of |x| for ABS sensor types)"},
             "min": {"type": "number"}, "max": {"type": "number"}, "rms": {"type": "number"},
             "count": {"type": "integer", "minimum": 1},
+            **{f: {"type": "integer" if f == "moments_count" else "number", "nullable": True,
+                   "description": "Only with fields= (issue 17)"} for f in STAT_FIELDS},
         },
     },
     "AnomalyItem": {
@@ -128,7 +175,87 @@ SCHEMAS = {
     },
     "Sensor": {
         "type": "object", "required": ["name", "type"], "additionalProperties": False,
-        "properties": {"name": {"type": "string"}, "type": {"type": "string"}},
+        "properties": {"name": {"type": "string"}, "type": {"type": "string"},
+                       "meta": {"type": "object", "nullable": True,
+                                "description": "Issue 17: the sensor's effective metadata (rate "
+                                               "samples/s, unit, rpm, bearing, bands, group, "
+                                               "foundation; only the known ones) and `sources` "
+                                               "(config, daq, inferred or type per field); null "
+                                               "before its first data.",
+                                "properties": {"rate": {"type": "number"}, "unit": {"type": "string"},
+                                               "rpm": {"type": "number"},
+                                               "sources": {"type": "object"}}}},
+    },
+    "Spectrum": {
+        "type": "object", "description": _AMPLITUDE,
+        "required": ["machine", "sensor", "level", "t0", "time", "blocks", "f0", "df", "unit",
+                     "amplitude", "convention", "line_count", "lines", "peaks"],
+        "properties": {
+            "machine": {"type": "string"}, "sensor": {"type": "string"},
+            "level": {"type": "string", "enum": ["minute", "hour", "envelope"]},
+            "t0": {"type": "integer", "description": "Epoch start of the minute or hour"},
+            "utc_offset": {"type": "integer", "nullable": True},
+            "time": {"type": "string"}, "blocks": {"type": "integer", "nullable": True},
+            "rate": {"type": "number", "nullable": True},
+            "f0": {"type": "number"}, "df": {"type": "number"},
+            "unit": {"type": "string", "nullable": True},
+            "rpm": {"type": "number", "nullable": True},
+            "amplitude": {"type": "string", "enum": ["rms"]},
+            "convention": {"type": "string", "enum": ["rms"]},
+            "amplitude_text": {"type": "string"},
+            "line_count": {"type": "integer"},
+            "lines": {"type": "array", "items": {"type": "number"}},
+            "peaks": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
+                      "description": "[[Hz, rms], …] highest first (tone energy)"},
+            "orders": {"type": "object", "nullable": True,
+                       "description": "{\"1\": [Hz, rms], …} when the rpm is known"},
+        },
+    },
+    "Waterfall": {
+        "type": "object", "description": _AMPLITUDE + " Rows are ascending in time.",
+        "required": ["machine", "sensor", "level", "t0", "time", "f0", "df", "unit", "amplitude",
+                     "rows"],
+        "properties": {
+            "machine": {"type": "string"}, "sensor": {"type": "string"},
+            "level": {"type": "string"},
+            "t0": {"type": "array", "items": {"type": "integer"}},
+            "time": {"type": "array", "items": {"type": "string"}},
+            "f0": {"type": "number"}, "df": {"type": "number"},
+            "unit": {"type": "string", "nullable": True},
+            "amplitude": {"type": "string", "enum": ["rms"]},
+            "convention": {"type": "string"}, "amplitude_text": {"type": "string"},
+            "start": {"type": "number"}, "end": {"type": "number"},
+            "rows": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+        },
+    },
+    "Features": {
+        "type": "object",
+        "required": ["machine", "sensor", "level", "unit", "velocity_unit", "iso10816", "rows"],
+        "properties": {
+            "machine": {"type": "string"}, "sensor": {"type": "string"},
+            "level": {"type": "string"}, "unit": {"type": "string", "nullable": True},
+            "velocity_unit": {"type": "string", "enum": ["mm/s"]},
+            "amplitude": {"type": "string", "enum": ["rms"]},
+            "start": {"type": "number"}, "end": {"type": "number"},
+            "iso10816": {"type": "object",
+                         "required": ["group", "foundation", "boundaries", "zones", "refusal"],
+                         "properties": {
+                             "group": {"type": "integer"}, "foundation": {"type": "string"},
+                             "band_hz": {"type": "array", "items": {"type": "number"}},
+                             "boundaries": {"type": "array", "items": {"type": "number"},
+                                            "description": "A/B, B/C, C/D in mm/s RMS"},
+                             "zones": {"type": "array", "items": {"type": "object"}},
+                             "refusal": {"type": "string", "nullable": True,
+                                         "description": "Why this sensor cannot give true "
+                                                        "velocity RMS (null when it can)"}}},
+            "rows": {"type": "array", "items": {
+                "type": "object", "required": ["t0", "velocity_rms"],
+                "properties": {"t0": {"type": "integer"}, "time": {"type": "string"},
+                               "velocity_rms": {"type": "number", "nullable": True},
+                               "features": {"type": "object",
+                                            "description": "minute: velocity_rms, bands, peaks, "
+                                                           "orders, bearing, iso, notes"}}}},
+        },
     },
     "MachineStatus": {
         "type": "object",
@@ -209,7 +336,8 @@ PATHS = {
         "Machines that have a database file", ["format"], _json_or_csv(_ref("MachineList"))),
     "/stat/{level}": _get(
         "Hour, day, month or year statistics of a machine (deployed shape plus extras)",
-        ["level", "machine", "start", "end", "align", "format"], _json_or_csv(_array("StatItem")),
+        ["level", "machine", "start", "end", "align", "fields", "format"],
+        _json_or_csv(_array("StatItem")),
         "Every sensor table in creation order, each table's rows by time. NULL rows are never "
         "served; duplicate times are served once (docs/storage.md)."),
     "/stat/minute": _get(
@@ -224,6 +352,25 @@ PATHS = {
     "/stat/faults": _get(
         "Every FaultDetect of a machine (over threshold or not), oldest first",
         ["machine", "start", "end", "format"], _json_or_csv(_array("FaultItem"))),
+    "/spectrum": _get(
+        "The stored spectrum of a sensor's minute or hour (RMS per line)",
+        ["machine", "sensor", "time", "spectrum_level", "format"], _json_or_csv(_ref("Spectrum")),
+        _AMPLITUDE + " Minute spectra are kept SPECTRA.MINUTE_DAYS, hours SPECTRA.HOUR_DAYS. "
+        "`peaks` and `orders` come from the minute's stored features (the fine spectrum), else "
+        "from the lines. CSV: one row per line (frequency_hz, rms).",
+        extra={"404": _json(_ref("Error"), "No spectrum stored for this sensor (and time)")}),
+    "/spectrum/waterfall": _get(
+        "Stored spectra over time, decimated to at most rows × lines",
+        ["machine", "sensor", "inst_start", "inst_end", "rows", "lines", "spectrum_level", "format"],
+        _json_or_csv(_ref("Waterfall")),
+        _AMPLITUDE + " Rows are averaged over power weighted by blocks; adjacent lines' power "
+        "is summed, so each column is the RMS of its band and the total RMS is kept."),
+    "/features": _get(
+        "Velocity RMS (mm/s, ISO 10816-3), band RMS, peaks, orders and bearing tones over time",
+        ["machine", "sensor", "inst_start", "inst_end", "features_level", "format"],
+        _json_or_csv(_ref("Features")),
+        "`iso10816` carries the zone boundaries for the sensor's group and foundation (for "
+        "shading) and `refusal`, why the sensor cannot give true velocity RMS (null when it can)."),
     "/machines": _get("Live status of every machine the hub knows", [], _json(_ref("Machines"))),
     "/notifications": _get(
         "Notification history (empty and enabled=false without a notifier)",

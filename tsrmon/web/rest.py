@@ -20,6 +20,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
+import numpy as np
+
+from tsrmon.analytics import iso10816, meta as _meta, spectrum as _spectrum
 from tsrmon.names import name_problem
 from tsrmon.peerlog import PeerLog, peer_text
 from tsrmon.store import schema
@@ -35,6 +38,16 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}$")
 MAX_MINUTES = 7 * 24 * 60  # minute rows are kept 7 days (docs/storage.md)
 DEFAULT_NOTIFICATION_DAYS = 30
 MAX_BY = 200  # who acknowledges an alarm (openapi: maxLength 200)
+# Issue 17: the opt-in statistics of /stat/<level>?fields=… (the reader's
+# moment_stats row keys), and the bounds of the spectra routes.
+STAT_FIELDS = openapi.STAT_FIELDS
+SPECTRUM_LEVELS = ("minute", "hour", "envelope")
+WATERFALL_HOURS = 6          # default span of /spectrum/waterfall
+FEATURES_HOURS = 24          # default span of /features
+MAX_ROWS = openapi.MAX_WATERFALL_ROWS
+MAX_LINES = openapi.MAX_WATERFALL_LINES
+AMPLITUDE_TEXT = ("RMS amplitude per line in the sensor's unit, window energy corrected "
+                  "(a sine of peak amplitude A shows A/√2; multiply by √2 for peak scaling)")
 # The dates a query may name.  Below the epoch, local midnights of some
 # zones are negative or overflow; above it, "the day after" and "the year
 # after" (bucket bounds, next-month texts) leave the calendar (year 10000).
@@ -101,8 +114,9 @@ class RestAPI:
     log = Logger()
 
     def __init__(self, config, clock, hub, reader, live=None, notifier=None, health=None,
-                 counters=None, alarms=None, policy=None):
+                 counters=None, alarms=None, policy=None, catalog=None):
         self.config = config
+        self.catalog = catalog  # tsrmon.spectra.catalog.SensorCatalog (sensor metadata), or None
         # CORS and tokens: the daemon's one HttpPolicy (shared with the live
         # layer and reloaded by SIGHUP as a room of its own), or our own.
         if policy is None and live is not None:
@@ -244,6 +258,112 @@ class RestAPI:
         """Local midnight of ``day`` as epoch seconds."""
         return datetime.combine(day, dtime(0), self._zone()).timestamp()
 
+    # -- issue 17 helpers ---------------------------------------------------
+    def _sensor(self, request):
+        name = self._arg(request, "sensor")
+        if name is None or name == "":
+            raise BadParameter("sensor", "missing sensor")
+        problem = name_problem(name)
+        if problem is not None:
+            raise BadParameter("sensor", f"invalid sensor name: {problem}")
+        return name
+
+    def _choice(self, request, name, choices, default):
+        text = self._arg(request, name)
+        if text is None:
+            return default
+        if text not in choices:
+            raise BadParameter(name, f"{name} must be one of {', '.join(choices)}, got "
+                                     f"'{peer_text(text, 40)}'")
+        return text
+
+    def _int(self, request, name, default, lo, hi):
+        text = self._arg(request, name)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise BadParameter(name, f"{name} must be an integer, got '{peer_text(text, 40)}'") from None
+        if not lo <= value <= hi:
+            raise BadParameter(name, f"{name} must be between {lo} and {hi}")
+        return value
+
+    def _instant(self, request, name, default=None, end=False):
+        """An instant as epoch seconds: epoch seconds, an ISO date-time (local
+        TIME.ZONE unless it has an offset) or a date (its local midnight; for
+        ``end``, the next one, so the day is included).  The local date must
+        lie in the supported dates, like every other route's."""
+        text = self._arg(request, name)
+        if text is None:
+            return default
+        text = text.strip()
+        zone = self._zone()
+        bad = BadParameter(name, f"{name} is not an instant (epoch seconds, YYYY-MM-DD or "
+                                 f"YYYY-MM-DDTHH:MM[:SS], supported {DATE_RANGE_TEXT}): "
+                                 f"'{peer_text(text, 40)}'")
+        try:
+            if _ISO_DATE.match(text):
+                day = date.fromisoformat(text)
+                self._check_day(name, day)
+                return self._epoch(day + timedelta(days=1) if end else day)
+            try:
+                t = float(text)
+            except ValueError:
+                t = None
+            if t is not None:
+                if not math.isfinite(t):
+                    raise bad
+                day = datetime.fromtimestamp(t, zone).date()
+            else:
+                dt = datetime.fromisoformat(text)
+                if dt.tzinfo is None:
+                    dt = dt.replace(tzinfo=zone)
+                t = dt.timestamp()
+                day = datetime.fromtimestamp(t, zone).date()
+        except (ValueError, OverflowError, OSError):
+            raise bad from None
+        self._check_day(name, day)
+        return t
+
+    @staticmethod
+    def _check_day(name, day):
+        if not MIN_DATE <= day <= MAX_DATE:
+            raise BadParameter(name, f"{name} {day.isoformat()} is outside the supported dates "
+                                     f"{DATE_RANGE_TEXT}")
+
+    def _span(self, request, hours):
+        """``start``/``end`` instants; by default the last ``hours`` up to now."""
+        end = self._instant(request, "end", default=self.clock.seconds(), end=True)
+        start = self._instant(request, "start", default=end - hours * 3600.0)
+        if start > end:
+            raise BadParameter("start", "start is after end")
+        return start, end
+
+    def _fields(self, request):
+        text = self._arg(request, "fields")
+        if text is None:
+            return None
+        fields = [f.strip() for f in text.split(",") if f.strip()]
+        if not fields:
+            raise BadParameter("fields", f"fields is empty (any of {', '.join(STAT_FIELDS)})")
+        unknown = [f for f in fields if f not in STAT_FIELDS]
+        if unknown:
+            raise BadParameter("fields", f"unknown field '{peer_text(unknown[0], 40)}' "
+                                         f"(any of {', '.join(STAT_FIELDS)})")
+        return list(dict.fromkeys(fields))
+
+    def _meta(self, machine, sensor):
+        """The sensor's metadata: what the catalog resolved from live data, else
+        what the SENSORS config alone says (after a restart, before data)."""
+        meta = self.catalog.meta(machine, sensor) if self.catalog is not None else None
+        if meta is None:
+            meta = _meta.resolve(machine, sensor, None, self.config["SENSORS"])
+        return meta
+
+    def _time_text(self, t):
+        return datetime.fromtimestamp(t, self._zone()).strftime("%Y-%m-%d %H:%M:%S")
+
     # -- errors ----------------------------------------------------------
     @app.handle_errors(BadParameter)
     def _bad_parameter(self, request, failure):
@@ -353,11 +473,20 @@ class RestAPI:
         start, end = self._range(request)
         align = self._bool(request, "align", True)
         fmt = self._format(request)
+        fields = self._fields(request)
         render = _stat_csv if fmt == "csv" else _stat_json
         # The last supported date has no "year after" for the serving rules'
         # bounds (year 10000); up to it is the same as no upper bound.
         bound = None if end == MAX_DATE.isoformat() else end
-        body = yield self.reader.stats(machine, level, start, bound, align, then=render)
+        if fields is None:
+            body = yield self.reader.stats(machine, level, start, bound, align, then=render)
+        else:
+            # Opt-in (issue 17): the same rows, each with the asked figures
+            # (None where its bucket has no moment sums).
+            series = yield self.reader.stats(machine, level, start, bound, align)
+            moments = yield self.reader.moment_stats(machine, level, start, bound,
+                                                     sensors=[s.sensor for s in series])
+            body = _stat_fields(series, moments, fields, fmt)
         if fmt == "csv":
             request.setHeader(b"Content-Disposition",
                               _content_disposition(f"{machine}_{level}_{start}_{end}"))
@@ -421,9 +550,105 @@ class RestAPI:
         for m in sorted(self.hub.machines.values(), key=lambda m: m.name):
             st = m.status()
             st["sensors"] = [{"name": n, "type": t} for n, t in st["sensors"].items()]
+            if self.catalog is not None:
+                for s in st["sensors"]:
+                    s["meta"] = self._sensor_meta(m.name, s["name"])
             st["frames_per_second"] = self._rate(m, now)
             out.append(st)
         return self._json(request, {"machines": out, "time": float(now)})
+
+    def _sensor_meta(self, machine, sensor):
+        """Issue 17: rate, unit, rpm … and where each came from (None: not seen yet)."""
+        meta = self.catalog.meta(machine, sensor)
+        return None if meta is None else meta.as_dict()
+
+    # -- issue 17: spectra and features --------------------------------------
+    @app.route("/spectrum", methods=["GET"])
+    @defer.inlineCallbacks
+    def spectrum(self, request):
+        machine = self._machine(request)
+        sensor = self._sensor(request)
+        t = self._instant(request, "time")
+        level = self._choice(request, "level", SPECTRUM_LEVELS, "minute")
+        fmt = self._format(request)
+        spec = yield self.reader.spectrum(machine, sensor, t, level)
+        if spec is None:
+            return self._error(request, 404, f"no {level} spectrum stored for {machine}/{sensor}"
+                                             + ("" if t is None else " at that time"), "sensor")
+        meta = self._meta(machine, sensor)
+        values = spec.pop("lines")
+        if fmt == "csv":
+            f0, df = spec["f0"], spec["df"]
+            return self._csv(request, f"{machine}_{sensor}_{level}_spectrum_{spec['t0']}",
+                             ["frequency_hz", "rms"],
+                             [[f0 + k * df, v] for k, v in enumerate(values)])
+        peaks, orders = None, None
+        if level == "minute":
+            rows = yield self.reader.features(machine, sensor, spec["t0"], spec["t0"] + 1)
+            if rows:
+                peaks = rows[-1]["features"].get("peaks")
+                orders = rows[-1]["features"].get("orders")
+        line_spec = _spectrum.Spectrum(spec["f0"], spec["df"], np.asarray(values, np.float64),
+                                       spec.get("blocks") or 1, spec.get("rate"))
+        if peaks is None:
+            peaks = [[f, a] for f, a in _spectrum.peaks(line_spec, self.config["SPECTRA"]["PEAKS"])]
+        if orders is None and meta.rpm and level != "envelope":
+            orders = {str(k): [f, a] for k, (f, a) in _spectrum.orders(line_spec, meta.rpm).items()}
+        out = dict(spec, machine=machine, sensor=sensor, unit=meta.unit, rpm=meta.rpm,
+                   amplitude="rms", amplitude_text=AMPLITUDE_TEXT, line_count=len(values),
+                   lines=values, peaks=peaks, orders=orders)
+        return self._json(request, out)
+
+    @app.route("/spectrum/waterfall", methods=["GET"])
+    @defer.inlineCallbacks
+    def spectrum_waterfall(self, request):
+        machine = self._machine(request)
+        sensor = self._sensor(request)
+        start, end = self._span(request, WATERFALL_HOURS)
+        rows = self._int(request, "rows", 120, 1, MAX_ROWS)
+        lines = self._int(request, "lines", 400, 1, MAX_LINES)
+        level = self._choice(request, "level", SPECTRUM_LEVELS, "minute")
+        fmt = self._format(request)
+        wf = yield self.reader.waterfall(machine, sensor, start, end, rows, lines, level)
+        meta = self._meta(machine, sensor)
+        times = [self._time_text(t0) for t0 in wf["t0"]]
+        if fmt == "csv":
+            f0, df = wf["f0"], wf["df"]
+            width = len(wf["rows"][0]) if wf["rows"] else 0
+            return self._csv(request, f"{machine}_{sensor}_waterfall",
+                             ["t0", "time"] + [repr(f0 + k * df) for k in range(width)],
+                             [[t0, tt] + r for t0, tt, r in zip(wf["t0"], times, wf["rows"])])
+        out = dict(wf, machine=machine, sensor=sensor, level=level, unit=meta.unit,
+                   amplitude="rms", amplitude_text=AMPLITUDE_TEXT, start=start, end=end,
+                   time=times)
+        return self._json(request, out)
+
+    @app.route("/features", methods=["GET"])
+    @defer.inlineCallbacks
+    def features(self, request):
+        machine = self._machine(request)
+        sensor = self._sensor(request)
+        start, end = self._span(request, FEATURES_HOURS)
+        level = self._choice(request, "level", ("minute", "hour"), "minute")
+        fmt = self._format(request)
+        rows = yield self.reader.features(machine, sensor, start, end, level)
+        if level == "hour":
+            for r in rows:
+                r["time"] = self._time_text(r["t0"])
+        if fmt == "csv":
+            header, table = _features_csv(rows, level)
+            return self._csv(request, f"{machine}_{sensor}_features_{level}", header, table)
+        meta = self._meta(machine, sensor)
+        group, foundation = meta.group or 2, meta.foundation or "rigid"
+        iso = {"standard": "ISO 10816-3", "group": group, "foundation": foundation,
+               "band_hz": list(iso10816.band_for_rpm(meta.rpm)),
+               "boundaries": list(iso10816.boundaries(group, foundation)),
+               "zones": [{"zone": z, "meaning": iso10816.MEANING[z]} for z in iso10816.ZONES],
+               "refusal": iso10816.velocity_refusal(meta.rate, meta.unit)}
+        return self._json(request, {"machine": machine, "sensor": sensor, "level": level,
+                                    "unit": meta.unit, "velocity_unit": "mm/s",
+                                    "amplitude": "rms", "start": start, "end": end,
+                                    "iso10816": iso, "rows": rows})
 
     def _rate(self, machine, now):
         """Frames per second since the previous look (at least 1 s apart)."""
@@ -541,3 +766,67 @@ def _stat_csv(series):
             rows.append([s.name, t, data, "" if mn is None else mn, "" if mx is None else mx,
                          "" if rms is None else rms, "" if count is None else count])
     return _csv_bytes(["name", "time", "data", "min", "max", "rms", "count"], rows)
+
+
+def _fmt(v):
+    return "" if v is None else v
+
+
+def _stat_fields(series, moments, fields, fmt):
+    """/stat/<level>?fields=…: each served row with the asked figures."""
+    rows = []
+    for s in series:
+        by_time = {}
+        for r in moments.get(s.sensor, ()):
+            by_time.setdefault(r["time"], r)
+        for t, data, mn, mx, rms, count in s.items():
+            m = by_time.get(t) or {}
+            rows.append((s.name, t, data, mn, mx, rms, count, [m.get(f) for f in fields]))
+    if fmt == "csv":
+        return _csv_bytes(["name", "time", "data", "min", "max", "rms", "count"] + fields,
+                          [[n, t, d, _fmt(mn), _fmt(mx), _fmt(rms), _fmt(c)] + [_fmt(v) for v in extra]
+                           for n, t, d, mn, mx, rms, c, extra in rows])
+    out = []
+    for n, t, d, mn, mx, rms, c, extra in rows:
+        item = {"name": n, "time": t, "data": d}
+        if mn is not None:
+            item["min"] = mn
+        if mx is not None:
+            item["max"] = mx
+        if rms is not None:
+            item["rms"] = rms
+        if c is not None:
+            item["count"] = c
+        item.update(zip(fields, extra))
+        out.append(item)
+    return orjson.dumps(out)
+
+
+def _features_csv(rows, level):
+    """One row per minute (or hour): velocity RMS, zone, bands, orders, peaks, bearing tones."""
+    if level == "hour":
+        bands = sorted({b for r in rows for b in (r.get("bands") or {})})
+        return (["time", "t0", "minutes", "velocity_rms", "velocity_rms_max"] + [f"band:{b}" for b in bands],
+                [[r["time"], r["t0"], r["minutes"], _fmt(r["velocity_rms"]), _fmt(r["velocity_rms_max"])]
+                 + [_fmt((r.get("bands") or {}).get(b)) for b in bands] for r in rows])
+    feats = [r.get("features") or {} for r in rows]
+    bands = sorted({b for f in feats for b in (f.get("bands") or {})})
+    orders = sorted({o for f in feats for o in (f.get("orders") or {})}, key=lambda o: float(o))
+    npeaks = max((len(f.get("peaks") or ()) for f in feats), default=0)
+    tones = sorted({(d, h) for f in feats for d, hs in (f.get("bearing") or {}).items() for h, _, _ in hs})
+    header = (["time", "t0", "blocks", "velocity_rms", "iso_zone"] + [f"band:{b}" for b in bands]
+              + [f"order:{o}" for o in orders]
+              + [x for k in range(1, npeaks + 1) for x in (f"peak{k}_hz", f"peak{k}_rms")]
+              + [f"bearing:{d}:{h}" for d, h in tones])
+    table = []
+    for r, f in zip(rows, feats):
+        row = [r["time"], r["t0"], r["blocks"], _fmt(r["velocity_rms"]), _fmt((f.get("iso") or {}).get("zone"))]
+        row += [_fmt((f.get("bands") or {}).get(b)) for b in bands]
+        row += [_fmt(((f.get("orders") or {}).get(o) or [None, None])[1]) for o in orders]
+        peaks = f.get("peaks") or []
+        for k in range(npeaks):
+            row += [peaks[k][0], peaks[k][1]] if k < len(peaks) else ["", ""]
+        bearing = {(d, h): a for d, hs in (f.get("bearing") or {}).items() for h, _, a in hs}
+        row += [_fmt(bearing.get(key)) for key in tones]
+        table.append(row)
+    return header, table
