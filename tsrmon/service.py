@@ -438,6 +438,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     hub.alarms = alarms
     hub.spectra = spectra
     live.spectra = spectra  # the live `spectrum` event follows spectra.latest (issue 17)
+    live.spectrum_reader = reader.spectrum
     spectra.alarms = alarms    # per-minute features for velocity_rms, band:, order:, tones
     alarms.catalog = catalog   # the ISO preset judges true velocity RMS when it can
 

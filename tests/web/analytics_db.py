@@ -28,41 +28,60 @@ def analytics_config(tmp_path, **sections):
     return stats_config(tmp_path, ZONE, **sections)
 
 
-class Filled:
-    """What :func:`fill` made: the config, the clock (after the data), the
-    hub (Fan known), the catalog (Fan/vib seen) and the start epoch."""
+class Feeder:
+    """Store, statistics and spectra room (computing on the reactor) on a
+    driven Clock, for ``Fan``; :meth:`stream` feeds live 1-s chunks."""
 
-    def __init__(self, cfg, clock, hub, catalog, start):
-        self.cfg, self.clock, self.hub, self.catalog, self.start = cfg, clock, hub, catalog, start
+    def __init__(self, tmp_path, clock=None, **sections):
+        self.cfg = analytics_config(tmp_path, **sections)
+        self.start = epoch(ZONE, START_TEXT)
+        if clock is None:
+            clock = task.Clock()
+            clock.advance(self.start)
+        self.clock = clock
+        self.store = SQLiteStore(self.cfg, reactor, hub=None, clock=clock)
+        self.hub = MachineHub(self.cfg, clock)
+        self.store.hub = self.hub
+        self.store.startService()
+        self.hub.remember(["Fan"])
+        self.stats = StatsService(self.cfg, clock, self.hub, self.store)
+        self.catalog = SensorCatalog(self.cfg)
+        self.spectra = SpectraService(self.cfg, clock, self.store, self.catalog, reactor=reactor,
+                                      thread=False)
+        self.hub.stats = self.stats
+        self.hub.spectra = self.spectra
+        self.stats.startService()
+        self.spectra.startService()
+        self.k = 0
+
+    def stream(self, seconds, freq=50.0, amp=1.0):
+        machine = self.hub.get("Fan")
+        for _ in range(seconds):
+            k = self.k
+            x = signals.tone(RATE, RATE, freq, amp, start=k * RATE)
+            temp = [40.0 + 0.01 * math.sin(k + i) for i in range(30)]
+            self.clock.advance(1)   # a live chunk is stamped at its arrival, after its last sample
+            self.hub.data(machine, [("vib", "VIB", x), ("temp", "TEMP", temp)])
+            self.k += 1
+
+    def flush(self):
+        """Deferred: the queued rows are committed (the reader sees them)."""
+        return self.store.flush()
+
+    @defer.inlineCallbacks
+    def stop(self):
+        yield self.spectra.stopService()
+        yield self.stats.stopService()
+        yield self.store.stopService()
 
 
 @defer.inlineCallbacks
 def fill(tmp_path, seconds=130, freq=50.0, amp=1.0, **sections):
     """Stream ``seconds`` live 1-s chunks from the local ``START_TEXT`` on;
-    every service is stopped (so every row is committed) before it returns."""
-    cfg = analytics_config(tmp_path, **sections)
-    start = epoch(ZONE, START_TEXT)
-    clock = task.Clock()
-    clock.advance(start)
-    store = SQLiteStore(cfg, reactor, hub=None, clock=clock)
-    hub = MachineHub(cfg, clock)
-    store.hub = hub
-    store.startService()
-    hub.remember(["Fan"])
-    stats = StatsService(cfg, clock, hub, store)
-    catalog = SensorCatalog(cfg)
-    spectra = SpectraService(cfg, clock, store, catalog, reactor=reactor, thread=False)
-    hub.stats = stats
-    hub.spectra = spectra
-    stats.startService()
-    spectra.startService()
-    machine = hub.get("Fan")
-    for k in range(seconds):
-        x = signals.tone(RATE, RATE, freq, amp, start=k * RATE)
-        temp = [40.0 + 0.01 * math.sin(k + i) for i in range(30)]
-        clock.advance(1)   # a live chunk is stamped at its arrival, after its last sample
-        hub.data(machine, [("vib", "VIB", x), ("temp", "TEMP", temp)])
-    yield spectra.stopService()
-    yield stats.stopService()
-    yield store.stopService()
-    return Filled(cfg, clock, hub, catalog, start)
+    every service is stopped (so every row is committed) before it returns
+    the :class:`Feeder` (``cfg``, ``clock``, ``hub``, ``catalog``, ``spectra``,
+    ``start``)."""
+    feeder = Feeder(tmp_path, **sections)
+    feeder.stream(seconds, freq, amp)
+    yield feeder.stop()
+    return feeder

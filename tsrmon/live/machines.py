@@ -5,7 +5,11 @@ LIVE.INTERVAL seconds, ``anomaly`` for every FaultDetect, and ``initialize``
 (client asks, server answers with one event per sensor carrying the cached
 updates, oldest first).  Added: ``status`` (DAQ connected/disconnected, last
 frame time) and ``subscribe``/``unsubscribe`` to per-second ``second`` events
-of chosen sensors, sent only to the subscribing client.
+of chosen sensors, sent only to the subscribing client; and (issue 17)
+``subscribe_spectrum``/``unsubscribe_spectrum`` to ``spectrum`` events: the
+newest closed minute's spectrum of chosen sensors (RMS per line, at most
+400 values), sent to the subscribing client right after it subscribes and
+then at the first LIVE.INTERVAL tick after each new minute is stored.
 
 ``status`` is also what a page paints first, so it carries what a client
 would otherwise wait up to LIVE.INTERVAL for, or never see for a machine of
@@ -24,8 +28,10 @@ the DAQ is away.
 import datetime
 from collections import deque
 
+import numpy as np
 from twisted.internet import defer
 
+from tsrmon.analytics import spectrum as _spectrum
 from tsrmon.live.socketio import Namespace
 
 NAMESPACE_PREFIX = "/sio/"
@@ -44,6 +50,9 @@ class MachineRoom(Namespace):
         self.stored = None  # stored_summary() once read (None: not yet, or no storage)
         self._stored_waiters = None  # Deferreds waiting for the read in flight
         self.live_anomaly = None  # (score, threshold, t) of the last anomaly of this run
+        self.spectrum_subscribers = {}  # sensor -> set of NamespaceSocket (issue 17)
+        self.spectrum_sent = {}  # sensor -> t0 of the minute last sent to the subscribers
+        self._spectrum_reading = set()  # sensors whose stored spectrum is being read
 
     # -- data from the hub -------------------------------------------------
     def add_second(self, sensor, stype, t, sums):
@@ -184,6 +193,8 @@ class MachineRoom(Namespace):
                 subs.discard(socket)
                 if not subs:
                     del self.subscribers[sensor]
+        for sensor in socket.state.pop("spectrum", ()):
+            self._drop_spectrum(sensor, socket)
         session = socket.connection.session
         self.service.engine.peerlog.info(
             session.peer, "left", "live client {sid} from {peer} left {nsp}: {reason}",
@@ -247,11 +258,126 @@ class MachineRoom(Namespace):
         if ack is not None:
             ack(sorted(mine))
 
+    # -- issue 17: spectrum events ---------------------------------------------
+    def _subscribe_spectrum(self, socket, args, ack):
+        sensors = _sensor_names(args)
+        if sensors is None:
+            if ack is not None:
+                ack({"error": "expected a sensor name, a list of names or {\"sensors\": [...]}"})
+            return
+        mine = socket.state.setdefault("spectrum", set())
+        limit = self.service.max_subscriptions
+        added = []
+        for sensor in sensors:
+            if sensor in mine or len(mine) >= limit:
+                continue
+            mine.add(sensor)
+            self.spectrum_subscribers.setdefault(sensor, set()).add(socket)
+            added.append(sensor)
+        if ack is not None:
+            ack(sorted(mine))
+        for sensor in added:  # the newest stored minute at once, to this client only
+            self._read_spectrum(sensor, only=socket)
+
+    def _unsubscribe_spectrum(self, socket, args, ack):
+        mine = socket.state.setdefault("spectrum", set())
+        sensors = _sensor_names(args) if args else sorted(mine)
+        for sensor in sensors or ():
+            if sensor in mine:
+                mine.discard(sensor)
+                self._drop_spectrum(sensor, socket)
+        if ack is not None:
+            ack(sorted(mine))
+
+    def _drop_spectrum(self, sensor, socket):
+        subs = self.spectrum_subscribers.get(sensor)
+        if subs is not None:
+            subs.discard(socket)
+            if not subs:
+                del self.spectrum_subscribers[sensor]
+                self.spectrum_sent.pop(sensor, None)
+
+    def push_spectra(self):
+        """A LIVE.INTERVAL tick: read and send each subscribed sensor's spectrum
+        whose newest minute (``spectra.latest``) has not been sent yet."""
+        spectra = self.service.spectra
+        latest = getattr(spectra, "latest", None) or {}
+        for sensor in list(self.spectrum_subscribers):
+            got = latest.get((self.machine, sensor))
+            if got is None or self.spectrum_sent.get(sensor) == got[0]:
+                continue
+            self._read_spectrum(sensor, want=got[0])
+
+    def _read_spectrum(self, sensor, only=None, want=None):
+        read = self.service.spectrum_reader
+        if read is None or (only is None and sensor in self._spectrum_reading):
+            return
+        if only is None:
+            self._spectrum_reading.add(sensor)
+
+        def got(spec):
+            if only is None:
+                self._spectrum_reading.discard(sensor)
+            if spec is None:
+                return
+            # The spectra room tells of a minute when its rows are queued; the
+            # reader sees them once committed: until then, try again next tick.
+            if want is not None and spec["t0"] < want:
+                return
+            payload = self.spectrum_payload(sensor, spec)
+            if only is not None:
+                if only.sid in self.sockets and sensor in only.state.get("spectrum", ()):
+                    self.service.count_sent(only.emit("spectrum", payload))
+                    # A first subscriber now has this minute: ticks send newer ones.
+                    self.spectrum_sent.setdefault(sensor, spec["t0"])
+                return
+            self.spectrum_sent[sensor] = spec["t0"]
+            subs = self.spectrum_subscribers.get(sensor)
+            if subs:
+                self.service.count_sent(self.send_to(subs, "spectrum", payload))
+
+        def failed(failure):
+            if only is None:
+                self._spectrum_reading.discard(sensor)
+            self.service.log.failure("live: reading the spectrum of {machine}/{sensor} failed",
+                                     failure, machine=self.machine, sensor=sensor)
+
+        defer.maybeDeferred(read, self.machine, sensor).addCallbacks(got, failed)
+
+    def spectrum_payload(self, sensor, spec):
+        """The wire form: at most ``service.spectrum_lines`` values, adjacent
+        lines' power summed (each value the RMS of its band)."""
+        values = np.asarray(spec["lines"], dtype=np.float64)
+        line = _spectrum.Spectrum(spec["f0"], spec["df"], values, spec.get("blocks") or 1)
+        _groups, f0, df, rms = _spectrum.waterfall([line], 1, self.service.spectrum_lines)
+        spectra = self.service.spectra
+        latest = (getattr(spectra, "latest", None) or {}).get((self.machine, sensor))
+        feats = latest[1] if latest is not None and latest[0] == spec["t0"] else {}
+        catalog = getattr(spectra, "catalog", None)
+        meta = catalog.meta(self.machine, sensor) if catalog is not None else None
+        return {
+            "sensor_name": sensor,
+            "t0": spec["t0"],
+            "time": self.service.time_text(spec["t0"]),
+            "unit": getattr(meta, "unit", None),
+            "amplitude": "rms",
+            "blocks": spec.get("blocks"),
+            "f0": float(f0),
+            "df": float(df),
+            "lines": [float(v) for v in rms[0]],
+            "peaks": feats.get("peaks"),
+            "orders": feats.get("orders"),
+            "velocity_rms": feats.get("velocity_rms"),
+            "iso_zone": (feats.get("iso") or {}).get("zone"),
+        }
+
     EVENTS = {
         "initialize": _initialize,
         "status": _status,
         "subscribe": _subscribe,
         "unsubscribe": _unsubscribe,
+        "subscribe_spectrum": _subscribe_spectrum,
+        "unsubscribe_spectrum": _unsubscribe_spectrum,
     }
 
 

@@ -28,6 +28,7 @@ MAX_PAYLOAD = 1_000_000
 CONNECT_TIMEOUT = 45.0
 UPGRADE_TIMEOUT = 10.0
 STOP_GRACE = 2.0  # seconds stopService waits for close handshakes
+SPECTRUM_LINES = 400  # a `spectrum` event carries at most this many values (power-summed groups)
 
 
 class LiveService(service.Service):
@@ -71,6 +72,13 @@ class LiveService(service.Service):
         self.policy.on_change.append(self.policy_changed)
         self._resource = self.engine.resource()
         self._align = None  # the next window close (a DelayedCall)
+        # Issue 17, the opt-in `spectrum` event: the spectra room (its
+        # ``latest`` says which minute closed last, its ``catalog`` the unit)
+        # and a reader of stored spectra (``reader.spectrum``).  Set by
+        # makeService; without them nobody gets a spectrum.
+        self.spectra = None
+        self.spectrum_reader = None
+        self.spectrum_lines = SPECTRUM_LINES
 
     def reconfigure(self, config):
         """SIGHUP: new API tokens and CORS origins for the next handshake and
@@ -159,6 +167,8 @@ class LiveService(service.Service):
         sent = 0
         for room in list(self.rooms.values()):
             sent += room.close_window(text)
+            if room.spectrum_subscribers:
+                room.push_spectra()
         self._counters["windows_closed"] += 1
         self._counters["updates_sent"] += sent
         self._counters["events_emitted"] += sent
