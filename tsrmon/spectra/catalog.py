@@ -17,7 +17,7 @@ MAX_SENSORS = 100_000  # a bound on memory against a flood of names
 
 
 class _Entry:
-    __slots__ = ("stype", "estimator", "reported", "meta", "inferred")
+    __slots__ = ("stype", "estimator", "reported", "meta", "inferred", "last")
 
     def __init__(self, stype):
         self.stype = stype
@@ -25,6 +25,7 @@ class _Entry:
         self.reported = {}
         self.meta = None
         self.inferred = None
+        self.last = None   # the previous frame's sample count
 
 
 class SensorCatalog:
@@ -51,7 +52,14 @@ class SensorCatalog:
 
     def observe(self, machine, sensor, stype, samples):
         """A live frame of ``samples`` values arrived; the sensor's metadata."""
+        e = self._sensors.get((machine, sensor))
+        # The hot path (every chunk of every sensor): a steady feed whose rate
+        # is already this frame length changes nothing.
+        if (e is not None and e.meta is not None and samples == e.last
+                and e.stype == stype and e.inferred == samples):
+            return e.meta
         e = self._entry(machine, sensor, stype)
+        e.last = samples
         e.estimator.add(samples)
         rate = e.estimator.rate
         if e.meta is None or rate != e.inferred:

@@ -36,6 +36,8 @@ rows and asks the store to commit: a SIGTERM loses no finished block.
 
 import json
 import math
+import os
+import sys
 import time
 
 import numpy as np
@@ -112,6 +114,7 @@ class SpectraService(service.Service):
 
     log = Logger()
     name = "spectra"
+    SWITCH_INTERVAL = float(os.environ.get("TSRMON_SWITCH_INTERVAL", "0.0005"))
 
     def __init__(self, config, clock, store, catalog, reactor=None, alarms=None,
                  max_backlog_bytes=64 * 2**20, thread=None):
@@ -149,6 +152,12 @@ class SpectraService(service.Service):
         if self.threaded:
             self._pool = ThreadPool(minthreads=1, maxthreads=1, name="tsrmon-spectra")
             self._pool.start()
+            # The worker gives the GIL up around every numpy call and must
+            # then wait for the reactor's next forced switch (5 ms by
+            # default): dozens of waits a chunk.  A shorter interval keeps
+            # the worker fed (bench/analytics_ingest.py).
+            if sys.getswitchinterval() > self.SWITCH_INTERVAL:
+                sys.setswitchinterval(self.SWITCH_INTERVAL)
         self._pruner = task.LoopingCall(self.prune)
         self._pruner.clock = self.clock
         self._pruner.start(PRUNE_INTERVAL, now=True).addErrback(
