@@ -224,3 +224,21 @@ def test_upsert_into_a_migrated_row_adds_moments_and_leaves_old_columns(tmp_path
     assert r["count"] == 130 and r["moments_count"] == 100
     assert r["kurtosis"] == pytest.approx(truth(x)["kurtosis"], rel=1e-9)
     assert r["peak"] == max(2.0, float(np.abs(x).max()))
+
+
+def test_deployed_database_migrates_to_version_2_and_keeps_its_answers(tmp_path):
+    from tests.store.test_migrate import SENSORS, deployed_database
+    path = str(tmp_path / "M.db")
+    deployed_database(path)
+    conn = sqlite3.connect(path)
+    before = {s: serving.served_rows(conn, s, "hour") for s in SENSORS}
+    conn.close()
+    conn = migrate.open_database(path)
+    try:
+        assert migrate.schema_version(conn) == 2
+        for s in SENSORS:
+            assert set(schema.MOMENT_COLUMNS) <= set(migrate.columns(conn, f"{s}_year_avg"))
+            assert serving.served_rows(conn, s, "hour") == before[s]
+        assert "ref" in migrate.columns(conn, schema.SENSORS_TABLE)
+    finally:
+        conn.close()
