@@ -12,7 +12,8 @@ fell behind, work seconds).  The yardstick, measured in the same run, is
 ratio column divides each row by it, so runs on loaded hosts compare.
 
 Rows: spectra off (``SPECTRA.ENABLED: false``), spectra on without
-envelopes, spectra and envelopes on (the default).  Numbers are printed,
+envelopes, spectra and envelopes on (the default, on the worker thread),
+and the same on the reactor thread (``SPECTRA.THREAD: false``).  Numbers are printed,
 never asserted.  Reuses ``bench/__main__.py`` and ``bench/load.py``.
 """
 
@@ -52,10 +53,10 @@ def metrics(d, prefix="tsrmon_spectra_"):
     return out
 
 
-def fullrate(workdir, frames, spectra, envelope, distinct=20):
+def fullrate(workdir, frames, spectra, envelope, distinct=20, thread=True, env=None):
     overrides = {"DATA": {"ENABLED": False, "MIN_FREE_MB": 0},
-                 "SPECTRA": {"ENABLED": spectra, "ENVELOPE": envelope}}
-    d = Daemon(workdir, overrides=overrides).start()
+                 "SPECTRA": {"ENABLED": spectra, "ENVELOPE": envelope, "THREAD": thread}}
+    d = Daemon(workdir, overrides=overrides, env=env).start()
     try:
         payload = data_frames(N_SENSORS, N_FLOATS, distinct)
         repeat = max(1, frames // distinct)
@@ -106,14 +107,15 @@ def main(argv=None):
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     started = time.perf_counter()
     rows = {}
-    plan = [("spectra off", False, False), ("spectra on, envelope off", True, False),
-            ("spectra + envelope on (default)", True, True)]
+    plan = [("spectra off", False, False, True), ("spectra on, envelope off", True, False, True),
+            ("spectra + envelope on (default)", True, True, True),
+            ("spectra + envelope on the reactor (SPECTRA.THREAD false)", True, True, False)]
     with tempfile.TemporaryDirectory(prefix="tsrmon-bench-analytics-") as tmp:
         for k in range(args.repeat):
             # Interleaved rounds: a burst of load on the host hits every row alike.
-            for name, spectra, envelope in plan:
-                r = fullrate(os.path.join(tmp, f"{k}-{len(rows)}-{spectra}-{envelope}"), frames,
-                             spectra, envelope)
+            for name, spectra, envelope, thread in plan:
+                r = fullrate(os.path.join(tmp, f"{k}-{len(rows)}-{spectra}-{envelope}-{thread}"),
+                             frames, spectra, envelope, thread=thread)
                 best = rows.get(name)
                 if best is None or r["samples_per_s"] > best["samples_per_s"]:
                     rows[name] = r
@@ -126,7 +128,7 @@ def main(argv=None):
           "spectra minutes | chunks dropped for spectra | spectra work s | target ≥ 10 M |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     print(f"| yardstick: numpy.sum per 25,600-sample chunk (this process) | {stick:,.0f} | 1 | | | | | | | |")
-    for name, _s, _e in plan:
+    for name, _s, _e, _t in plan:
         r = rows[name]
         sp = r["spectra"]
         ok = r["samples_per_s"] >= 10e6 and r["accepted"] >= r["frames"]
