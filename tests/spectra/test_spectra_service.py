@@ -186,3 +186,37 @@ def test_a_worker_that_falls_behind_drops_chunks_for_spectra_only(tmp_path):
     yield store.stopService()
     assert spectra.counters()["chunks_pending"] == 0 and spectra.counters()["backlog_bytes_now"] == 0
     assert spectra.counters()["dropped_chunks"] == spectra.dropped_chunks
+
+
+@pytest_twisted.inlineCallbacks
+def test_sighup_keeps_the_open_minute_unless_the_rate_changes(tmp_path):
+    start = epoch(ZONE, "2026-12-07 10:00:00")
+    cfg, clock, store, hub, spectra = rig(tmp_path, start)
+    stream(hub, clock, 30)
+    acc = spectra._sensors[("Fan", "vib", False)]
+    new = config(tmp_path, ZONE, SENSORS=[{"match": "Fan/vib", "rpm": 1500}])
+    spectra.catalog.reconfigure(new)
+    spectra.reconfigure(new)
+    stream(hub, clock, 40, k0=30)
+    assert spectra._sensors[("Fan", "vib", False)] is acc      # same minute accumulators
+    assert acc.meta.rpm == 1500.0
+    yield spectra.stopService()
+    yield store.stopService()
+    feats = yield read(cfg, lambda r: r.features("Fan", "vib", start, start + 3600))
+    assert sum(f["blocks"] for f in feats) == (70 * RATE - 32768) // 16384 + 1
+    assert "1" in feats[-1]["features"]["orders"]     # rpm known now: orders
+
+
+@pytest_twisted.inlineCallbacks
+def test_late_data_of_a_configured_sensor_lands_in_its_own_minute(tmp_path):
+    start = epoch(ZONE, "2026-12-07 10:00:00")
+    cfg, clock, store, hub, spectra = rig(tmp_path, start + 3600,
+                                          SENSORS=[{"match": "Fan/*", "rate": RATE}])
+    machine = hub.get("Fan")
+    for k in range(10):   # ten seconds from an hour ago, from the DAQ's buffer
+        x = signals.tone(RATE, RATE, 50.0, 1.0, start=k * RATE)
+        hub.data(machine, [("vib", "VIB", x)], t=start + k, late=True)
+    yield spectra.stopService()
+    yield store.stopService()
+    spec = yield read(cfg, lambda r: r.spectrum("Fan", "vib", start + 5))
+    assert spec["t0"] == start and spec["blocks"] == (10 * RATE - 32768) // 16384 + 1

@@ -77,11 +77,14 @@ class SensorCatalog:
         e.meta = meta
         return meta
 
-    def meta(self, machine, sensor):
-        """The resolved metadata (None for a sensor never seen)."""
+    def meta(self, machine, sensor, stype=None):
+        """The resolved metadata; for a sensor never seen, None, or with
+        ``stype`` its metadata from config and type alone (late data)."""
         e = self._sensors.get((machine, sensor))
         if e is None:
-            return None
+            if stype is None:
+                return None
+            e = self._entry(machine, sensor, stype)
         if e.meta is None:
             e.meta = _meta.resolve(machine, sensor, e.stype, self.entries, e.reported, e.inferred)
         return e.meta

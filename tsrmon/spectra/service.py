@@ -75,6 +75,7 @@ class SensorSpectra:
     def __init__(self, meta, cfg, follow_early):
         self.meta = meta
         self.rate = meta.rate
+        self.band = meta.envelope_band
         mode = cfg["BLOCK"]
         n = block_size(self.rate, mode)
         self.spectrum = MinuteSpectra(self.rate, follow_early=follow_early, n=n,
@@ -194,16 +195,15 @@ class SpectraService(service.Service):
         self.config = config
         self.cfg = config["SPECTRA"]
         self._refused.clear()
-        for key, acc in list(self._sensors.items()):
-            meta = self.catalog.meta(key[0], key[1])
-            if meta is None or meta.rate != acc.rate or meta is not acc.meta:
-                self._sensors.pop(key, None)
+        # Accumulators whose rate or envelope band changed restart at their
+        # next chunk (data() compares); the others keep their open minute.
 
     # -- the hub's sink --------------------------------------------------------
     def data(self, machine, sensor, stype, values, t, late=False):
         """One chunk of one sensor; ``t`` arrival (live) or the frame's time (late)."""
         n = len(values)
-        meta = self.catalog.meta(machine, sensor) if late else \
+        # Late data (a DAQ's offline buffer) says nothing about the live rate.
+        meta = self.catalog.meta(machine, sensor, stype) if late else \
             self.catalog.observe(machine, sensor, stype, n)
         if not self.cfg["ENABLED"] or meta is None or n == 0:
             return
@@ -211,7 +211,14 @@ class SpectraService(service.Service):
             return
         key = (machine, sensor, bool(late))
         acc = self._sensors.get(key)
-        if acc is None or acc.meta is not meta:
+        if acc is not None and acc.meta is not meta:
+            # New metadata (SIGHUP, a DAQ's report): the accumulators restart
+            # only when what they were built on changed.
+            if acc.rate == meta.rate and acc.band == meta.envelope_band:
+                acc.meta = meta
+            else:
+                acc = None
+        if acc is None:
             try:
                 acc = self._sensors[key] = SensorSpectra(meta, self.cfg, follow_early=not late)
             except ValueError as e:
