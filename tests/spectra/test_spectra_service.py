@@ -185,6 +185,9 @@ def test_a_worker_that_falls_behind_drops_chunks_for_spectra_only(tmp_path):
     yield spectra.stopService()
     yield store.stopService()
     assert spectra.counters()["chunks_pending"] == 0 and spectra.counters()["backlog_bytes_now"] == 0
+    # The 4 analysed seconds hold 5 blocks; no block spans the hole after them.
+    feats = yield read(cfg, lambda r: r.features("Fan", "vib", start, start + 3600))
+    assert sum(f["blocks"] for f in feats) == (4 * RATE - 32768) // 16384 + 1
     assert spectra.counters()["dropped_chunks"] == spectra.dropped_chunks
 
 

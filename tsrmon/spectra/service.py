@@ -34,6 +34,7 @@ thread).  Retention (``SPECTRA.MINUTE_DAYS`` for minute rows,
 rows and asks the store to commit: a SIGTERM loses no finished block.
 """
 
+import collections
 import json
 import math
 import os
@@ -90,6 +91,20 @@ class SensorSpectra:
                                    overlap=0.0)
             self.envelope = MinuteSpectra(self.rate, follow_early=follow_early, welch=env)
         self.envelopes = {}   # minute -> envelope spectrum not yet paired
+        self.follow_early = follow_early
+        self.max_gap = self.spectrum.max_gap
+        # Threaded mode: chunks waiting for the worker ((t, x), or None for a
+        # hole left by a dropped chunk) and whether a drain job is queued.
+        self.queue = collections.deque()
+        self.scheduled = False
+
+    def gap(self):
+        """A hole in the data (a chunk dropped): no block spans it; the open
+        minute keeps its blocks."""
+        for ms in (self.spectrum, self.envelope):
+            if ms is not None:
+                ms.welch.reset()
+                ms._t_next = None
 
     def add(self, t, x):
         """Feed a chunk (worker thread); ``[(minute, lines, fine, envelope)]``."""
@@ -171,7 +186,8 @@ class SpectraService(service.Service):
             self._pruner.stop()
         self._pruner = None
         try:
-            yield self._tail
+            while self._in_flight:
+                yield self._tail
         except Exception:
             self.log.failure("spectra: the last chunks failed")
         results = []
@@ -239,8 +255,8 @@ class SpectraService(service.Service):
             return
         if self._queued_bytes - self._done_bytes + x.nbytes > self.max_backlog_bytes:
             self.dropped_chunks += 1
-            # The sensor starts afresh after the hole (no block spans it).
-            self._sensors.pop(key, None)
+            acc.queue.append(None)   # a hole: no block spans it
+            self._schedule(key, acc)
             if self.dropped_chunks in (1, 10, 100, 1000) or self.dropped_chunks % 10000 == 0:
                 self.log.warn("spectra are behind: {n} chunks dropped for spectra so far "
                               "(statistics and raw data are not affected)", n=self.dropped_chunks)
@@ -248,12 +264,20 @@ class SpectraService(service.Service):
         self.chunks += 1      # chunks and samples analysed (dropped ones are not)
         self.samples += n
         self._queued_bytes += x.nbytes
+        acc.queue.append((t_first, x))
+        self._schedule(key, acc)
+
+    def _schedule(self, key, acc):
+        if acc.scheduled:
+            return
+        acc.scheduled = True
         self._in_flight += 1
-        d = threads.deferToThreadPool(self.reactor, self._pool, self._work, acc, t_first, x, True)
-        d.addBoth(self._done, key)
+        d = threads.deferToThreadPool(self.reactor, self._pool, self._drain, acc)
+        d.addBoth(self._drained, key, acc)
         self._tail = d
 
-    def _work(self, acc, t, x, counted=False):
+    def _work(self, acc, t, x):
+        """On the reactor (``SPECTRA.THREAD: false``)."""
         started = time.thread_time()
         try:
             return acc.add(t, x)
@@ -261,15 +285,62 @@ class SpectraService(service.Service):
             return e
         finally:
             self.work_seconds += time.thread_time() - started
-            if counted:
-                self._done_bytes += x.nbytes
 
-    def _done(self, result, key):
+    MAX_BATCH = 16
+
+    def _drain(self, acc):
+        """Worker thread: every chunk queued for one sensor.  Contiguous
+        chunks go in as one array: fewer, larger numpy calls, so fewer GIL
+        hand-offs with the reactor (the worker's real cost when the reactor
+        is busy).  Returns ``(results, errors)``."""
+        started = time.thread_time()
+        out, errors = [], []
+        q = acc.queue
+        rate = acc.rate
+        try:
+            while q:
+                item = q.popleft()
+                if item is None:
+                    acc.gap()
+                    continue
+                t, x = item
+                parts = [item]
+                expected = t + x.size / rate
+                while q and q[0] is not None and len(parts) < self.MAX_BATCH:
+                    t2, x2 = q[0]
+                    if t2 > expected + acc.max_gap or (
+                            not acc.follow_early and t2 < expected - acc.max_gap):
+                        break
+                    parts.append(q.popleft())
+                    expected += x2.size / rate
+                y = x if len(parts) == 1 else np.concatenate([p[1] for p in parts])
+                try:
+                    out.extend(acc.add(t, y))
+                except ValueError:
+                    # One bad part must not cost the others: one at a time.
+                    for tp, xp in parts:
+                        try:
+                            out.extend(acc.add(tp, xp))
+                        except ValueError as e:
+                            errors.append(e)
+                finally:
+                    self._done_bytes += y.nbytes
+        finally:
+            self.work_seconds += time.thread_time() - started
+        return out, errors
+
+    def _drained(self, result, key, acc):
         self._in_flight -= 1
+        acc.scheduled = False
         if hasattr(result, "getErrorMessage"):  # a Failure
             self.log.failure("spectra of {key} failed", result, key=key)
-            return None
-        self._store_results(key, result)
+        else:
+            out, errors = result
+            for e in errors:
+                self._store_results(key, e)
+            self._store_results(key, out)
+        if acc.queue and self._pool is not None:
+            self._schedule(key, acc)
         return None
 
     # -- results --------------------------------------------------------------
