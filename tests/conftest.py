@@ -79,9 +79,16 @@ SLOW_PATHS = (
     "tests/cluster/",                   # several daemons behind haproxy
 )
 SLOW_FIXTURES = {"node_client"}  # a Node.js process per test
+SLOW_NAMES = {"Daemon", "EnvDaemon"}  # tests/daemon/harness.py, tests/ops/helpers.py: the real daemon
 # Slow tests name their own timeout (measured, about 3x headroom); one that
 # does not gets this, and fast tests get setup.cfg's `timeout`.
 SLOW_DEFAULT_TIMEOUT = 180
+
+
+def _starts_the_daemon(item):
+    """The test function itself names the daemon harness (Daemon(...).start())."""
+    code = getattr(getattr(item, "function", None), "__code__", None)
+    return code is not None and bool(SLOW_NAMES.intersection(code.co_names))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -89,7 +96,8 @@ def pytest_collection_modifyitems(config, items):
         rel = os.path.relpath(str(item.path), ROOT).replace(os.sep, "/")
         slow = (item.get_closest_marker("slow") is not None
                 or rel.startswith(SLOW_PATHS)
-                or SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+                or SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+                or _starts_the_daemon(item))
         if slow:
             if item.get_closest_marker("slow") is None:
                 item.add_marker(pytest.mark.slow)

@@ -60,6 +60,15 @@ def test_the_install_check_sees_the_old_ways():
     assert install_calls('require_service(ok, "run .ci/install-test-deps (npm ci in tests/js)")') == []
 
 
+def _uses_the_harness(tmp_path):
+    d = Daemon(tmp_path).start()  # noqa: F821 - only compiled, never called
+    d.stop()
+
+
+def _fast():
+    return 1
+
+
 class FakeItem:
     def __init__(self, rel, fixtures=(), marks=()):
         self.path = os.path.join(ROOT, rel)
@@ -82,7 +91,10 @@ def test_slow_rules_mark_folders_fixtures_and_give_a_timeout():
         "node": FakeItem("tests/live/test_other.py", fixtures=["node_client"]),
         "explicit": FakeItem("tests/web/test_x.py", marks=["slow", "timeout"]),
         "fast": FakeItem("tests/stats/test_sums.py"),
+        "harness": FakeItem("tests/web/test_y.py"),
     }
+    items["harness"].function = _uses_the_harness
+    items["fast"].function = _fast
     conftest.pytest_collection_modifyitems(None, list(items.values()))
     for name, item in items.items():
         assert (item.get_closest_marker("slow") is not None) == (name != "fast"), name
