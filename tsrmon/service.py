@@ -335,8 +335,12 @@ class TsrmonService(OrderedMultiService):
 
 
 def demo_config(config):
-    """``--demo``: updates every second so a newcomer sees data at once."""
+    """``--demo``: updates every second so a newcomer sees data at once; the
+    full-rate demo machine's sensor metadata (issue 17) after any SENSORS."""
+    from tsrmon.analytics.meta import validate_entries
+    from tsrmon.simulate import DEMO_SENSORS
     config["LIVE"]["INTERVAL"] = 1.0
+    config["SENSORS"] = list(config["SENSORS"]) + validate_entries(DEMO_SENSORS)
     return config
 
 

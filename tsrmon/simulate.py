@@ -7,6 +7,16 @@ seconds (every ``over_every``-th one over threshold).  Signals: vibration is
 a few shaft harmonics plus noise with occasional decaying bursts; temperature
 drifts slowly around 40 degC.
 
+Full-rate vibration (issue 17): ``--full-rate HZ`` makes every vibration
+sensor send ``HZ / --rate`` samples per frame of a machine signal from
+``tsrmon.analytics.signals`` (1× running speed and noise, plus the faults of
+``--fault``: unbalance 1×, misalignment 2×/3×, an outer-race defect striking
+at BPFO, inner race, impulses), so spectra, velocity RMS, orders and bearing
+tones have something to show.  The JSON encoding adds the per-sensor
+``rate``, ``unit`` and ``rpm`` fields.  The ``--demo`` daemon runs one such
+machine (``DEMO_FULL_RATE``) beside the deployed-looking ones; its metadata
+comes from ``DEMO_SENSORS`` (the pickle encoding carries none).
+
 The DAQ link carries no acknowledgements, so all a simulator can know is
 whether it connected and whether the server closed the connection (which is
 how the daemon refuses a machine name or a token); a refused frame shows only
@@ -23,19 +33,71 @@ from twisted.application import service
 from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 
+from tsrmon.analytics import signals as _signals
 from tsrmon.client import encode_json, encode_pickle
 
 DEMO_MACHINES = {
     "ShotBlast": ["shot_blast_vib1", "shot_blast_vib2"],
     "AROPump": ["aro_vib1", "aro_vib2"],
     "VacuumPump1": ["pump1_vib", "pump1_temp"],
+    "CoolingFan": ["fan_vib"],
 }
+
+# Issue 17: the demo machine that streams full-rate vibration (8,192 samples/s:
+# lines to 3.2 kHz, enough for velocity RMS over 10–1,000 Hz and an envelope
+# around a 2 kHz resonance, and light on the demo's CPU).
+DEMO_FULL_RATE = {"CoolingFan": {"rate": 8192, "rpm": 1480.0,
+                                 "faults": ("unbalance", "misalignment", "outer_race")}}
+# Its metadata, merged into SENSORS by the --demo daemon (tsrmon.service.demo_config):
+# an SKF 6205 bearing (BPFO 3.585 × running speed), ISO group 2 on a rigid foundation.
+DEMO_SENSORS = [{
+    "match": "CoolingFan/fan_vib", "rate": 8192, "unit": "g", "rpm": 1480.0,
+    "bearing": {"n_balls": 9, "ball_diameter": 7.94, "pitch_diameter": 39.04, "contact_angle": 0},
+    "bands": {"1x": [20, 30], "high": [1000, 3000]},
+    "envelope_band": [1500, 2800], "group": 2, "foundation": "rigid",
+}]
+
+
+class FaultModel:
+    """A full-rate vibration signal (g) with faults: the sum of
+    :class:`tsrmon.analytics.signals.FaultSignal` s of each kind (the first
+    carries the healthy 1× and the noise), the 1× slowly breathing over ten
+    minutes so velocity RMS moves across the ISO zones' chart."""
+
+    # Fault levels (g): unbalance puts velocity RMS near the ISO 10816-3
+    # B/C boundary of a medium machine; an outer-race defect rings a 2 kHz
+    # resonance at BPFO.
+    LEVELS = {"unbalance": 0.06, "misalignment": 0.03, "outer_race": 0.4, "inner_race": 0.4,
+              "impulses": 0.5, "healthy": 0.0}
+
+    def __init__(self, rate, rpm=1480.0, faults=("unbalance",), seed=0):
+        self.rate = float(rate)
+        self.rpm = float(rpm)
+        kinds = list(faults) or ["healthy"]
+        self.parts = []
+        for i, kind in enumerate(kinds):
+            first = i == 0
+            self.parts.append(_signals.FaultSignal(
+                rate, kind, rpm=rpm, level=self.LEVELS[kind], base=0.02 if first else 0.0,
+                sigma=0.01 if first else 0.0, resonance=2000.0, rep_rate=50.0, seed=seed + i))
+        self.n = 0
+
+    def read(self, n):
+        x = np.zeros(n)
+        t = self.n / self.rate
+        breathe = 1.0 + 0.25 * math.sin(2 * math.pi * t / 600.0)
+        for part in self.parts:
+            chunk = part.read(n)
+            x += chunk * breathe if part.kind == "unbalance" else chunk
+        self.n += n
+        return x
 
 
 class SignalModel:
     """Sample generator for one machine."""
 
-    def __init__(self, sensors, rate, chunk, seed):
+    def __init__(self, sensors, rate, chunk, seed, full_rate=None, rpm=1480.0, faults=(),
+                 meta_fields=False):
         self.rng = np.random.default_rng(seed)
         self.sensors = sensors  # [(name, type)]
         self.rate = rate
@@ -44,6 +106,16 @@ class SignalModel:
         self.shaft = 20.0 + 10.0 * self.rng.random()  # Hz
         self.n = 0
         self.burst = 0.0
+        # Issue 17: vibration sensors at full rate (samples/s), each its own signal.
+        self.full_rate = full_rate
+        self.rpm = rpm
+        self.meta_fields = meta_fields  # JSON: per-sensor rate/unit/rpm
+        self.full = {}
+        if full_rate:
+            self.full_chunk = max(int(round(full_rate / rate)), 1)
+            for i, (name, stype) in enumerate(sensors):
+                if stype != "TEMP":
+                    self.full[name] = FaultModel(full_rate, rpm, faults, seed=seed * 100 + i)
 
     def frame(self):
         """``{sensor: {"type": ..., "data": [...]}}`` for the next chunk."""
@@ -56,6 +128,13 @@ class SignalModel:
         self.burst *= math.exp(-1.0 / max(self.rate, 1e-3))
         out = {}
         for i, (name, stype) in enumerate(self.sensors):
+            model = self.full.get(name)
+            if model is not None:
+                entry = {"type": stype, "data": model.read(self.full_chunk).tolist()}
+                if self.meta_fields:
+                    entry.update(rate=float(self.full_rate), unit="g", rpm=float(self.rpm))
+                out[name] = entry
+                continue
             if stype == "TEMP":
                 base = 40.0 + 1.5 * math.sin(2 * math.pi * t[0] / 600.0 + i)
                 values = base + rng.normal(0.0, 0.1, self.chunk)
@@ -134,7 +213,7 @@ class SimulatedDAQFactory(protocol.ReconnectingClientFactory):
     noisy = False
 
     def __init__(self, reactor, machine, sensors, rate, chunk, use_json, fault_every, over_every,
-                 seed, token=None):
+                 seed, token=None, full_rate=None, rpm=1480.0, faults=()):
         self.reactor = reactor
         self.clock = reactor
         self.machine = machine
@@ -143,7 +222,8 @@ class SimulatedDAQFactory(protocol.ReconnectingClientFactory):
         self.token = token
         self.fault_every = fault_every
         self.over_every = over_every
-        self.model = SignalModel(sensors, rate, chunk, seed)
+        self.model = SignalModel(sensors, rate, chunk, seed, full_rate=full_rate, rpm=rpm,
+                                 faults=faults, meta_fields=use_json)
         self.frames_sent = 0
         self.faults_sent = 0
         self.connections = 0
@@ -197,8 +277,12 @@ class SimulatorService(service.Service):
     log = Logger()
 
     def __init__(self, reactor, address_getter, machines, rate=1.0, chunk=30, use_json=False,
-                 fault_every=10.0, over_every=5, seed=0, over_machines=None, token=None):
+                 fault_every=10.0, over_every=5, seed=0, over_machines=None, token=None,
+                 full_rate=None):
         self.reactor = reactor
+        # Issue 17: {machine: {"rate": samples/s, "rpm", "faults": (...)}} of the
+        # machines whose vibration sensors send full-rate signals.
+        self.full_rate = full_rate or {}
         self.token = token
         self.address_getter = address_getter
         self.machines = machines  # {name: [(sensor, type)]}
@@ -226,9 +310,12 @@ class SimulatorService(service.Service):
         host, port = address
         for i, (machine, sensors) in enumerate(self.machines.items()):
             over = self.over_every if self.over_machines is None or machine in self.over_machines else 0
+            full = self.full_rate.get(machine) or {}
             factory = SimulatedDAQFactory(self.reactor, machine, sensors, self.rate, self.chunk,
                                           self.use_json, self.fault_every, over, self.seed + i,
-                                          token=self.token)
+                                          token=self.token, full_rate=full.get("rate"),
+                                          rpm=full.get("rpm", 1480.0),
+                                          faults=full.get("faults", ()))
             self.factories.append(factory)
             self.connectors.append(self.reactor.connectTCP(host, port, factory))
         self.log.info("simulating {n} DAQs against {host}:{port}", n=len(self.machines), host=host, port=port)
@@ -314,7 +401,8 @@ class DemoService(SimulatorService):
         machines = {name: [(s, "TEMP" if s.endswith("temp") else "VIB") for s in sensors]
                     for name, sensors in DEMO_MACHINES.items()}
         super().__init__(reactor, address_getter, machines, rate=rate, chunk=chunk, use_json=False,
-                         fault_every=fault_every, over_every=2, over_machines={"ShotBlast"})
+                         fault_every=fault_every, over_every=2, over_machines={"ShotBlast"},
+                         full_rate=DEMO_FULL_RATE)
         self.config = config
         self.hub = hub
         self.history_days = history_days
@@ -423,6 +511,12 @@ def parse_args(argv):
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--fault-every", type=float, default=10.0, help="seconds between FaultDetects (0: none)")
     parser.add_argument("--prefix", default="SimMachine", help="machine name prefix")
+    parser.add_argument("--full-rate", type=float, default=None, metavar="HZ",
+                        help="vibration sensors send full-rate signals of HZ samples/s "
+                             "(HZ / --rate samples per frame; e.g. 25600 or 8192)")
+    parser.add_argument("--fault", action="append", choices=_signals.KINDS, default=None,
+                        help="fault in the full-rate signal (repeatable; default unbalance)")
+    parser.add_argument("--rpm", type=float, default=1480.0, help="running speed of the full-rate signal")
     parser.add_argument("--progress", type=float, default=5.0,
                         help="seconds between progress lines on stderr (0: none)")
     args = parser.parse_args(argv)
@@ -436,6 +530,12 @@ def parse_args(argv):
             parser.error(f"--{name} must be at least 1")
     if args.rate <= 0:
         parser.error("--rate must be positive")
+    if args.full_rate is not None and args.full_rate <= 0:
+        parser.error("--full-rate must be positive")
+    if args.rpm <= 0:
+        parser.error("--rpm must be positive")
+    if args.fault and args.full_rate is None:
+        parser.error("--fault needs --full-rate")
     if args.progress < 0:
         parser.error("--progress must not be negative")
     if args.token is not None:
@@ -445,9 +545,13 @@ def parse_args(argv):
 
 def simulator_from_args(reactor, args):
     machines = {f"{args.prefix}{i + 1}": sensors_for(i + 1, args.sensors) for i in range(args.machines)}
+    full = None
+    if getattr(args, "full_rate", None):
+        spec = {"rate": args.full_rate, "rpm": args.rpm, "faults": tuple(args.fault or ("unbalance",))}
+        full = {m: spec for m in machines}
     return SimulatorService(reactor, lambda: (args.host, args.port), machines, rate=args.rate,
                             chunk=args.chunk, use_json=args.json, fault_every=args.fault_every,
-                            token=getattr(args, "token", None))
+                            token=getattr(args, "token", None), full_rate=full)
 
 
 @defer.inlineCallbacks
