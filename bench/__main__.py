@@ -81,6 +81,9 @@ def stored_samples(workdir, sensor="vib1"):
 
 def ingest(workdir, n_conns, n_sensors, n_floats, total_frames, overrides=None, processes=1):
     """Frames/s accepted with zero loss, as the daemon counts them."""
+    overrides = dict(overrides or {})
+    # Every feeder dials from 127.0.0.1: lift the per-host cap (default 32) to the row's DAQ count.
+    overrides["DAQ"] = {"MAX_CONNECTIONS_PER_HOST": max(32, n_conns), **overrides.get("DAQ", {})}
     d = Daemon(workdir, overrides=overrides).start()
     try:
         per_conn = max(1, total_frames // n_conns)
