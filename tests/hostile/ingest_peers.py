@@ -85,6 +85,16 @@ def reactor_lag(daemon):
     return json.loads(body)["checks"]["reactor"]["lag_max_recent_seconds"]
 
 
+def lag_samples_over(daemon, seconds):
+    """(samples of reactor lag above ``seconds``, all samples) so far, from
+    the ``tsrmon_reactor_lag_seconds`` histogram (``seconds`` a bucket bound)."""
+    _, body, _ = daemon.get("/metrics")
+    text = body.decode()
+    le = re.search(rf'^tsrmon_reactor_lag_seconds_bucket{{le="{seconds}"}} (\S+)$', text, re.M)
+    total = re.search(r'^tsrmon_reactor_lag_seconds_count (\S+)$', text, re.M)
+    return float(total.group(1)) - float(le.group(1)), float(total.group(1))
+
+
 def wait_for(condition, timeout, interval=0.1, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

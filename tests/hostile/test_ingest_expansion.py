@@ -5,12 +5,15 @@ built, while a legitimate DAQ keeps being stored and /healthz keeps answering.
 The largest legal frame (64 sensors x 25,600 samples) is accepted under the
 same limit, and its cost is measured as /healthz latency."""
 
+import threading
+import time
+
 import pytest
 
 from tests.daemon.harness import Daemon
 from tests.hostile.ingest_attacks import legit_frame, memo_amplification, name_frame
-from tests.hostile.ingest_peers import (MiB, HealthProbe, LegitDaq, connect, csv_bytes, machine_metric, reactor_lag,
-                                        wait_for)
+from tests.hostile.ingest_peers import (MiB, HealthProbe, LegitDaq, connect, csv_bytes, lag_samples_over,
+                                        machine_metric, reactor_lag, wait_for)
 
 # Idle, the daemon maps ~650 MB (RSS ~90 MB); the unbounded decoder took
 # 2.9 GB RSS (and 4.7 GB in the CSV worker) for this attack.
@@ -97,5 +100,61 @@ def test_largest_legal_frame_accepted_under_the_limit(tmp_path, spectra):
         wait_for(lambda: csv_bytes(d, "Big") > 0, 30, what="Big stored")
     finally:
         probe.stop()
+        rc = d.stop()
+    assert rc == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_opcode_flood_is_walked_in_turns(tmp_path):
+    """Pickles of one-byte opcodes (legal, within every cap) cost the walker
+    ~2-5 us each in Python: 0.1-0.3 s per 64 KiB read, times every
+    attacker's read in one reactor iteration. Walked in turns of at most
+    WALK_BUDGET opcodes shared by the walking connections, they cannot hold
+    the reactor. The frames never end (a slow frame is the attack), so what
+    is measured is the walking, not the end of a frame."""
+    d = Daemon(tmp_path, {"SPECTRA": {"ENABLED": False}}, rlimit_as=ADDRESS_SPACE).start()
+    legit = LegitDaq(d.tcp_port, "Legit")
+    probe = HealthProbe(d)
+    socks = []
+    try:
+        wait_for(lambda: d.get("/healthz")[0] == 200, 20, what="healthy daemon")
+        legit.start()
+        wait_for(lambda: csv_bytes(d, "Legit") > 0, 30, what="Legit stored")
+        time.sleep(1.0)
+        probe.start()
+        late_before, samples_before = lag_samples_over(d, 0.1)
+        bytes_before = d.metric("tsrmon_ingest_bytes_total")
+        flood = b"\x80\x04(" + b"N" * 1_900_000  # 1.9 M opcodes, no end
+        for i in range(8):
+            s = connect(d.tcp_port, bind=f"127.0.0.{2 + i}", timeout=120)
+            s.sendall(name_frame(f"Flood{i}") + b"\x5c\x6f")
+            socks.append(s)
+        senders = [threading.Thread(target=s.sendall, args=(flood,)) for s in socks]
+        for t in senders:
+            t.start()
+        for t in senders:
+            t.join(120)
+        wait_for(lambda: d.metric("tsrmon_ingest_bytes_total") - bytes_before >= 8 * len(flood), 120,
+                 what="every byte read")
+        time.sleep(10)  # walking in turns goes on after the last read
+        stored = csv_bytes(d, "Legit")
+        wait_for(lambda: csv_bytes(d, "Legit") > stored, 30, what="Legit still stored")
+        probe.stop()
+        legit.stop()
+        lag = reactor_lag(d)
+        late, samples = lag_samples_over(d, 0.1)
+        late, samples = late - late_before, samples - samples_before
+        print(f"8 connections x 1.9 M opcodes: reactor lag max {lag * 1000:.0f} ms, {late:.0f} of {samples:.0f} "
+              f"lag samples over 100 ms; /healthz worst {probe.worst * 1000:.0f} ms over {len(probe.results)} probes")
+        assert probe.statuses == {200}
+        # Each read walked at once: 0.3 s lag, many samples late.
+        assert late <= 1 and lag < 0.3
+        assert probe.worst < 1.0
+    finally:
+        probe.stop()
+        legit.stop()
+        for s in socks:
+            s.close()
         rc = d.stop()
     assert rc == 0

@@ -279,3 +279,41 @@ def test_frame_that_trips_a_bug_is_counted_and_logged_rate_limited(tmp_path, eve
     failures = [e for e in events if "log_failure" in e and "handling a frame" in e.get("log_format", "")]
     assert len(failures) == 5
     assert "a bug in a room" in str(failures[0]["log_failure"].value)
+
+
+def _int_frame(n):
+    return frame("DataUpdate", {"v": {"type": "VIB", "data": list(range(n))}})
+
+
+def test_long_walk_goes_on_in_reactor_turns(tmp_path):
+    from tsrmon.ingest.protocol import WALK_BUDGET
+    rig = Rig(tmp_path)
+    turns = []
+    call_later = rig.clock.callLater
+
+    def counting(delay, fn, *args, **kw):
+        if delay == 0:
+            turns.append(fn.__name__)
+        return call_later(delay, fn, *args, **kw)
+
+    rig.clock.callLater = counting
+    p = rig.connect(name="M1")
+    p.dataReceived(_int_frame(5 * WALK_BUDGET))
+    # Walked one budget's worth; reading paused until the walk is done.
+    assert rig.rec.added == [] and p.transport.producerState == "paused"
+    rig.clock.advance(0)
+    assert turns == ["_walk_on"] * 5 and p.transport.producerState == "producing"
+    assert rig.rec.added[0][3] == [float(i) for i in range(5 * WALK_BUDGET)]
+
+
+def test_walk_in_turns_finishes_after_the_peer_hung_up(tmp_path):
+    from tsrmon.ingest.protocol import WALK_BUDGET
+    rig = Rig(tmp_path)
+    p = rig.connect(name="M1")
+    p.dataReceived(_int_frame(3 * WALK_BUDGET) + _int_frame(10))
+    lose(p)
+    assert rig.hub.machines["M1"].connection is p  # released once its frames are handled
+    for _ in range(10):
+        rig.clock.advance(0)
+    assert [len(a[3]) for a in rig.rec.added] == [3 * WALK_BUDGET, 10]
+    assert rig.hub.machines["M1"].connection is None and rig.factory.connections == set()

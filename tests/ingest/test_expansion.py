@@ -192,3 +192,22 @@ def test_unshared_frames_are_sized_without_the_graph_walk():
     walk = PickleWalk(0, Limits())
     assert walk.walk(memo_amplification(4, 100)) == DONE and walk.shared
     assert walk.expanded == (4 * 100 + 4 * 4 + 1, 1 + 1 + 4 * 2, 4)
+
+
+def test_walk_in_turns_gives_the_same_frames():
+    from tsrmon.ingest.framing import PickleFramer as Framer
+    ints = pickle.dumps(("DataUpdate", {"v": {"type": "VIB", "data": list(range(20_000))}}), protocol=4)
+    floats = legit_frame(2, 300)
+    data = ints + b"\x5c\x6f" + floats + ints
+    whole = Framer(Limits(), events=True)
+    want = whole.feed(data)
+    turns = Framer(Limits(), events=True, budget=1000)
+    got = turns.feed(data)
+    rounds = 1
+    while turns.yielded:
+        got += turns.feed(b"")
+        rounds += 1
+    assert rounds >= 20  # 20,000 ints walked 1,000 opcodes at a time (the repeat matches its shape)
+    assert [i[0] for i in got] == [i[0] for i in want] == [OK, OK, OK]
+    assert got[0][1] == want[0][1] and got[2][1] == want[2][1]
+    assert turns.opcodes_walked == whole.opcodes_walked  # nothing walked twice

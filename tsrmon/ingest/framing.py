@@ -21,7 +21,7 @@ resynchronised.
 import orjson
 
 from tsrmon.ingest.fastpath import plan_for, plan_from_skeleton
-from tsrmon.ingest.safepickle import BAD, DONE, EXPANSION_REASON, Limits, PickleWalk, ShapeCache, loads
+from tsrmon.ingest.safepickle import BAD, DONE, EXPANSION_REASON, YIELD, Limits, PickleWalk, ShapeCache, loads
 
 OK, REFUSED, EVENT = "ok", "refused", "event"
 
@@ -36,9 +36,13 @@ class PickleFramer:
     """``events=True``: DataUpdates of a known shape come out as ready
     ``(EVENT, schema event, nbytes)`` items (see ``fastpath.py``)."""
 
-    def __init__(self, limits=None, events=False):
+    def __init__(self, limits=None, events=False, budget=None):
         self.limits = limits or Limits()
         self.events = events
+        # Opcodes walked in Python per feed (None: no limit). Past it, feed
+        # returns what it has and sets ``yielded``: feed(b"") goes on.
+        self.budget = budget
+        self.yielded = False
         self.buf = bytearray()
         self.pos = 0  # start of the next frame (or of the bytes to resync from)
         self.walk = None
@@ -57,10 +61,12 @@ class PickleFramer:
         return len(self.buf) - self.pos
 
     def feed(self, data):
+        self.yielded = False
         if self.fatal is not None:
             return []
         buf = self.buf
         buf += data
+        left = self.budget
         if len(buf) < self.wait_until:
             return []
         self.wait_until = 0
@@ -123,9 +129,14 @@ class PickleFramer:
                 if buf[s] == 0x5C and buf[s + 1] == 0x6F:
                     continue
                 walk = self.walk = PickleWalk(s, self.limits)
-            before = walk.walked
-            state = walk.walk(buf)
+            before, steps = walk.walked, walk.steps
+            state = walk.walk(buf, left)
             self.opcodes_walked += walk.walked - before
+            if left is not None:
+                left -= walk.steps - steps
+            if state == YIELD:
+                self.yielded = True
+                break
             if state == DONE:
                 self.walk = None
                 end = walk.end
@@ -214,6 +225,8 @@ class PickleFramer:
 
 class JsonLineFramer:
     """Newline-delimited JSON objects; a line longer than the cap is skipped."""
+
+    yielded = False  # parsing is one C call per line: never in turns
 
     def __init__(self, limits=None):
         self.limits = limits or Limits()

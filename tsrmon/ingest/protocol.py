@@ -41,6 +41,11 @@ KEEPALIVE_IDLE = 60
 KEEPALIVE_INTERVAL = 60
 KEEPALIVE_COUNT = 3
 PRE_NAME_BUFFER = 64 * 1024  # bytes a connection may buffer before its name frame
+# Opcodes walked in Python per reactor turn (~10-20 ms), shared by the
+# connections walking at the time (each at least _MIN_WALK): a frame of
+# millions of one-byte opcodes is walked over many turns.
+WALK_BUDGET = 4096
+_MIN_WALK = 64
 _REASON_CHARS = 240  # refusal reasons quote peer text: cut short in the log
 _DRAIN_READS = 1024
 _EARLIEST = 946684800.0  # 2000-01-01T00:00:00Z
@@ -104,6 +109,8 @@ class DAQProtocol(protocol.Protocol):
         self.admitted = False
         self.buffered = 0  # this connection's share of factory.buffered_total
         self.budget_paused = None  # when reading paused for the global buffer budget
+        self.walking = False  # reading paused while a long walk goes on in turns
+        self.lost = False
         self._reading_paused = False
 
     # -- connection ---------------------------------------------------------
@@ -136,14 +143,32 @@ class DAQProtocol(protocol.Protocol):
         self._name_timer = None
 
     def connectionLost(self, reason):
-        if self.framer is not None and not self.closing:
-            # Frames that were complete but held back (see PickleFramer.finish).
-            try:
-                items = self.framer.finish()
-                if items:
-                    self._frames(items)
-            except Exception:
-                self.log.failure("decoding the last frames from {peer}", peer=self.peer)
+        self.lost = True
+        if self.framer is not None and not self.closing and not self._finish_step():
+            return  # the walk goes on from later reactor turns, then _lost()
+        self._lost()
+
+    def _finish_step(self):
+        """Decode the frames the framer still holds (complete but held back,
+        see PickleFramer.finish); False when its walk yielded and goes on
+        from a later reactor turn."""
+        try:
+            items = self.framer.finish()
+            if items:
+                self._frames(items)
+        except Exception:
+            self.log.failure("decoding the last frames from {peer}", peer=self.peer)
+            return True
+        if self.framer is not None and self.framer.yielded and not self.closing:
+            self.clock.callLater(0, self._finish_later)
+            return False
+        return True
+
+    def _finish_later(self):
+        if self.framer is None or self.closing or self._finish_step():
+            self._lost()
+
+    def _lost(self):
         if self._pause_timer is not None and self._pause_timer.active():
             self._pause_timer.cancel()
         self._pause_timer = None
@@ -210,7 +235,7 @@ class DAQProtocol(protocol.Protocol):
         spent; resume once neither holds."""
         if self.closing:
             return
-        want = self.paused_at is not None or self.budget_paused is not None
+        want = self.paused_at is not None or self.budget_paused is not None or self.walking
         if want and not self._reading_paused:
             self._reading_paused = True
             self.transport.pauseProducing()
@@ -254,12 +279,36 @@ class DAQProtocol(protocol.Protocol):
                 framer = self.framer = JsonLineFramer(self.factory.limits)
             else:
                 self.encoding = "pickle"
-                framer = self.framer = PickleFramer(self.factory.limits, events=True)
-        items = framer.feed(data)
+                framer = self.framer = PickleFramer(self.factory.limits, events=True, budget=WALK_BUDGET)
+        if self.encoding == "pickle":
+            framer.budget = self.factory.walk_budget()
+        self._fed(framer, framer.feed(data))
+
+    def _walk_on(self):
+        """The next turn of a walk that used up its budget (``WALK_BUDGET``)."""
+        framer = self.framer
+        if self.lost or self.closing or framer is None:
+            return
+        framer.budget = self.factory.walk_budget()
+        self._fed(framer, framer.feed(b""))
+
+    def _fed(self, framer, items):
         if items:
             self._frames(items)
         if self.closing:
             return
+        if framer.yielded:
+            # Stop reading and let the reactor run everything else before
+            # this connection's walk goes on.
+            if not self.walking:
+                self.walking = True
+                self.factory.walking.add(self)
+                self.update_reading()
+            self.clock.callLater(0, self._walk_on)
+        elif self.walking:
+            self.walking = False
+            self.factory.walking.discard(self)
+            self.update_reading()
         buffered = framer.buffered
         if framer.fatal is not None:
             self._refuse_connection("undecodable", f"undecodable stream: {framer.fatal}")
@@ -439,6 +488,8 @@ class DAQProtocol(protocol.Protocol):
                 if result is not None or self.bytes == before or self.closing:
                     break
         if self.framer is not None and not self.closing:
+            if isinstance(self.framer, PickleFramer):
+                self.framer.budget = None  # shutdown: walk what is left at once
             self._frames(self.framer.finish())
 
     def status(self):
@@ -481,6 +532,7 @@ class DAQFactory(protocol.Factory):
         self.per_host = {}  # peer host -> number of open connections
         self.buffered_total = 0  # bytes buffered by every connection together
         self.budget_paused = set()  # connections not read for the buffer budget
+        self.walking = set()  # connections walking a long frame in turns
         self.counters = dict.fromkeys(self.COUNTERS, 0)
         self.peerlog = PeerLog(self.log, clock)
         self._lost_waiters = []
@@ -608,9 +660,14 @@ class DAQFactory(protocol.Factory):
         elif self._paused_for_budget():
             self._arm_budget_timer()
 
+    def walk_budget(self):
+        """Opcodes one connection may walk this turn (WALK_BUDGET shared)."""
+        return max(_MIN_WALK, WALK_BUDGET // max(1, len(self.walking)))
+
     def forget(self, conn):
         self.buffer_changed(conn, 0)
         self.budget_paused.discard(conn)
+        self.walking.discard(conn)
         self._remove(conn)
         if not self.connections:
             if self._budget_timer is not None and self._budget_timer.active():

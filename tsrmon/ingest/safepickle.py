@@ -40,7 +40,7 @@ import pickle
 import pickletools
 
 # Result of PickleWalk.walk
-DONE, NEED, BAD = "done", "need", "bad"
+DONE, NEED, BAD, YIELD = "done", "need", "bad", "yield"
 
 GLOBAL_REASON = "a global/import opcode"
 EXPANSION_REASON = "frame expands to"  # start of the refusal for an over-large expansion
@@ -251,7 +251,7 @@ class PickleWalk:
 
     __slots__ = ("start", "pos", "need", "line_from", "line_left", "limits", "stack", "marks", "memo",
                  "elements", "containers", "refused", "end", "error", "runs", "walked", "expanded", "whole",
-                 "frames_at", "shared")
+                 "frames_at", "shared", "edges", "steps")
 
     def __init__(self, start, limits):
         self.start = start
@@ -270,6 +270,7 @@ class PickleWalk:
         self.error = None
         self.runs = []  # (offset from start, count) of BINFLOAT runs, for Shape
         self.walked = 0  # opcodes walked (tests check nothing is walked twice)
+        self.steps = 0  # opcodes simulated in Python (a float run counts one)
         self.expanded = None  # (samples, containers, depth) once sized at STOP
         # True while every float run is taken whole by a MARK opcode (LIST,
         # TUPLE, APPENDS) and no FLOAT text opcode occurs: the fast path can
@@ -279,6 +280,7 @@ class PickleWalk:
         # Set when a container is referenced a second time (memo GET, DUP):
         # only then can the value unfold to more than what was read.
         self.shared = False
+        self.edges = 0  # containers placed into containers (each reference counts)
 
     def shift(self, delta):
         self.start -= delta
@@ -297,7 +299,9 @@ class PickleWalk:
         self.error = f"{why} at byte {p - self.start} of the frame"
         return BAD
 
-    def walk(self, buf):
+    def walk(self, buf, budget=None):
+        """``budget``: at most that many opcodes simulated in Python (a float
+        run counts one) before returning YIELD; call again to go on."""
         n = len(buf)
         if n < self.need:
             return NEED
@@ -305,11 +309,15 @@ class PickleWalk:
         max_end = self.start + limits.max_frame_bytes
         table = _TABLE
         p = self.pos
+        stop_at = self.steps + budget if budget is not None else -1
         while True:
             if p >= n:
                 self.pos = p
                 self.need = p + 1
                 return NEED
+            if self.steps == stop_at:
+                self.pos = p
+                return YIELD
             op = buf[p]
             # BINFLOAT runs are most of a DAQ frame: skip them in C (also
             # the rest of a frame already refused, without simulating it).
@@ -320,6 +328,7 @@ class PickleWalk:
                     if e > max_end:
                         return self._bad(f"frame larger than DAQ.MAX_FRAME_BYTES ({limits.max_frame_bytes})", p)
                     self.walked += count
+                    self.steps += 1
                     if self.refused is None:
                         self.runs.append((p - self.start, count))
                         self.stack.extend([_F] * count)
@@ -385,6 +394,7 @@ class PickleWalk:
                 self.need = end
                 return NEED
             self.walked += 1
+            self.steps += 1
             if forbidden is not None:
                 self._refuse(f"forbidden opcode {name} ({forbidden})")
             elif kind == _STOP:
@@ -456,6 +466,7 @@ class PickleWalk:
                 if node.entries > limits.max_dict_entries:
                     return f"a dict of more than {limits.max_dict_entries} entries"
             node.add_many(items)
+            self.edges += len(node.kids)
             stack.append(node)
             self.elements += 1
             self.containers += 1
@@ -469,6 +480,7 @@ class PickleWalk:
                 self.whole = False
             node = _Node()
             node.add_many(items)
+            self.edges += len(node.kids)
             stack.append(node)
             self.elements += 1
             self.containers += 1
@@ -481,6 +493,8 @@ class PickleWalk:
             if target.__class__ is not _Node:
                 return f"{name} to a value that is not a container"
             target.add(v)
+            if v.__class__ is _Node:
+                self.edges += 1
         elif kind == _SETITEM:
             if len(stack) - fence < 3:
                 return BAD
@@ -493,6 +507,8 @@ class PickleWalk:
                 return f"{name} to a value that is not a container"
             target.add(k)
             target.add(v)
+            if v.__class__ is _Node:
+                self.edges += 1
             if target.entries >= 0:
                 target.entries += 1
                 if target.entries > limits.max_dict_entries:
@@ -513,7 +529,9 @@ class PickleWalk:
             target = stack[-1]
             if target.__class__ is not _Node:
                 return f"{name} to a value that is not a container"
+            kids = len(target.kids)
             target.add_many(items)
+            self.edges += len(target.kids) - kids
             if target.entries >= 0 and name == "SETITEMS":
                 target.entries += len(items) // 2
                 if target.entries > limits.max_dict_entries:
@@ -579,6 +597,10 @@ class PickleWalk:
             return f"more than {limits.max_elements} elements"
         if self.containers > limits.max_containers:
             return f"more than {limits.max_containers} containers"
+        if self.edges > limits.max_containers:
+            # Each reference to a container is at least one container of the
+            # unfolded value: refused here, before sizing the graph at STOP.
+            return f"more than {limits.max_containers} containers (references to containers counted)"
         return None
 
     def _expansion_problem(self):
