@@ -29,6 +29,11 @@ const LABELS = {
     state: "State", message: "Message", alarm_level: "Level", live_alarms: "Alarm events",
     bad_range: "The start date is after the end date", s: "s", m: "min", h: "h", d: "d",
     last_seen: "Last seen", last_anomaly: "Last anomaly",
+    analytics: "Vibration analysis", waiting_spectrum: "Waiting for the first minute spectrum (sensors sampled at 1 kHz or more)…",
+    spectrum: "Spectrum (latest minute)", waterfall: "Waterfall (last 6 h)", velocity_rms: "Velocity RMS (ISO 10816-3)",
+    velocity_rms_unit: "velocity RMS (mm/s)", amplitude_rms: "RMS amplitude per line ({0})",
+    waterfall_rows: "{0} rows", iso_group: "group {0}, {1} foundation",
+    skewness: "Skewness", kurtosis: "Kurtosis", peak: "Peak", peak_to_peak: "Peak-peak", crest: "Crest",
   },
   ko: {
     title: "tsrmon", overview: "개요", history: "이력", machine: "설비",
@@ -57,6 +62,11 @@ const LABELS = {
     state: "상태", message: "메시지", alarm_level: "기준값", live_alarms: "알람 이벤트",
     bad_range: "시작 날짜가 종료 날짜보다 늦습니다", s: "초", m: "분", h: "시간", d: "일",
     last_seen: "마지막 수신", last_anomaly: "마지막 이상",
+    analytics: "진동 분석", waiting_spectrum: "첫 1분 스펙트럼을 기다리는 중 (1 kHz 이상 샘플링 센서)…",
+    spectrum: "스펙트럼 (최근 1분)", waterfall: "워터폴 (최근 6시간)", velocity_rms: "속도 RMS (ISO 10816-3)",
+    velocity_rms_unit: "속도 RMS (mm/s)", amplitude_rms: "라인별 RMS 진폭 ({0})",
+    waterfall_rows: "{0}행", iso_group: "그룹 {0}, 기초 {1}",
+    skewness: "왜도", kurtosis: "첨도", peak: "피크", peak_to_peak: "피크-피크", crest: "파고율",
   },
 };
 

@@ -9,6 +9,7 @@ const LEVELS = ["hour", "day", "month", "year"];
 // The span the deployed app shows per level (today minus N days).
 const DEFAULT_DAYS = { hour: 2, day: 30, month: 365, year: 3650 };
 const MAX_TABLE_ROWS = 1000;
+const STAT_FIELDS = ["skewness", "kurtosis", "peak", "peak_to_peak", "crest"];
 
 // The start of the bucket after the one starting at `x` (wall seconds placed as UTC).
 function bucketEnd(x, level) {
@@ -90,7 +91,8 @@ export function historyView(ctx, machineName, query) {
     clear(out).append(h("p", { class: "muted" }, t("loading")));
     let rows;
     try {
-      rows = await getJSON(`stat/${lv}`, params);
+      // Issue 17: the moment statistics too (opt-in; the CSV link keeps the deployed columns).
+      rows = await getJSON(`stat/${lv}`, { ...params, fields: STAT_FIELDS.join(",") });
     } catch (e) {
       clear(out).append(h("p", { class: "error" }, t("error", e.message)));
       return;
@@ -136,11 +138,13 @@ export function historyView(ctx, machineName, query) {
       h("div", { class: "table-scroll" }, h("table", { class: "rows stats" },
         h("thead", {}, h("tr", {}, h("th", {}, t("time")), h("th", {}, t("sensor")), h("th", { class: "num" }, t("mean")),
           h("th", { class: "num" }, t("min")), h("th", { class: "num" }, t("max")), h("th", { class: "num" }, t("rms")),
-          h("th", { class: "num" }, t("count")))),
+          h("th", { class: "num" }, t("count")),
+          ...STAT_FIELDS.map((f) => h("th", { class: "num", dataset: { field: f } }, t(f))))),
         h("tbody", {}, shown.map((r) => h("tr", { dataset: { row: "stat" } },
           h("td", {}, wallText(r.time)), h("td", {}, sensorOf(r.name, lv)), h("td", { class: "num" }, num(r.data)),
           h("td", { class: "num" }, num(r.min)), h("td", { class: "num" }, num(r.max)), h("td", { class: "num" }, num(r.rms)),
-          h("td", { class: "num" }, r.count === undefined ? "–" : String(r.count))))))));
+          h("td", { class: "num" }, r.count === undefined ? "–" : String(r.count)),
+          ...STAT_FIELDS.map((f) => h("td", { class: "num", dataset: { field: f } }, num(r[f])))))))));
   }
 
   const form = h("form", { class: "range", onsubmit: (e) => { e.preventDefault(); load(); } },

@@ -5,6 +5,7 @@ import { downloadUrl, getJSON } from "../api.js";
 import { LiveChart } from "../charts.js";
 import { age, rows as rowCount, t } from "../i18n.js";
 import { clear, h, num, nowSeconds, put, serverClockKnown, serverDaysAgo, wallSeconds, wallText } from "../util.js";
+import { analyticsPanel } from "./analytics.js";
 import { anomalyBadge, anomalyTable, daqBadge, lastAnomalyText } from "./overview.js";
 
 function items(data) {
@@ -26,9 +27,10 @@ export function machineView(ctx, name) {
   const alarmsPanel = h("section", { class: "panel alarms-panel" });
   const chartGrid = h("section", { class: "grid charts", id: "live-charts" });
   const history = anomalyHistory(name);
+  const analytics = analyticsPanel(name, ch); // issue 17: spectrum, waterfall, velocity RMS
   const el = h("div", { class: "view machine", dataset: { machine: name } },
     head, h("div", { class: "row2" }, indicator, alarmsPanel),
-    h("h2", {}, t("live_charts")), chartGrid, history.el);
+    h("h2", {}, t("live_charts")), chartGrid, analytics.el, history.el);
 
   function chart(sensor) {
     let c = charts.get(sensor);
@@ -107,6 +109,7 @@ export function machineView(ctx, name) {
     el,
     destroy() {
       clearInterval(tick);
+      analytics.destroy();
       for (const off of offs) off();
       if (ch.connected && subscribed.size) ch.emit("unsubscribe");
       for (const c of charts.values()) c.chart.destroy();
