@@ -363,7 +363,7 @@ export class VelocityChart {
       height,
       tzDate,
       fmtDate,
-      scales: { x: { time: true, range: (u, min, max) => this.xRange(min, max) }, y: { range: (u, min, max) => [0, Math.max(max * 1.15, (this.edges[2] || 1) * 1.25)] } },
+      scales: { x: { time: true, auto: false }, y: { range: (u, min, max) => [0, Math.max(max * 1.15, (this.edges[2] || 1) * 1.25)] } },
       series: [{}, lineSeries(label, INK, 2, true)],
       axes: [{ ...AXIS }, { ...AXIS, size: 60 }],
       hooks: {
@@ -398,7 +398,11 @@ export class VelocityChart {
   }
 
   set(xs, ys) {
-    this.chart.setData([xs, ys]);
+    this.chart.setData([xs, ys], false);
+    if (xs.length) {
+      const [min, max] = this.xRange(xs[0], xs[xs.length - 1]);
+      this.chart.setScale("x", { min, max });
+    }
   }
 
   destroy() {
