@@ -97,6 +97,24 @@ def yardstick(samples, repeat=5):
     return chunks * N_FLOATS / best
 
 
+def bench_rows(quick=False, workdir=None):
+    """Rows for ``python -m bench`` (add ``("analytics_ingest", "bench_rows")``
+    to its module list): spectra off and the default, one round."""
+    frames = 200 if quick else 1200
+    workdir = workdir or tempfile.mkdtemp(prefix="tsrmon-bench-analytics-")
+    out = []
+    for name, spectra in (("fullrate-spectra-off", False), ("fullrate-spectra-on", True)):
+        r = fullrate(os.path.join(workdir, name), frames, spectra, spectra)
+        sp = r["spectra"]
+        out.append({"row": name, "figure": f"full rate 4×25,600 floats, raw CSV off, spectra "
+                                          f"{'+ envelope on' if spectra else 'off'}: samples/s",
+                    "value": round(r["samples_per_s"]), "target": "≥ 10,000,000",
+                    "pass": r["samples_per_s"] >= 10e6 and r["accepted"] >= r["frames"],
+                    "detail": f"CPU {r['cpu_pct']:.0f}%, RSS {r['rss_mb']:.0f} MB, "
+                              f"{sp.get('dropped_chunks_total', 0):.0f} chunks dropped for spectra"})
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m bench.analytics_ingest")
     ap.add_argument("--quick", action="store_true", help="200 frames a row (about a minute in all)")

@@ -25,7 +25,7 @@ RATE = 25600
 VELOCITY = 9806.65 / (2 * math.pi * 50) / math.sqrt(2)   # 22.07 mm/s for 1 g at 50 Hz
 
 
-def rig(tmp_path, start, thread=False, max_backlog=2**30, **sections):
+def rig(tmp_path, start, thread=False, max_backlog=2**30, max_wait=0.1, **sections):
     cfg = config(tmp_path, ZONE, **sections)
     clock = task.Clock()
     clock.advance(start)
@@ -35,7 +35,7 @@ def rig(tmp_path, start, thread=False, max_backlog=2**30, **sections):
     hub.remember(["Fan"])
     catalog = SensorCatalog(cfg)
     spectra = SpectraService(cfg, clock, store, catalog, reactor=reactor, thread=thread,
-                             max_backlog_bytes=max_backlog)
+                             max_backlog_bytes=max_backlog, max_wait=max_wait)
     hub.spectra = spectra
     spectra.startService()
     return cfg, clock, store, hub, spectra
@@ -180,6 +180,8 @@ def test_a_worker_that_falls_behind_drops_chunks_for_spectra_only(tmp_path):
     spectra._pool.callInThread(held.wait, 30)   # the worker is busy elsewhere
     stream(hub, clock, 40)            # 40 chunks: 4 fit in the backlog, 36 are dropped
     assert spectra.dropped_chunks == 36 and spectra.chunks == 4
+    # It waited once for a worker that made no progress, then no more.
+    assert spectra.counters()["backlog_waits"] == 1
     assert spectra.counters()["backlog_bytes_now"] == 4 * RATE * 8
     held.set()
     yield spectra.stopService()
@@ -223,3 +225,18 @@ def test_late_data_of_a_configured_sensor_lands_in_its_own_minute(tmp_path):
     yield store.stopService()
     spec = yield read(cfg, lambda r: r.spectrum("Fan", "vib", start + 5))
     assert spec["t0"] == start and spec["blocks"] == (10 * RATE - 32768) // 16384 + 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_full_backlog_waits_for_the_worker_instead_of_dropping(tmp_path):
+    """A sender faster than the analysis is slowed to its pace: nothing dropped."""
+    start = epoch(ZONE, "2026-12-07 10:00:00")
+    cfg, clock, store, hub, spectra = rig(tmp_path, start, thread=True,
+                                          max_backlog=2 * RATE * 8, max_wait=30)
+    stream(hub, clock, 40)
+    yield spectra.stopService()
+    yield store.stopService()
+    assert spectra.dropped_chunks == 0 and spectra.chunks == 40
+    assert spectra.counters()["backlog_waits"] > 0
+    feats = yield read(cfg, lambda r: r.features("Fan", "vib", start, start + 3600))
+    assert sum(f["blocks"] for f in feats) == (40 * RATE - 32768) // 16384 + 1

@@ -21,9 +21,11 @@ The FFT work runs on a dedicated single worker thread (``SPECTRA.THREAD``,
 default true): numpy's FFT releases the GIL, so the reactor goes on with
 the decoder and the statistics while a second core does the spectra; one
 worker keeps each sensor's chunks in order.  At most ``max_backlog_bytes``
-(64 MB) of samples wait for it; beyond that a chunk is dropped for spectra
-only (counted; the sensor's accumulators restart there, so no block spans
-the hole).  The backlog is what the worker has not finished (it counts its
+(64 MB) of samples wait for it.  When that is full the reactor waits for
+the worker, at most ``max_wait`` (0.1 s) a chunk (a sender faster than real
+time is then slowed to the pace of the analysis, as TCP backpressure); a
+worker that makes no progress in that time gets chunks dropped for spectra
+only (counted; a hole marker keeps any block from spanning the gap).  The backlog is what the worker has not finished (it counts its
 own progress), not what the reactor has not yet been told.  ``SPECTRA.THREAD: false`` computes on the reactor (tests, tools).
 
 Rows go to the store's writer (``SQLiteStore.upsert_spectrum`` /
@@ -39,6 +41,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -97,6 +100,7 @@ class SensorSpectra:
         # hole left by a dropped chunk) and whether a drain job is queued.
         self.queue = collections.deque()
         self.scheduled = False
+        self.lock = threading.Lock()
 
     def gap(self):
         """A hole in the data (a chunk dropped): no block spans it; the open
@@ -133,7 +137,7 @@ class SpectraService(service.Service):
     SWITCH_INTERVAL = float(os.environ.get("TSRMON_SWITCH_INTERVAL", "0.0005"))
 
     def __init__(self, config, clock, store, catalog, reactor=None, alarms=None,
-                 max_backlog_bytes=64 * 2**20, thread=None):
+                 max_backlog_bytes=64 * 2**20, thread=None, max_wait=0.1):
         self.config = config
         self.cfg = config["SPECTRA"]
         self.clock = clock
@@ -143,6 +147,11 @@ class SpectraService(service.Service):
         self.alarms = alarms
         self.calendar = Calendar(config["TIME"]["ZONE"])
         self.max_backlog_bytes = max_backlog_bytes
+        self.max_wait = max_wait
+        self._progress = threading.Event()   # set by the worker after each chunk
+        self._stuck = False
+        self.waits = 0
+        self.wait_seconds = 0.0   # reactor time spent waiting for the worker
         self.threaded = self.cfg["THREAD"] if thread is None else thread
         self._sensors = {}       # (machine, sensor, late) -> SensorSpectra
         self._refused = set()    # (machine, sensor) told why no spectra (logged once)
@@ -253,7 +262,7 @@ class SpectraService(service.Service):
             self.samples += n
             self._store_results(key, self._work(acc, t_first, x))
             return
-        if self._queued_bytes - self._done_bytes + x.nbytes > self.max_backlog_bytes:
+        if not self._room(x.nbytes):
             self.dropped_chunks += 1
             acc.queue.append(None)   # a hole: no block spans it
             self._schedule(key, acc)
@@ -267,13 +276,46 @@ class SpectraService(service.Service):
         acc.queue.append((t_first, x))
         self._schedule(key, acc)
 
+    def _room(self, nbytes):
+        """Whether the backlog has room for ``nbytes``.  When it is full the
+        reactor waits for the worker, at most ``max_wait`` seconds: the
+        reactor is then the one flooding (a sender faster than real time
+        keeps it busy and takes the GIL from the worker), and waiting
+        releases the GIL, so the analysis keeps pace instead of dropping.
+        A worker that makes no progress in that time is not waited for
+        again until it does (then chunks are dropped for spectra only)."""
+        limit = self.max_backlog_bytes
+        if self._queued_bytes - self._done_bytes + nbytes <= limit:
+            return True
+        if self._stuck or self.max_wait <= 0:
+            return False
+        started = time.monotonic()
+        deadline = started + self.max_wait
+        try:
+            while True:
+                self._progress.clear()
+                if self._queued_bytes - self._done_bytes + nbytes <= limit:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._progress.wait(left):
+                    self._stuck = True
+                    return False
+        finally:
+            self.waits += 1
+            self.wait_seconds += time.monotonic() - started
+
     def _schedule(self, key, acc):
-        if acc.scheduled:
-            return
-        acc.scheduled = True
+        """Make sure a drain job runs for ``acc`` (reactor thread).  The job
+        clears ``acc.scheduled`` itself, under ``acc.lock``, when it finds the
+        queue empty: so whenever a chunk is queued a job will take it, even
+        while the reactor waits for the worker in :meth:`_room`."""
+        with acc.lock:
+            if acc.scheduled:
+                return
+            acc.scheduled = True
         self._in_flight += 1
-        d = threads.deferToThreadPool(self.reactor, self._pool, self._drain, acc)
-        d.addBoth(self._drained, key, acc)
+        d = threads.deferToThreadPool(self.reactor, self._pool, self._drain, key, acc)
+        d.addBoth(self._drained, key)
         self._tail = d
 
     def _work(self, acc, t, x):
@@ -288,59 +330,57 @@ class SpectraService(service.Service):
 
     MAX_BATCH = 16
 
-    def _drain(self, acc):
-        """Worker thread: every chunk queued for one sensor.  Contiguous
-        chunks go in as one array: fewer, larger numpy calls, so fewer GIL
-        hand-offs with the reactor (the worker's real cost when the reactor
-        is busy).  Returns ``(results, errors)``."""
-        started = time.thread_time()
-        out, errors = [], []
+    def _drain(self, key, acc):
+        """Worker thread: the chunks queued for one sensor, until none is
+        left.  Contiguous chunks go in as one array: fewer, larger numpy
+        calls, so fewer GIL hand-offs with the reactor (the worker's real
+        cost when the reactor is busy).  Closed minutes go to the reactor
+        as they come (``callFromThread``)."""
         q = acc.queue
         rate = acc.rate
-        try:
-            while q:
-                item = q.popleft()
-                if item is None:
-                    acc.gap()
-                    continue
-                t, x = item
-                parts = [item]
-                expected = t + x.size / rate
-                while q and q[0] is not None and len(parts) < self.MAX_BATCH:
-                    t2, x2 = q[0]
-                    if t2 > expected + acc.max_gap or (
-                            not acc.follow_early and t2 < expected - acc.max_gap):
-                        break
-                    parts.append(q.popleft())
-                    expected += x2.size / rate
-                y = x if len(parts) == 1 else np.concatenate([p[1] for p in parts])
-                try:
-                    out.extend(acc.add(t, y))
-                except ValueError:
-                    # One bad part must not cost the others: one at a time.
-                    for tp, xp in parts:
-                        try:
-                            out.extend(acc.add(tp, xp))
-                        except ValueError as e:
-                            errors.append(e)
-                finally:
-                    self._done_bytes += y.nbytes
-        finally:
-            self.work_seconds += time.thread_time() - started
-        return out, errors
+        while True:
+            with acc.lock:
+                if not q:
+                    acc.scheduled = False
+                    return None
+            started = time.thread_time()
+            item = q.popleft()
+            if item is None:
+                acc.gap()
+                continue
+            t, x = item
+            parts = [item]
+            expected = t + x.size / rate
+            while q and q[0] is not None and len(parts) < self.MAX_BATCH:
+                t2, x2 = q[0]
+                if t2 > expected + acc.max_gap or (
+                        not acc.follow_early and t2 < expected - acc.max_gap):
+                    break
+                parts.append(q.popleft())
+                expected += x2.size / rate
+            y = x if len(parts) == 1 else np.concatenate([p[1] for p in parts])
+            out = []
+            try:
+                out.extend(acc.add(t, y))
+            except ValueError:
+                # One bad part must not cost the others: one at a time.
+                for tp, xp in parts:
+                    try:
+                        out.extend(acc.add(tp, xp))
+                    except ValueError as e:
+                        self.reactor.callFromThread(self._store_results, key, e)
+            finally:
+                self._done_bytes += y.nbytes
+                self._stuck = False
+                self._progress.set()
+                self.work_seconds += time.thread_time() - started
+            if out:
+                self.reactor.callFromThread(self._store_results, key, out)
 
-    def _drained(self, result, key, acc):
+    def _drained(self, result, key):
         self._in_flight -= 1
-        acc.scheduled = False
         if hasattr(result, "getErrorMessage"):  # a Failure
             self.log.failure("spectra of {key} failed", result, key=key)
-        else:
-            out, errors = result
-            for e in errors:
-                self._store_results(key, e)
-            self._store_results(key, out)
-        if acc.queue and self._pool is not None:
-            self._schedule(key, acc)
         return None
 
     # -- results --------------------------------------------------------------
@@ -396,4 +436,5 @@ class SpectraService(service.Service):
                 "chunks_pending": self._in_flight,
                 "backlog_bytes_now": self._queued_bytes - self._done_bytes,
                 "sensors_active": len(self._sensors),
-                "work_seconds": round(self.work_seconds, 3)}
+                "work_seconds": round(self.work_seconds, 3),
+                "backlog_waits": self.waits, "backlog_wait_seconds": round(self.wait_seconds, 3)}
