@@ -400,6 +400,10 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     store = rooms["store"] = SQLiteStore(
         config, reactor, hub, minute_retention_days=config["DATABASE"]["MINUTE_RETENTION_DAYS"])
     hub.remember(store.known_machines())
+    # Case checks of sensor names survive restarts (a stored 'Vib' refuses 'vib').
+    from tsrmon.store.schema import stored_sensor_names
+    for machine in store.known_machines():
+        hub.remember_sensors(machine, stored_sensor_names(store.folder, machine))
     raw = rooms["raw"] = RawCSVService(config, reactor, reactor, worker=config["DATA"]["WRITER"])
     stats = rooms["stats"] = StatsService(config, reactor, hub, store)
     # Issue 17: sensor metadata and per-minute spectra/features (tsrmon/spectra/).

@@ -181,6 +181,26 @@ def _fold(name):
     return name.casefold()
 
 
+def stored_sensor_names(folder, machine):
+    """The sensor names ``<folder>/<machine>.db`` records (read-only; [] for a
+    deployed file without the sensors table, or one that cannot be read)."""
+    import sqlite3
+    import urllib.parse
+
+    path = os.path.join(folder, f"{machine}.db")
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return []
+    try:
+        return [r[0] for r in conn.execute(f"SELECT name FROM {SENSORS_TABLE}") if isinstance(r[0], str)]
+    except sqlite3.Error:
+        return []  # no sensors table (deployed file, tables unique already) or unreadable
+    finally:
+        conn.close()
+
+
 def find_case_collisions(folder):
     """Names in ``folder`` (``DATABASE.PATH``) that differ only in case.
 
@@ -197,9 +217,6 @@ def find_case_collisions(folder):
 
     Databases are opened read-only; one that cannot be read is skipped.
     """
-    import sqlite3
-    import urllib.parse
-
     out = []
     machines = machine_names(folder)
     groups = {}
@@ -207,18 +224,7 @@ def find_case_collisions(folder):
         groups.setdefault(_fold(m), []).append(m)
     out.extend({"kind": "machine", "names": sorted(g)} for g in groups.values() if len(g) > 1)
     for m in machines:
-        path = os.path.join(folder, f"{m}.db")
-        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-        try:
-            conn = sqlite3.connect(uri, uri=True, timeout=1.0)
-        except sqlite3.Error:
-            continue
-        try:
-            names = [r[0] for r in conn.execute(f"SELECT name FROM {SENSORS_TABLE}")]
-        except sqlite3.Error:
-            continue  # no sensors table (deployed file, tables unique already) or unreadable
-        finally:
-            conn.close()
+        names = stored_sensor_names(folder, m)
         by_fold = {}
         for n in names:
             if isinstance(n, str):
