@@ -218,3 +218,21 @@ def test_machines_shows_sensor_metadata(api):
     assert vib["sources"]["rpm"] == "config" and vib["sources"]["rate"] == "inferred"
     temp = sensors["temp"]["meta"]
     assert temp["rate"] == 30 and temp["unit"] == "°C" and temp["sources"]["unit"] == "type"
+
+
+@pytest_twisted.inlineCallbacks
+def test_stat_minute_fields(api):
+    # The clock stands 130 s after 10:00:00: the last 5 minutes hold 10:00-10:02.
+    _, plain = yield api.get("/stat/minute?machine=Fan&minutes=5")
+    rich = yield api.json("/stat/minute?machine=Fan&minutes=5&fields=kurtosis,crest,moments_count")
+    assert orjson.dumps([{k: v for k, v in i.items() if k in LEGACY_KEYS} for i in rich]) == plain
+    vib = [i for i in rich if i["name"] == "vib_minute_avg"]
+    assert [i["time"] for i in vib] == ["2026-12-07 10:00:00", "2026-12-07 10:01:00", "2026-12-07 10:02:00"]
+    # Chunks are binned by their arrival second (10:00:01 … 10:02:10).
+    assert [i["moments_count"] for i in vib] == [i["count"] for i in vib] == [59 * RATE, 60 * RATE, 11 * RATE]
+    for i in vib:
+        assert i["kurtosis"] == pytest.approx(1.5, abs=1e-6) and i["crest"] == pytest.approx(math.sqrt(2), rel=1e-6)
+    temp = [i for i in rich if i["name"] == "temp_minute_avg"]
+    assert temp and all(i["moments_count"] == i["count"] for i in temp)
+    _, body = yield api.get("/stat/minute?machine=Fan&minutes=5&fields=kurtosis&format=csv")
+    assert body.decode().splitlines()[0] == "name,time,data,min,max,rms,count,kurtosis"

@@ -341,7 +341,7 @@ PATHS = {
         "Every sensor table in creation order, each table's rows by time. NULL rows are never "
         "served; duplicate times are served once (docs/storage.md)."),
     "/stat/minute": _get(
-        "Recent minute statistics of a machine", ["machine", "minutes", "align", "format"],
+        "Recent minute statistics of a machine", ["machine", "minutes", "align", "fields", "format"],
         _json_or_csv(_array("StatItem"))),
     "/stat/anomaly": _get(
         "Anomalies (score > threshold) of a machine, oldest first",

@@ -508,9 +508,23 @@ class RestAPI:
                 raise BadParameter("minutes", f"minutes must be between 1 and {MAX_MINUTES}")
         align = self._bool(request, "align", False)
         fmt = self._format(request)
+        fields = self._fields(request)
         now = self.clock.seconds()
         # The current minute is included (its row grows until it closes).
         since = (math.floor(now / 60) - minutes + 1) * 60
+        if fields is not None:
+            series = yield self.reader.minutes(machine, since, None)
+            if align:
+                series = align_series(series, "minute")
+            zone = self._zone()
+            moments = yield self.reader.moment_stats(
+                machine, "minute", datetime.fromtimestamp(since, zone).date().isoformat(), None,
+                sensors=[s.sensor for s in series])
+            if fmt == "csv":
+                request.setHeader(b"Content-Disposition",
+                                  _content_disposition(f"{machine}_minute_last{minutes}"))
+            request.setHeader(b"Content-Type", CSV if fmt == "csv" else JSON)
+            return _stat_fields(series, moments, fields, fmt)
 
         def render(series):
             if align:
