@@ -134,8 +134,6 @@ def test_daq_port_in_use_stops_the_daemon_with_exit_1_and_closes_http(tmp_path, 
     assert port_is_closed(d.http_port)
 
 
-@pytest.mark.xfail(strict=True, reason="DAQListenerService logs its listen failure with a traceback "
-                                       "(tsrmon/ingest/protocol.py; change described in the issue-15 report)")
 def test_daq_port_in_use_is_one_line_without_traceback(tmp_path):
     d = Daemon(tmp_path / "work")
     blocker = busy_port(d.tcp_port)

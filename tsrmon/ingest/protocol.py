@@ -719,16 +719,13 @@ class DAQListenerService(service.Service):
             return port
 
         def failed(failure):
+            # The top service reports it in one critical line and stops the
+            # daemon (exit status 1): no traceback for a port in use.
             self.listen_error = failure.getErrorMessage()
-            self.log.failure("cannot listen for DAQ connections on {description}", failure,
-                             description=description)
             return failure
 
         d.addCallbacks(listening, failed)
         self.listening = d
-        # Listening failures are logged above; callers that wait on
-        # ``listening`` still see them.
-        d.addErrback(lambda f: None)
 
     def reconfigure(self, config):
         self.config = config
