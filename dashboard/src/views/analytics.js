@@ -112,10 +112,18 @@ export function analyticsPanel(name, ch) {
       : `ISO 10816-3, ${t("iso_group", iso.group, iso.foundation)}: A/B ${edges[0]} · B/C ${edges[1]} · C/D ${edges[2]} mm/s`;
   }
 
+  // Sensors sampled at ≥ 1 kHz (from /machines metadata). Metadata is known
+  // once a sensor sent data in this run, so on the first look every sensor
+  // is also tried for stored spectra (an offline machine after a restart).
+  let probed = false;
   async function sensorsWithSpectra() {
     const got = await getJSON("machines");
     const m = ((got && got.machines) || []).find((x) => x.machine === name);
-    return ((m && m.sensors) || []).filter((s) => s.meta && s.meta.rate >= SPECTRA_MIN_RATE).map((s) => s.name);
+    const sensors = (m && m.sensors) || [];
+    const fast = sensors.filter((s) => s.meta && s.meta.rate >= SPECTRA_MIN_RATE).map((s) => s.name);
+    if (fast.length || probed) return fast;
+    probed = true;
+    return sensors.filter((s) => !s.meta).map((s) => s.name);
   }
 
   async function refresh() {
