@@ -76,6 +76,7 @@ def test_feature_rules_are_judged_once_a_minute_over_their_window(tmp_path):
     rig = Rig(tmp_path, [
         {"name": "vel", "metric": "velocity_rms", "above": 4.5, "clear": 4.0, "window": "3 min"},
         {"name": "outer", "metric": "bpfo", "above": 0.05},
+        {"name": "temp-only", "metric": "velocity_rms", "above": 1.0, "types": ["TEMP"]},
     ])
     yield rig.start()
     svc = rig.svc
@@ -83,12 +84,14 @@ def test_feature_rules_are_judged_once_a_minute_over_their_window(tmp_path):
     quiet = {"velocity_rms": 2.0, "bearing": {"bpfo": [[1, 89.6, 0.01]]}}
     loud = {"velocity_rms": 6.0, "bearing": {"bpfo": [[1, 89.6, 0.2]]}}
     for k, f in enumerate([quiet, quiet, loud]):
-        svc.features("M", "vib", None, t + 60 * (k + 1), f)
+        svc.features("M", "vib", None, t + 60 * (k + 1), f, "VIB")
     # bpfo over one minute trips at once; velocity's 3-min RMS is
     # sqrt((4 + 4 + 36) / 3) = 3.83: not yet.
+    # ("temp-only" is for TEMP sensors: never judged on this VIB sensor.)
     assert [e["rule"] for e in rig.rec.events("raised")] == ["outer"]
-    svc.features("M", "vib", None, t + 240, loud)
+    svc.features("M", "vib", None, t + 240, loud, "VIB")
     raised = [e for e in rig.rec.events("raised") if e["rule"] == "vel"]
+    assert [e["sensor"] for e in rig.rec.events("raised") if e["rule"] == "temp-only"] == []
     assert len(raised) == 1
     assert raised[0]["value"] == pytest.approx(math.sqrt((4 + 36 + 36) / 3))
     yield rig.stop()

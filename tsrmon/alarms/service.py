@@ -287,14 +287,14 @@ class AlarmService(service.Service):
             tracker.note = "not judged: " + (why or "SPECTRA.ENABLED is false")
         return tracker.source
 
-    def features(self, machine, sensor, meta, t, feats):
+    def features(self, machine, sensor, meta, t, feats, stype=None):
         """One minute's features of a sensor (the spectra room, once a minute;
         ``t`` the minute's end): judges the feature metrics and the ISO
         presets that judge true velocity RMS."""
         if not self._ready:
             return
         for rule in self._sensor_rules:
-            if not (rule.matches_machine(machine) and rule.matches_sensor(sensor)):
+            if not (rule.matches_machine(machine) and rule.matches_sensor(sensor, stype)):
                 continue
             preset = bool(rule.extra and rule.extra.get("preset"))
             if preset:

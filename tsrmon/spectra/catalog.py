@@ -89,6 +89,10 @@ class SensorCatalog:
             e.meta = _meta.resolve(machine, sensor, e.stype, self.entries, e.reported, e.inferred)
         return e.meta
 
+    def stype(self, machine, sensor):
+        e = self._sensors.get((machine, sensor))
+        return None if e is None else e.stype
+
     def as_dict(self, machine):
         """``{sensor: SensorMeta.as_dict()}`` of a machine (for ``/machines``)."""
         return {s: self.meta(m, s).as_dict() for (m, s) in list(self._sensors) if m == machine}

@@ -419,7 +419,8 @@ class SpectraService(service.Service):
         self.latest[(machine, sensor)] = (m_t0, feats)
         if self.alarms is not None:
             try:
-                self.alarms.features(machine, sensor, meta, m_t0 + 60, feats)
+                self.alarms.features(machine, sensor, meta, m_t0 + 60, feats,
+                                     self.catalog.stype(machine, sensor))
             except Exception:
                 self.log.failure("alarm rules failed on the features of {machine}/{sensor}",
                                  machine=peer_text(machine), sensor=peer_text(sensor))
