@@ -242,3 +242,29 @@ def test_deployed_database_migrates_to_version_2_and_keeps_its_answers(tmp_path)
         assert "ref" in migrate.columns(conn, schema.SENSORS_TABLE)
     finally:
         conn.close()
+
+
+def test_a_retried_queue_compacts_moment_rows_exactly():
+    """A failing database's queue is compacted per bucket before each retry:
+    rows with moments (about equal or different references) merge exactly,
+    and a row without moments adds only to the deployed sums."""
+    from tsrmon.store.sqlite import compact_ops
+    from tsrmon.stats.sums import row_moments
+    rng = np.random.default_rng(11)
+    x = [40 + rng.normal(0, 0.01, 200) for _ in range(3)]
+
+    def row(v, ref):
+        head = ("t", "hour", 0, 0, "t", v.size, float(v.sum()), float(np.abs(v).sum()),
+                float(v.min()), float(v.max()), float((v * v).sum()))
+        return head if ref is None else head + Moments.of(v, ref).as_columns()[:6]
+    ops = [("sums", [row(x[0], 40.0)]), ("sums", [row(x[1], 40.02)]), ("sums", [row(x[2], None)]),
+           ("spectrum", "v", "spectrum_minute", 0, 0, "t", 1, 25600.0, 6.25, 6.25, b"\0" * 8)]
+    out, n = compact_ops(ops)
+    assert n == 2 and out[1][0] == "spectrum"
+    (merged,) = out[0][1]
+    assert merged[5] == 600
+    m = row_moments(merged)
+    assert m.count == 400 and m.ref == 40.0
+    want = Moments.of(np.concatenate(x[:2]), 40.0)
+    assert m.kurtosis == pytest.approx(want.kurtosis, rel=1e-9)
+    assert m.s2 == pytest.approx(want.s2, rel=1e-12)
