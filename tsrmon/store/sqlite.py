@@ -32,7 +32,6 @@ from twisted.python.failure import Failure
 
 from tsrmon.names import name_problem, quote_identifier
 from tsrmon.peerlog import peer_text
-from tsrmon.analytics.moments import Moments
 from tsrmon.stats.calendar import Calendar
 from tsrmon.stats.sums import merge_rows, row_moments
 from tsrmon.store import migrate, schema, serving, spool, spectra
