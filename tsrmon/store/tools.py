@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from tsrmon.lock import lock_owner
 from tsrmon.names import name_problem, quote_identifier
 from tsrmon.stats.calendar import Calendar
+from tsrmon.analytics.moments import Moments, choose_reference
 from tsrmon.stats.sums import PartialSums
 from tsrmon.store import migrate, schema, spool
 from tsrmon.store.sqlite import SensorCatalog, apply_sum_rows
@@ -118,8 +119,12 @@ def _second_key(text):
     return text
 
 
-def parse_raw_csv(path, calendar, day):
-    """Minute sums of one raw CSV file: ``({minute t0: PartialSums}, bad_lines)``."""
+def parse_raw_csv(path, calendar, day, ref=None):
+    """Minute sums of one raw CSV file: ``({minute t0: PartialSums}, bad_lines)``.
+
+    The sums carry the higher moments about ``ref`` (the sensor's stored
+    reference; None: chosen from this file's samples), as the statistics
+    room's do, so rebuilt rows answer skewness and kurtosis too."""
     lines = _read_text(path).splitlines()
     if lines and lines[0].strip().lower().startswith("time"):
         lines = lines[1:]
@@ -160,6 +165,14 @@ def parse_raw_csv(path, calendar, day):
     sq = np.add.reduceat(arr * arr, idx)
     lo = np.minimum.reduceat(arr, idx)
     hi = np.maximum.reduceat(arr, idx)
+    if ref is None:
+        ref = choose_reference(arr)
+    d = arr - ref
+    d2 = d * d
+    p1 = np.add.reduceat(d, idx)
+    p2 = np.add.reduceat(d2, idx)
+    p3 = np.add.reduceat(d2 * d, idx)
+    p4 = np.add.reduceat(d2 * d2, idx)
     to_epoch = _LocalTimes(calendar, day)
     for k, start in enumerate(starts):
         try:
@@ -168,8 +181,9 @@ def parse_raw_csv(path, calendar, day):
             bad += int(counts[k])
             continue
         m0 = calendar.minute_start(t)
-        part = PartialSums(int(counts[k]), float(s[k]), float(sa[k]), float(lo[k]),
-                           float(hi[k]), float(sq[k]))
+        n = int(counts[k])
+        part = PartialSums(n, float(s[k]), float(sa[k]), float(lo[k]), float(hi[k]), float(sq[k]),
+                           Moments(n, ref, p1[k], p2[k], p3[k], p4[k], lo[k], hi[k]))
         got = minutes.get(m0)
         if got is None:
             minutes[m0] = part
@@ -188,15 +202,20 @@ def _recompute_parent(conn, calendar, sensor, level, below, t_start, t_end, t0, 
     counted ``below`` rows inside it (legacy rows are left alone)."""
     src = quote_identifier(schema.stat_table(sensor, below))
     dst = quote_identifier(schema.stat_table(sensor, level))
-    n, s, sa, lo, hi, sq = conn.execute(
-        f'SELECT SUM("count"), SUM("sum"), SUM("sum_abs"), MIN("min"), MAX("max"), SUM("sum_sq") '
+    # Rows below share the sensor's one stored reference (the writer shifts
+    # every row to it), so their moment sums add up directly.
+    n, s, sa, lo, hi, sq, mc, s1, s2, s3, s4 = conn.execute(
+        f'SELECT SUM("count"), SUM("sum"), SUM("sum_abs"), MIN("min"), MAX("max"), SUM("sum_sq"), '
+        f'SUM(mcount), SUM(s1), SUM(s2), SUM(s3), SUM(s4) '
         f'FROM {src} WHERE "count" > 0 AND t0 >= ? AND t0 < ? ', (t_start, t_end)).fetchone()
     conn.execute(f"DELETE FROM {dst} WHERE t0 = ?", (t0,))
     if n:
         data = (sa if mode == "ABS" else s) / n
         conn.execute(f'INSERT INTO {dst} (time, data, t0, utc_offset, "count", "sum", "sum_abs", '
-                     f'"min", "max", "sum_sq") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                     (text, data, t0, offset, n, s, sa, lo, hi, sq))
+                     f'"min", "max", "sum_sq", mcount, s1, s2, s3, s4) '
+                     f'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                     (text, data, t0, offset, n, s, sa, lo, hi, sq, mc or 0,
+                      s1 or 0.0, s2 or 0.0, s3 or 0.0, s4 or 0.0))
 
 
 def _refuse_if_spooled(config):
@@ -248,7 +267,7 @@ def rebuild_stats(config, machine, date_from, date_to, progress=None):
         if progress is not None:
             progress(0, total)
         for day, sensor, file_path in files:
-            minutes, bad = parse_raw_csv(file_path, calendar, day)
+            minutes, bad = parse_raw_csv(file_path, calendar, day, catalog.refs.get(sensor))
             summary["bad_lines"] += bad
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -271,7 +290,8 @@ def rebuild_stats(config, machine, date_from, date_to, progress=None):
                         else:
                             got[1].merge(sums)
                     summary["samples"] += sums.count
-                rows = [(sensor,) + tuple(b) + s.as_tuple() for b, s in merged.values()]
+                rows = [(sensor,) + tuple(b) + s.as_tuple() + s.moment_tuple()
+                        for b, s in merged.values()]
                 apply_sum_rows(conn, catalog, rows)
                 conn.execute("COMMIT")
             except BaseException:
