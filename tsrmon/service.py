@@ -445,6 +445,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     hub.live.append(live)
     hub.alarms = alarms
     hub.spectra = spectra
+    hub.catalog = catalog      # JSON frames' own rate/unit/rpm (issue 17)
     live.spectra = spectra  # the live `spectrum` event follows spectra.latest (issue 17)
     live.spectrum_reader = reader.spectrum
     spectra.alarms = alarms    # per-minute features for velocity_rms, band:, order:, tones

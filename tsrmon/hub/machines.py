@@ -111,7 +111,10 @@ class MachineHub(service.Service):
         # Connect, takeover and disconnect lines: a reconnect storm writes a
         # few lines a minute per machine and source, not one per reconnect.
         self.peerlog = PeerLog(self.log, clock, burst=5, global_burst=100)
-        self.counters = dict.fromkeys(("refused_sensor_case", "refused_sensor_max"), 0)
+        self.counters = dict.fromkeys(("refused_sensor_case", "refused_sensor_max",
+                                       "refused_sensor_meta"), 0)
+        self.catalog = None  # the sensor catalog (tsrmon/spectra/catalog.py), attached by makeService
+        self._reported = {}  # (machine, sensor) -> the metadata last handed to the catalog
 
     # -- configuration -------------------------------------------------
     def reconfigure(self, config):
@@ -218,11 +221,12 @@ class MachineHub(service.Service):
         return [m.connection for m in self.machines.values() if m.connection is not None]
 
     # -- data ------------------------------------------------------------
-    def data(self, machine, sensors, t=None, late=False):
+    def data(self, machine, sensors, t=None, late=False, meta=None):
         """One DataUpdate: ``sensors`` is a list of (name, type, finite values).
 
         Names were checked by ingest.  ``t`` is the frame's own time for late
-        samples (``late=True``); otherwise now.
+        samples (``late=True``); otherwise now.  ``meta``: the DAQ's own
+        sensor metadata (JSON ``rate``/``unit``/``rpm``) by sensor name.
         """
         now = self.clock.seconds()
         if t is None:
@@ -236,6 +240,8 @@ class MachineHub(service.Service):
             if known.get(sensor) != stype:
                 if not self._new_sensor(machine, sensor, stype):
                     continue
+            if meta is not None and sensor in meta:
+                self._report_meta(machine, sensor, stype, meta[sensor])
             if len(values) == 0:  # a list, or a numpy array for long chunks
                 continue
             machine.samples += len(values)
@@ -249,6 +255,27 @@ class MachineHub(service.Service):
             spectra = getattr(self, "spectra", None)  # issue 17: spectra room (tsrmon/spectra/)
             if spectra is not None:
                 spectra.data(machine.name, sensor, stype, values, t, late)
+
+    def _report_meta(self, machine, sensor, stype, reported):
+        """Hand a sensor's reported metadata to the catalog when it changed;
+        a refused value is logged (rate-limited) and counted, and the
+        samples are kept with the metadata the catalog had."""
+        catalog = self.catalog
+        if catalog is None:
+            return
+        key = (machine.name, sensor)
+        if self._reported.get(key) == reported:
+            return
+        try:
+            catalog.report(machine.name, sensor, stype, reported)
+        except ValueError as e:
+            self.counters["refused_sensor_meta"] += 1
+            self.peerlog.warn(machine.name, "sensor meta " + sensor,
+                              "{machine}/{sensor}: sensor metadata refused ({why}); samples kept",
+                              machine=machine.name, sensor=peer_text(sensor), why=peer_text(str(e), 200))
+            return
+        if len(self._reported) < 65536:
+            self._reported[key] = reported
 
     def _new_sensor(self, machine, sensor, stype):
         if sensor not in machine.sensors:

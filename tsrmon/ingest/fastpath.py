@@ -75,7 +75,7 @@ class DataPlan:
                 nonfinite += len(values) - len(kept)
                 values = kept
             out.append((sensor, stype, values))
-        return (DATA, out, self.bad, nonfinite, None)
+        return (DATA, out, self.bad, nonfinite, None, None)
 
 
 _MARKER = struct.Struct(">d")

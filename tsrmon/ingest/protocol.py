@@ -358,7 +358,8 @@ class DAQProtocol(protocol.Protocol):
             self._refused_frame(item[1])
             return
         kind = event[0]
-        t = event[-1] if kind != schema.NAME else None
+        # The frame's own time: (DATA, sensors, bad, nonfinite, t, meta), (FAULT, score, threshold, t).
+        t = event[4] if kind == schema.DATA else event[3] if kind == schema.FAULT else None
         if t is not None:
             problem = self._time_problem(t)
             if problem is not None:
@@ -376,7 +377,7 @@ class DAQProtocol(protocol.Protocol):
         counters["frames"] += 1
         self.last_frame = self.clock.seconds()
         if kind == schema.DATA:
-            _, sensors, bad, nonfinite, t = event
+            _, sensors, bad, nonfinite, t, meta = event
             if self.dropping and not self.draining:
                 self.dropped_bytes += nbytes
                 machine.dropped_bytes += nbytes
@@ -391,9 +392,9 @@ class DAQProtocol(protocol.Protocol):
             for s in sensors:
                 self.samples += len(s[2])
             if t is None:
-                self.hub.data(machine, sensors)
+                self.hub.data(machine, sensors, meta=meta)
             else:
-                self.hub.data(machine, sensors, t=t, late=True)
+                self.hub.data(machine, sensors, t=t, late=True, meta=meta)
         elif kind == schema.FAULT:
             _, score, threshold, t = event
             self.hub.fault(machine, score, threshold, t)

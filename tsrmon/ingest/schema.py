@@ -3,9 +3,12 @@
 Events (both encodings):
 
 - ``(NAME, machine, token)``
-- ``(DATA, sensors, bad_sensors, nonfinite, t)`` where ``sensors`` is a list
-  of ``(sensor, type, finite values)`` ready for ``MachineHub.data`` and
-  ``bad_sensors`` a list of ``(sensor, why)`` dropped from the frame;
+- ``(DATA, sensors, bad_sensors, nonfinite, t, meta)`` where ``sensors`` is a
+  list of ``(sensor, type, finite values)`` ready for ``MachineHub.data``,
+  ``bad_sensors`` a list of ``(sensor, why)`` dropped from the frame and
+  ``meta`` None or ``{sensor: {"rate"?, "unit"?, "rpm"?}}``, the sensor
+  metadata a JSON frame may carry beside ``type`` and ``data`` (checked by
+  the sensor catalog; a bad value costs the metadata, never the samples);
 - ``(FAULT, score, threshold, t)`` with float score and threshold.
 
 ``t`` is None (stamp on arrival) or the frame's own time in epoch seconds
@@ -163,6 +166,27 @@ def _checked_values(values, sensor):
     return out
 
 
+META_FIELDS = ("rate", "unit", "rpm")
+_MAX_UNIT_CHARS = 32
+
+
+def _sensor_meta(entry):
+    """The JSON sensor entry's ``rate``/``unit``/``rpm`` (None when it has
+    none).  Only their JSON types are checked here; values that are not
+    plausible are left for the catalog to refuse with its own reason."""
+    if len(entry) == 2:  # {"type", "data"}: the common case
+        return None
+    out = {}
+    for key in META_FIELDS:
+        if key in entry:
+            v = entry[key]
+            if key == "unit":
+                out[key] = v[:_MAX_UNIT_CHARS + 1] if type(v) is str else _short(v)
+            else:
+                out[key] = v if type(v) in (int, float) else _short(v)
+    return out or None
+
+
 def data_event(data, trusted, known_names, t, arrays=False):
     """``{sensor: {"type": str, "data": [number, ...]}}``.
 
@@ -176,6 +200,7 @@ def data_event(data, trusted, known_names, t, arrays=False):
     sensors = []
     bad = []
     nonfinite = 0
+    meta = None
     for sensor, entry in data.items():
         if type(entry) is not dict:
             raise FrameRefused(f"sensor {_short(sensor)}: expected {{'type': ..., 'data': [...]}}")
@@ -191,6 +216,12 @@ def data_event(data, trusted, known_names, t, arrays=False):
             if len(known_names) < _MAX_KNOWN_NAMES:
                 known_names.add(sensor)
                 known_names.add(stype)
+        if arrays:  # JSON lines: per-sensor metadata beside type and data
+            reported = _sensor_meta(entry)
+            if reported is not None:
+                if meta is None:
+                    meta = {}
+                meta[sensor] = reported
         if not trusted:
             if arrays and len(values) >= _ARRAY_FROM:
                 arr = _long_chunk(values)
@@ -213,4 +244,4 @@ def data_event(data, trusted, known_names, t, arrays=False):
             nonfinite += len(values) - len(kept)
             values = kept
         sensors.append((sensor, stype, values))
-    return (DATA, sensors, bad, nonfinite, t)
+    return (DATA, sensors, bad, nonfinite, t, meta)
