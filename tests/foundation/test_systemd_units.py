@@ -22,6 +22,8 @@ def unit(name):
 def test_service_unit_has_what_plants_need():
     svc = unit("tsrmon.service")["Service"]
     assert svc["Type"] == "notify" and svc["Restart"] == "on-failure"
+    # A bad configuration or a held lock (exit 2) is not restarted in a loop.
+    assert svc["RestartPreventExitStatus"] == "2"
     assert "--pidfile=" in svc["ExecStart"] and "tsrmon" in svc["ExecStart"]
     assert svc["User"] == "tsrmon" and svc["WorkingDirectory"]
     assert int(svc["LimitNOFILE"]) >= 8192
