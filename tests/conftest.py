@@ -103,3 +103,43 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(pytest.mark.slow)
             if item.get_closest_marker("timeout") is None:
                 item.add_marker(pytest.mark.timeout(SLOW_DEFAULT_TIMEOUT))
+
+
+# --- a leaked thread must not hang the run ---------------------------------------
+# A non-daemon thread a test left running (a service whose worker was never
+# stopped) keeps the interpreter alive after the last test, and Twisted's
+# SIGTERM handler then ignores `timeout`/CI: the run would hang for ever.
+# Name the threads, then leave with pytest's own exit status.
+LEAK_GRACE = float(os.environ.get("TSRMON_LEAK_GRACE", "5"))  # seconds
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._tsrmon_exitstatus = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    import sys
+    import threading
+    import time
+    import traceback
+
+    deadline = time.monotonic() + LEAK_GRACE
+    leaked = []
+    for t in threading.enumerate():
+        if t is threading.main_thread() or t.daemon:
+            continue
+        t.join(max(0.0, deadline - time.monotonic()))
+        if t.is_alive():
+            leaked.append(t)
+    if not leaked:
+        return
+    frames = sys._current_frames()
+    lines = [f"\ntests left {len(leaked)} non-daemon thread(s) running; exiting without waiting for them:"]
+    for t in leaked:
+        lines.append(f"--- {t.name} ({type(t).__module__}.{type(t).__qualname__})")
+        if t.ident in frames:
+            lines.extend(s.rstrip() for s in traceback.format_stack(frames[t.ident])[-4:])
+    sys.stdout.flush()
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    os._exit(getattr(config, "_tsrmon_exitstatus", 1))

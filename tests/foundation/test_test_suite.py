@@ -6,6 +6,7 @@ import configparser
 import os
 import re
 import subprocess
+import sys
 import types
 
 import pytest
@@ -129,3 +130,19 @@ def test_ci_runs_everything_with_services_required():
     assert "git clone" in ci and "mktemp -d" in ci   # a fresh clone, nothing beside it
     assert re.search(r"timeout .*300 .*bench --quick --time-limit \d+", ci)
     assert '-m "not slow"' not in ci and "-m 'not slow'" not in ci
+
+
+def test_a_leaked_thread_does_not_hang_the_run(tmp_path):
+    """A test that leaves a non-daemon thread running: pytest still exits, with
+    its own status, and names the thread (a hang would hit this test's timeout)."""
+    (tmp_path / "test_leak.py").write_text(
+        "import threading\n\n"
+        "def test_leaks():\n"
+        "    threading.Thread(target=threading.Event().wait, name='leaky-worker').start()\n")
+    env = dict(os.environ, TSRMON_LEAK_GRACE="0.2")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-p", "no:cacheprovider",
+                        "--rootdir", str(tmp_path), str(tmp_path / "test_leak.py")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 passed" in r.stdout
+    assert "left 1 non-daemon thread(s) running" in r.stderr and "leaky-worker" in r.stderr
