@@ -4,7 +4,7 @@
 import { Manager } from "socket.io-client";
 import { basePath, token } from "./api.js";
 
-const EVENTS = ["initialize", "update", "second", "anomaly", "status", "alarm"];
+const EVENTS = ["initialize", "update", "second", "anomaly", "status", "alarm", "spectrum"];
 const RETRY_NAMESPACE_MS = 10000;
 
 export class Live {

@@ -68,6 +68,15 @@ async function main() {
     }, inked.toString());
     await shot("analytics-machine.png");
     await shot("analytics-card.png", ".analytics-card");
+    // The next minute comes as a live `spectrum` event (subscribe_spectrum).
+    // (Right after subscribing, the same minute comes live too: wait for a newer one.)
+    const restT0 = Number(await page.getAttribute(".analytics-card canvas.spectrum", "data-t0"));
+    await page.waitForFunction((t0) => {
+      const c = document.querySelector(".analytics-card canvas.spectrum");
+      return c && c.dataset.source === "live" && Number(c.dataset.t0) > t0;
+    }, restT0, { timeout: 100000 });
+    out.live = await page.$eval(".analytics-card canvas.spectrum", (c) => ({ ...c.dataset }));
+    out.rest_t0 = restT0;
     // History: the new statistics columns.
     await page.goto(`${base}/#/h/${encodeURIComponent(machine)}?level=hour`, { waitUntil: "load" });
     await page.waitForSelector("#history-rows[data-rows]", { timeout: 15000 });
