@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from tsrmon.alarms.engine import Alarm
-from tsrmon.store.sidecar import sidecar_pool
+from tsrmon.store.sidecar import SidecarSchema, SidecarTooNew, open_versioned, sidecar_pool
 
 FILE_NAME = ".alarms.sqlite"
 RETENTION_DAYS = 365  # cleared alarms older than this are pruned at start-up
@@ -22,7 +22,8 @@ HISTORY_LIMIT = 10000
 
 COLUMNS = Alarm.COLUMNS
 
-_DDL = (
+# Version 1: the schema of the unversioned files written before versions.
+_V1 = (
     """CREATE TABLE IF NOT EXISTS alarms (
         id TEXT PRIMARY KEY,
         rule TEXT NOT NULL,
@@ -46,6 +47,8 @@ _DDL = (
     "CREATE INDEX IF NOT EXISTS alarms_raised_t ON alarms(raised_t)",
     "CREATE INDEX IF NOT EXISTS alarms_state ON alarms(state)",
 )
+# Ordered migrations (``tsrmon/store/sidecar.py``); a new version appends a step.
+SCHEMA = SidecarSchema("alarms", ((1, _V1),))
 
 
 class AlarmStore:
@@ -74,21 +77,30 @@ class AlarmStore:
         cutoff = now - RETENTION_DAYS * 86400
 
         def load(txn):
-            for statement in _DDL:
-                txn.execute(statement)
             txn.execute("DELETE FROM alarms WHERE state = 'cleared' AND cleared_t < ?", (cutoff,))
             txn.execute(f"SELECT {', '.join(COLUMNS)} FROM alarms WHERE state = 'active' "
                         f"ORDER BY raised_t, id")
             return [Alarm(**dict(zip(COLUMNS, row))) for row in txn.fetchall()]
 
         def failed(f):
+            if f.check(SidecarTooNew):
+                # Not ours to write: one line, and alarms live in memory.
+                self.error = str(f.value)
+                self.log.error("alarm store unavailable: {error}; alarms live in memory only",
+                               error=self.error)
+                self.pool.close()
+                self.pool = None
+                self.failures += 1
+                return []
             self.error = f"cannot open {self.path}: {f.getErrorMessage()}"
             self.log.failure("alarm store unavailable ({path}); alarms live in memory only", f,
                              path=self.path)
             self.failures += 1
             return []
 
-        return self.pool.runInteraction(load).addErrback(failed)
+        d = open_versioned(self.pool, self.path, SCHEMA, self.log)
+        d.addCallback(lambda _: self.pool.runInteraction(load))
+        return d.addErrback(failed)
 
     def _track(self, d, what, alarm_id):
         self._pending.add(d)

@@ -15,7 +15,7 @@ import os
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from tsrmon.store.sidecar import sidecar_pool
+from tsrmon.store.sidecar import SidecarSchema, SidecarTooNew, open_versioned, sidecar_pool
 
 FILE_NAME = ".notifications.sqlite"
 # Rows older than this are pruned at start-up (the cap keeps the table small).
@@ -25,7 +25,8 @@ HISTORY_LIMIT = 10000
 _COLUMNS = ("t", "event_id", "event_t", "machine", "kind", "channel", "target", "result",
             "attempts", "suppressed", "error", "title", "body")
 
-_DDL = (
+# Version 1: the schema of the unversioned files written before versions.
+_V1 = (
     """CREATE TABLE IF NOT EXISTS notification_attempts (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         t REAL NOT NULL,          -- when the delivery ended (epoch seconds)
@@ -43,6 +44,8 @@ _DDL = (
         body TEXT)""",
     "CREATE INDEX IF NOT EXISTS notification_attempts_t ON notification_attempts(t)",
 )
+# Ordered migrations (``tsrmon/store/sidecar.py``); a new version appends a step.
+SCHEMA = SidecarSchema("notification_attempts", ((1, _V1),))
 
 
 class AttemptRecords:
@@ -68,14 +71,20 @@ class AttemptRecords:
             return defer.succeed(None)
         cutoff = now - RETENTION_DAYS * 86400
 
-        def create(txn):
-            for statement in _DDL:
-                txn.execute(statement)
+        def prune(txn):
             txn.execute("DELETE FROM notification_attempts WHERE t < ?", (cutoff,))
 
-        d = self.pool.runInteraction(create)
+        d = open_versioned(self.pool, self.path, SCHEMA, self.log)
+        d.addCallback(lambda _: self.pool.runInteraction(prune))
 
         def failed(f):
+            if f.check(SidecarTooNew):
+                # Not ours to write: one line, and no history this run.
+                self.error = str(f.value)
+                self.log.error("notification history unavailable: {error}", error=self.error)
+                self.pool.close()
+                self.pool = None
+                return
             self.error = f"cannot open {self.path}: {f.getErrorMessage()}"
             self.log.failure("notification history unavailable ({path})", f, path=self.path)
 
