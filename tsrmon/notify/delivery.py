@@ -9,14 +9,115 @@ fails with :class:`DeliveryError` (or any network failure, which is retried).
 
 import uuid
 
-from twisted.internet import defer, error, task
+from treq.client import HTTPClient
+from twisted.internet import defer, error, protocol, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import client as webclient
 
+from tsrmon import __version__
+
 BACKOFF_BASE = 2.0  # seconds before the first retry; doubles each time
 BACKOFF_CAP = 60.0
 RETRY_AFTER_CAP = 300.0
+MAX_RESPONSE_BYTES = 64 * 1024
+USER_AGENT = f"tsrmon/{__version__}"
+
+
+def http_client(reactor, pool=None):
+    """treq's client on an Agent; notifications are rare, so by default its
+    pool keeps no persistent connections to hold open or close."""
+    if pool is None:
+        pool = webclient.HTTPConnectionPool(reactor, persistent=False)
+    return HTTPClient(webclient.Agent(reactor, pool=pool))
+
+
+class Reply:
+    """Status, headers (lower-case name -> last value) and the (capped) body."""
+
+    __slots__ = ("code", "headers", "body")
+
+    def __init__(self, code, headers, body):
+        self.code = code
+        self.headers = headers
+        self.body = body
+
+    def header(self, name):
+        return self.headers.get(name.lower())
+
+    def text(self, limit=300):
+        """The body as one short line, for logs and the attempt history."""
+        text = " ".join(self.body.decode("utf-8", "replace").split())
+        return text if len(text) <= limit else text[:limit] + "…"
+
+
+class _CappedBody(protocol.Protocol):
+    """Up to ``cap`` bytes of a body.  treq reads whole bodies and its
+    ``collect`` cannot be cancelled; a receiver is configured by an operator
+    but is still somebody else's server, so we stop reading at the cap and
+    abort the connection when the deadline cancels the read."""
+
+    def __init__(self, cap):
+        self.finished = defer.Deferred(lambda _: self._stop())
+        self.cap = cap
+        self.parts = []
+        self.size = 0
+
+    def _stop(self):
+        if self.transport is not None:
+            self.transport.stopProducing()
+
+    def dataReceived(self, data):
+        room = self.cap - self.size
+        if room > 0:
+            self.parts.append(data[:room])
+            self.size += min(len(data), room)
+        if len(data) > room:
+            self._stop()  # enough for a log line
+
+    def connectionLost(self, reason):
+        # A body cut short (by us or the receiver) still goes with its status.
+        if not self.finished.called:
+            self.finished.callback(b"".join(self.parts))
+
+
+def post(http, clock, url, body, headers, timeout):
+    """POST ``body`` with treq: Deferred[:class:`Reply`], failing with
+    ``defer.TimeoutError`` when connect, send and the whole response take
+    longer than ``timeout`` s on ``clock``.  Redirects are not followed."""
+    headers = {"user-agent": USER_AGENT, **headers}
+    d = http.post(url, data=body, headers=headers, allow_redirects=False, unbuffered=True)
+
+    def got(response):
+        hdrs = {k.decode("latin-1").lower(): v[-1].decode("latin-1", "replace")
+                for k, v in response.headers.getAllRawHeaders()}
+        if response.length == 0:
+            return Reply(response.code, hdrs, b"")
+        reader = _CappedBody(MAX_RESPONSE_BYTES)
+        response.deliverBody(reader)
+        return reader.finished.addCallback(lambda data: Reply(response.code, hdrs, data))
+
+    d.addCallback(got)
+    # One deadline for the whole exchange (treq's ``timeout`` ends at the
+    # response headers); cancelling the chain aborts the connection, and the
+    # failure it leaves (ResponseNeverReceived, CancelledError) becomes a
+    # TimeoutError that says what happened.
+    expired = []
+
+    def expire():
+        expired.append(True)
+        d.cancel()
+
+    timer = clock.callLater(timeout, expire)
+
+    def done(result):
+        if timer.active():
+            timer.cancel()
+        if expired and isinstance(result, Failure):
+            raise defer.TimeoutError(f"no answer within {timeout:g}s")
+        return result
+
+    return d.addBoth(done)
 
 
 class Notification:

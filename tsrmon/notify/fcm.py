@@ -3,7 +3,7 @@
 The service-account file (``FCM.CRED_PATH``) is read and checked with
 firebase-admin's ``credentials.Certificate``; the OAuth token exchange (a
 JWT signed with the account's key, RFC 7523) and the ``messages:send`` call
-are made here with Twisted's asynchronous HTTP client instead of
+are made here with treq (Twisted's asynchronous HTTP client) instead of
 firebase-admin's blocking ``messaging.send``:
 
 * nothing blocks the reactor and no thread can hang at shutdown: every
@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tsrmon import __version__
-from tsrmon.notify.delivery import DeliveryError
+from tsrmon.notify.delivery import DeliveryError, post
 
 FCM_SEND_URL = "https://fcm.googleapis.com/v1/projects/{project}/messages:send"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -101,9 +101,9 @@ class AccessTokens:
 
     log = Logger()
 
-    def __init__(self, account, poster, clock, timeout):
+    def __init__(self, account, http, clock, timeout):
         self.account = account
-        self.poster = poster
+        self.http = http
         self.clock = clock
         self.timeout = timeout
         self._token = None
@@ -136,8 +136,8 @@ class AccessTokens:
             "grant_type": JWT_GRANT,
             "assertion": self.account.assertion(self.clock.seconds()).decode("ascii"),
         }).encode("ascii")
-        d = self.poster.post(self.account.token_uri, body,
-                             {"content-type": "application/x-www-form-urlencoded"}, self.timeout)
+        d = post(self.http, self.clock, self.account.token_uri, body,
+                 {"content-type": "application/x-www-form-urlencoded"}, self.timeout)
         d.addCallback(self._got)
         d.addBoth(self._wake)
 
@@ -210,7 +210,7 @@ class FcmTarget:
                 "x-goog-api-format-version": "2",
                 "x-firebase-client": f"tsrmon/{__version__}",
             }
-            return fcm.poster.post(fcm.send_url, body, headers, fcm.timeout)
+            return post(fcm.http, fcm.clock, fcm.send_url, body, headers, fcm.timeout)
 
         d.addCallback(send)
         d.addCallback(self._check)
@@ -251,8 +251,9 @@ class FcmChannel:
     log = Logger()
     name = "fcm"
 
-    def __init__(self, section, poster, clock, send_url=None, timeout=10.0, retries=3):
-        self.poster = poster
+    def __init__(self, section, http, clock, send_url=None, timeout=10.0, retries=3):
+        """``http``: a treq ``HTTPClient`` (``delivery.http_client``)."""
+        self.http = http
         self.clock = clock
         self.timeout = timeout
         self.retries = retries
@@ -288,7 +289,7 @@ class FcmChannel:
                           "JSON there to enable push notifications.", reason=self.reason)
             return []
         self.account = account
-        self.tokens = AccessTokens(account, self.poster, self.clock, self.timeout)
+        self.tokens = AccessTokens(account, self.http, self.clock, self.timeout)
         self.send_url = (self._send_url or FCM_SEND_URL).format(project=urllib.parse.quote(account.project_id))
         self.enabled = True
         self.reason = None

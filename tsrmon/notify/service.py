@@ -15,11 +15,9 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from tsrmon import __version__
 from tsrmon.config import ConfigError
-from tsrmon.notify.delivery import Delivery, Notification
+from tsrmon.notify.delivery import Delivery, Notification, http_client
 from tsrmon.notify.fcm import FcmChannel
-from tsrmon.notify.http import HTTPPoster
 from tsrmon.notify.records import HISTORY_LIMIT, AttemptRecords
 from tsrmon.notify.throttle import Throttle
 from tsrmon.notify.webhook import parse_webhooks
@@ -52,12 +50,13 @@ class NotifierService(service.Service):
     name = "notifier"
 
     def __init__(self, config, clock, reactor, fcm_send_url=None, fcm_timeout=10.0, fcm_retries=3,
-                 stop_timeout=5.0, max_in_flight=200):
+                 stop_timeout=5.0, max_in_flight=200, http=None):
         self.clock = clock
         self.reactor = reactor
         self.stop_timeout = stop_timeout
         self.max_in_flight = max_in_flight
-        self.poster = HTTPPoster(reactor, clock, f"tsrmon/{__version__}")
+        # treq's HTTPClient on an Agent (injectable, e.g. with its own pool).
+        self.http = http if http is not None else http_client(reactor)
         self.throttle = Throttle(clock, 0, 0)
         self.records = AttemptRecords(config["DATABASE"]["PATH"], reactor)
         self.fcm = None
@@ -88,13 +87,13 @@ class NotifierService(service.Service):
         try:
             if self.fcm is None:
                 send_url, timeout, retries = self._fcm_args
-                self.fcm = FcmChannel(fcm, self.poster, self.clock, send_url, timeout, retries)
+                self.fcm = FcmChannel(fcm, self.http, self.clock, send_url, timeout, retries)
             else:
                 self.fcm.configure(fcm)
         except ValueError as e:
             raise ConfigError(config.source, "FCM.TOPIC", str(e)) from None
         for hook in webhooks:
-            hook.poster = self.poster
+            hook.http, hook.clock = self.http, self.clock
         self.webhooks = webhooks
         self.title_template = fcm["TITLE"]
         self.body_template = fcm["BODY"]

@@ -26,7 +26,7 @@ import hmac
 import json
 import urllib.parse
 
-from tsrmon.notify.delivery import DeliveryError
+from tsrmon.notify.delivery import DeliveryError, post
 
 FORMATS = ("json", "slack", "teams", "ntfy")
 FIELDS = ("url", "name", "format", "secret", "timeout", "retries", "headers", "topic", "priority")
@@ -67,7 +67,9 @@ class Webhook:
             base, _, last = path.rpartition("/")
             self.topic = last
             self.post_url = urllib.parse.urlunsplit((parts.scheme, parts.netloc, base + "/", "", ""))
-        self.poster = None  # set by the notifier
+        # Set by the notifier: a treq HTTPClient and the clock of the deadline.
+        self.http = None
+        self.clock = None
 
     def render(self, note):
         """(body bytes, headers) for one notification."""
@@ -93,7 +95,7 @@ class Webhook:
 
     def attempt(self, note):
         body, headers = self.render(note)
-        d = self.poster.post(self.post_url, body, headers, self.timeout)
+        d = post(self.http, self.clock, self.post_url, body, headers, self.timeout)
         d.addCallback(self._check)
         return d
 
