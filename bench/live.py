@@ -304,6 +304,36 @@ class ClientProcesses:
                 p.kill()
 
 
+class ClientGroups:
+    """Several :class:`ClientProcesses` (one per namespace) driven as one."""
+
+    def __init__(self, groups):
+        self.groups = groups
+
+    def start(self, timeout=180):
+        return sum(g.start(timeout) for g in self.groups)
+
+    def window(self, t0, t1, grace=GRACE):
+        for g in self.groups:
+            g.window(t0, t1, grace)
+
+    def collect(self, timeout=120):
+        counts, upd, stamp, sec, closed = {}, [], [], [], 0
+        for g in self.groups:
+            c, u, st, se, cl = g.collect(timeout)
+            for k, v in c.items():
+                counts[k] = counts.get(k, 0) + v
+            upd += u
+            stamp += st
+            sec += se
+            closed += cl
+        return counts, sorted(upd), sorted(stamp), sorted(sec), closed
+
+    def kill(self):
+        for g in self.groups:
+            g.kill()
+
+
 def _summary(values):
     if not values:
         return {"n": 0, "p50": None, "p99": None, "max": None}
@@ -328,28 +358,34 @@ def _live_counters(d):
 
 
 def scenario(workdir, clients, sensors, seconds, subscribe, processes=None, floats=30, grace=GRACE,
-             profile=None):
-    """One daemon, one DAQ with ``sensors`` × ``floats`` at FEED_HZ, ``clients`` clients."""
+             profile=None, namespaces=1):
+    """One daemon, ``namespaces`` DAQs (one machine each) with ``sensors`` × ``floats``
+    at FEED_HZ, ``clients`` clients spread evenly over the machines' namespaces."""
     overrides = {"LIVE": {"INTERVAL": 1}, "TIME": {"ZONE": "UTC"}}
     d = Daemon(workdir, overrides=overrides).start()
     feeders = clients_procs = None
     try:
         frames = data_frames(sensors, floats, 20)
-        feeders = PacedFeeders("127.0.0.1", d.tcp_port, [([MACHINE], frames, FEED_HZ, 0)],
+        machines = [MACHINE] if namespaces == 1 else [f"{MACHINE}{i + 1}" for i in range(namespaces)]
+        feeders = PacedFeeders("127.0.0.1", d.tcp_port, [(machines, frames, FEED_HZ, 0)],
                                phase=FEED_PHASE).start()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:  # the namespace exists once the hub knows the machine
             r = requests.get(d.url("/machines"), timeout=5).json()
             items = r.get("machines", r) if isinstance(r, dict) else r
             names = list(items) if isinstance(items, dict) else [m.get("name", m.get("machine")) for m in items]
-            if MACHINE in names:
+            if all(m in names for m in machines):
                 break
             time.sleep(0.1)
         if processes is None:
             processes = 1 if clients <= 100 else 2
         sub = [f"vib{i + 1}" for i in range(sensors)] if subscribe else ()
-        clients_procs = ClientProcesses(d.http_port, "/sio/" + MACHINE, clients,
-                                        processes, subscribe=sub)
+        if namespaces == 1:
+            clients_procs = ClientProcesses(d.http_port, "/sio/" + MACHINE, clients,
+                                            processes, subscribe=sub)
+        else:  # one client process per namespace
+            clients_procs = ClientGroups([ClientProcesses(d.http_port, "/sio/" + m, clients // namespaces,
+                                                          1, subscribe=sub) for m in machines])
         connected = clients_procs.start()
         t0 = math.ceil(time.time()) + 2  # whole seconds: ticks t0 .. t1 - 1 are counted
         t1 = t0 + seconds
@@ -399,13 +435,17 @@ def _ms(v):
     return "n/a" if v is None else f"{v:.1f}"
 
 
-def bench_rows(quick=False, workdir=None, latency_clients=(1, 100), fanout_clients=None):
+def bench_rows(quick=False, workdir=None, latency_clients=(1, 100), fanout_clients=None,
+               fanout_namespaced=None):
     """Rows for ``python -m bench``: live latency (row 3) and fan-out (row 4).
 
-    Quick mode keeps the run short: 2-3 s windows, and fan-out at 1,000
-    clients only (1 and 100 are in the full run)."""
+    Every row carries ``p99_ms`` (update p99 from the emit tick).  Quick mode
+    keeps the run short: 2-3 s windows, and fan-out at 1,000 clients only
+    (1 and 100, and 5,000 clients on 5 namespaces, are in the full run)."""
     if fanout_clients is None:
         fanout_clients = (1000,) if quick else (1, 100, 1000)
+    if fanout_namespaced is None:
+        fanout_namespaced = not quick
     grace = 2.0 if quick else GRACE
     own = None
     if workdir is None:
@@ -421,11 +461,12 @@ def bench_rows(quick=False, workdir=None, latency_clients=(1, 100), fanout_clien
                 # Deployed shape (2 sensors × 30 floats): 2 updates per client per tick.
                 r = scenario(os.path.join(workdir, name), n, 2, lat_seconds, subscribe=True, grace=grace)
                 u, st, s = r["update_ms"], r["update_from_stamp_ms"], r["second_ms"]
-                ok = u["p99"] is not None and u["p99"] < 20 and r["connected"] == n
+                limit = 5 if n >= 100 else 20  # issue 18: p99 < 5 ms at 100 clients
+                ok = u["p99"] is not None and u["p99"] < limit and r["connected"] == n
                 rows.append({
                     "row": name, "figure": f"live latency, {n} client(s): update p99 from the emit tick, ms",
-                    "value": round(u["p99"], 1) if u["p99"] is not None else "error", "target": "< 20 ms",
-                    "pass": ok,
+                    "value": round(u["p99"], 1) if u["p99"] is not None else "error",
+                    "target": f"< {limit} ms", "pass": ok, "p99_ms": u["p99"],
                     "detail": (f"update p50 {_ms(u['p50'])} / p99 {_ms(u['p99'])} / max {_ms(u['max'])} ms "
                                f"(n={u['n']}, ticks with updates {r['update_ticks']:g} of {lat_seconds}; "
                                f"from the tick's stamp p99 {_ms(st['p99'])}); "
@@ -435,25 +476,36 @@ def bench_rows(quick=False, workdir=None, latency_clients=(1, 100), fanout_clien
             except Exception as e:  # a row that breaks is reported, the others still run
                 rows.append({"row": name, "figure": "live latency", "value": "error", "target": "< 20 ms",
                              "pass": False, "detail": repr(e)[:200]})
-        for n in fanout_clients:
-            name = f"fanout-{n}"
+        fanouts = [(n, 1, 32) for n in fanout_clients]
+        if fanout_namespaced:
+            # 5,000 clients on 5 namespaces (one DAQ each), 8 sensors subscribed: 16 events
+            # per client per second; the client processes (one per namespace) must parse
+            # 80,000 events/s, which 32 sensors would make 4 times more.
+            fanouts.append((5000, 5, 8))
+        for n, namespaces, sensors in fanouts:
+            name = f"fanout-{n}" if namespaces == 1 else f"fanout-{n}-on-{namespaces}"
             target = 50_000 if n >= 1000 else None
             try:
                 # 32 sensors, every client subscribed to all: 64 events per client per second
                 # (32 `update` + 32 `second`), the most one namespace gives at LIVE.INTERVAL 1
                 # with sensors of a sane count.
-                r = scenario(os.path.join(workdir, name), n, 32, fan_seconds, subscribe=True, grace=grace)
+                r = scenario(os.path.join(workdir, name), n, sensors, fan_seconds, subscribe=True,
+                             grace=grace, namespaces=namespaces)
                 u, s = r["update_ms"], r["second_ms"]
                 rate = r["events_per_s"]
-                ok = r["connected"] == n and (target is None or rate >= target) and r["closed"] == 0
+                # issue 18: 1,000 clients on one namespace get every update with p99 < 30 ms
+                p99_ok = n < 1000 or namespaces > 1 or (u["p99"] is not None and u["p99"] < 30)
+                ok = (r["connected"] == n and (target is None or rate >= target) and r["closed"] == 0
+                      and p99_ok)
+                where = "one namespace" if namespaces == 1 else f"{namespaces} namespaces"
                 rows.append({
-                    "row": name, "figure": f"fan-out, {n} client(s) on one namespace: delivered events/s",
+                    "row": name, "figure": f"fan-out, {n} client(s) on {where}: delivered events/s",
                     "value": round(rate), "target": f"≥ {target:,}" if target else "",
-                    "pass": ok,
-                    "detail": (f"of {r['expected_per_s']:,} offered (ticks with updates "
-                               f"{r['update_ticks']:g} of {fan_seconds}); update p99 {_ms(u['p99'])} ms "
-                               f"(max {_ms(u['max'])}), second p99 {_ms(s['p99'])} ms; server CPU "
-                               f"{r['server_cpu_pct']:.0f}%, RSS {r['rss_mb']:.0f} MB; "
+                    "pass": ok, "p99_ms": u["p99"],
+                    "detail": (f"of {r['expected_per_s']:,} offered ({sensors} sensors; ticks with updates "
+                               f"{r['update_ticks']:g} of {fan_seconds}); update p50 {_ms(u['p50'])} / "
+                               f"p99 {_ms(u['p99'])} ms (max {_ms(u['max'])}), second p99 {_ms(s['p99'])} ms; "
+                               f"server CPU {r['server_cpu_pct']:.0f}%, RSS {r['rss_mb']:.0f} MB; "
                                f"{r['connected']} connected, {r['closed']} closed"),
                     "raw": r})
             except Exception as e:
@@ -470,6 +522,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--latency", default="1,100", help="client counts of the latency rows")
     ap.add_argument("--fanout", default=None, help="client counts of the fan-out rows")
+    ap.add_argument("--namespaced", action=argparse.BooleanOptionalAction, default=None,
+                    help="the 5,000 clients on 5 namespaces row (default: in the full run)")
     ap.add_argument("--profile", metavar="CLIENTS,SENSORS,SECONDS,OUT",
                     help="only profile the daemon with py-spy (collapsed stacks to OUT) in one scenario")
     args = ap.parse_args(argv)
@@ -481,7 +535,9 @@ def main(argv=None):
                          profile=os.path.abspath(out))
         print({k: r[k] for k in ("events_per_s", "update_ms", "second_ms", "server_cpu_pct", "client_cpu_pct")})
         return
-    for r in bench_rows(args.quick, latency_clients=counts(args.latency), fanout_clients=counts(args.fanout) if args.fanout else None):
+    for r in bench_rows(args.quick, latency_clients=counts(args.latency),
+                        fanout_clients=counts(args.fanout) if args.fanout is not None else None,
+                        fanout_namespaced=args.namespaced):
         print(f"{r['row']}: {r['value']} (target {r['target']}, {'pass' if r['pass'] else 'miss'}) {r['detail']}")
 
 

@@ -15,6 +15,7 @@ import zoneinfo
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
 from tsrmon.live.engineio import EngineServer
@@ -72,6 +73,10 @@ class LiveService(service.Service):
         self.policy.on_change.append(self.policy_changed)
         self._resource = self.engine.resource()
         self._align = None  # the next window close (a DelayedCall)
+        # Only a reactor has turns to batch a statistics roll's `second`
+        # events in; on a test's task.Clock (no turns) they go out at once.
+        self._turns = IReactorCore.providedBy(clock)
+        self._roll_corked = False
         # Issue 17, the opt-in `spectrum` event: the spectra room (its
         # ``latest`` says which minute closed last, its ``catalog`` the unit)
         # and a reader of stored spectra (``reader.spectrum``).  Set by
@@ -146,7 +151,19 @@ class LiveService(service.Service):
 
     # -- LiveSink ------------------------------------------------------------
     def second(self, machine, sensor, stype, t, sums):
-        self.room(machine).add_second(sensor, stype, t, sums)
+        room = self.rooms.get(machine) or self.room(machine)
+        if self._turns and not self._roll_corked and room.subscribers:
+            # A statistics roll hands over every sensor's second in one
+            # synchronous loop: hold the `second` events until the reactor's
+            # next turn, so each subscriber gets the roll in one write.
+            self._roll_corked = True
+            self.engine.cork()
+            self.clock.callLater(0, self._roll_done)
+        room.add_second(sensor, stype, t, sums)
+
+    def _roll_done(self):
+        self._roll_corked = False
+        self.engine.uncork()
 
     def anomaly(self, machine, score, threshold, t):
         self._counters["anomalies"] += 1
@@ -165,10 +182,15 @@ class LiveService(service.Service):
     def _tick(self):
         text = self.time_text(self.clock.seconds())
         sent = 0
-        for room in list(self.rooms.values()):
-            sent += room.close_window(text)
-            if room.spectrum_subscribers:
-                room.push_spectra()
+        # One write per client for the whole tick (every room, every sensor).
+        self.engine.cork()
+        try:
+            for room in list(self.rooms.values()):
+                sent += room.close_window(text)
+                if room.spectrum_subscribers:
+                    room.push_spectra()
+        finally:
+            self.engine.uncork()
         self._counters["windows_closed"] += 1
         self._counters["updates_sent"] += sent
         self._counters["events_emitted"] += sent
