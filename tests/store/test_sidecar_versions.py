@@ -178,3 +178,23 @@ def test_a_later_step_backs_up_then_migrates(tmp_path):
 def test_migrations_must_be_numbered_from_1():
     with pytest.raises(ValueError, match="numbered 1, 2"):
         sidecar.SidecarSchema("t", ((1, ()), (3, ())))
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_write_queued_before_the_check_does_not_reach_a_newer_file(tmp_path):
+    folder = str(tmp_path / "db")
+    path = os.path.join(folder, ".notifications.sqlite")
+    _write(path, OLD_NOTIFICATIONS_DDL + ("CREATE TABLE tsrmon_schema (version INTEGER NOT NULL)",),
+           [OLD_ATTEMPT_ROW, ("INSERT INTO tsrmon_schema VALUES (?)", (2,))])
+    records = AttemptRecords(folder, reactor)
+    opened = records.open(T0)
+    # Issued before the version check has answered: it queues behind it.
+    write = records.add({"t": T0, "event_id": "late", "machine": "m", "kind": "k", "channel": "fcm",
+                         "target": "topic:x", "result": "sent", "attempts": 1, "suppressed": 0})
+    yield opened
+    yield write
+    records.close()
+    assert records.failed == 1 and records.written == 0
+    conn = sqlite3.connect(path)
+    assert [r[0] for r in conn.execute("SELECT event_id FROM notification_attempts")] == ["e1"]
+    conn.close()

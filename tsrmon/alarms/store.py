@@ -14,7 +14,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from tsrmon.alarms.engine import Alarm
-from tsrmon.store.sidecar import SidecarSchema, SidecarTooNew, open_versioned, sidecar_pool
+from tsrmon.store.sidecar import SidecarSchema, open_sidecar
 
 FILE_NAME = ".alarms.sqlite"
 RETENTION_DAYS = 365  # cleared alarms older than this are pruned at start-up
@@ -67,13 +67,6 @@ class AlarmStore:
 
     def open(self, now):
         """Deferred[list of active :class:`Alarm`]; a failure is logged and gives []."""
-        try:
-            self.pool = sidecar_pool(self.path, self.reactor)
-        except OSError as e:
-            self.error = f"cannot create {os.path.dirname(self.path)}: {e.strerror}"
-            self.log.error("alarm store unavailable: {error}; alarms live in memory only",
-                           error=self.error)
-            return defer.succeed([])
         cutoff = now - RETENTION_DAYS * 86400
 
         def load(txn):
@@ -82,25 +75,15 @@ class AlarmStore:
                         f"ORDER BY raised_t, id")
             return [Alarm(**dict(zip(COLUMNS, row))) for row in txn.fetchall()]
 
-        def failed(f):
-            if f.check(SidecarTooNew):
-                # Not ours to write: one line, and alarms live in memory.
-                self.error = str(f.value)
-                self.log.error("alarm store unavailable: {error}; alarms live in memory only",
-                               error=self.error)
-                self.pool.close()
-                self.pool = None
+        def opened(result):
+            self.pool, self.error, active = result
+            if self.error is not None:
                 self.failures += 1
-                return []
-            self.error = f"cannot open {self.path}: {f.getErrorMessage()}"
-            self.log.failure("alarm store unavailable ({path}); alarms live in memory only", f,
-                             path=self.path)
-            self.failures += 1
-            return []
+            return active or []
 
-        d = open_versioned(self.pool, self.path, SCHEMA, self.log)
-        d.addCallback(lambda _: self.pool.runInteraction(load))
-        return d.addErrback(failed)
+        self.pool, d = open_sidecar(self.path, self.reactor, SCHEMA, load, self.log,
+                         "alarm store unavailable; alarms live in memory only")
+        return d.addCallback(opened)
 
     def _track(self, d, what, alarm_id):
         self._pending.add(d)

@@ -15,7 +15,7 @@ import os
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from tsrmon.store.sidecar import SidecarSchema, SidecarTooNew, open_versioned, sidecar_pool
+from tsrmon.store.sidecar import SidecarSchema, open_sidecar
 
 FILE_NAME = ".notifications.sqlite"
 # Rows older than this are pruned at start-up (the cap keeps the table small).
@@ -63,33 +63,17 @@ class AttemptRecords:
 
     def open(self, now):
         """Deferred firing once the table exists; failures are logged and kept in ``error``."""
-        try:
-            self.pool = sidecar_pool(self.path, self.reactor)
-        except OSError as e:
-            self.error = f"cannot create {os.path.dirname(self.path)}: {e.strerror}"
-            self.log.error("notification history unavailable: {error}", error=self.error)
-            return defer.succeed(None)
         cutoff = now - RETENTION_DAYS * 86400
 
         def prune(txn):
             txn.execute("DELETE FROM notification_attempts WHERE t < ?", (cutoff,))
 
-        d = open_versioned(self.pool, self.path, SCHEMA, self.log)
-        d.addCallback(lambda _: self.pool.runInteraction(prune))
+        def opened(result):
+            self.pool, self.error, _ = result
 
-        def failed(f):
-            if f.check(SidecarTooNew):
-                # Not ours to write: one line, and no history this run.
-                self.error = str(f.value)
-                self.log.error("notification history unavailable: {error}", error=self.error)
-                self.pool.close()
-                self.pool = None
-                return
-            self.error = f"cannot open {self.path}: {f.getErrorMessage()}"
-            self.log.failure("notification history unavailable ({path})", f, path=self.path)
-
-        d.addCallbacks(lambda _: None, failed)
-        return d
+        self.pool, d = open_sidecar(self.path, self.reactor, SCHEMA, prune, self.log,
+                         "notification history unavailable")
+        return d.addCallback(opened)
 
     def add(self, row):
         """Append one attempt row (a dict with the keys of ``_COLUMNS``)."""

@@ -14,6 +14,7 @@ is refused with one line and left untouched.
 import os
 
 from twisted.enterprise import adbapi
+from twisted.internet import defer
 
 from tsrmon.store import migrate
 from tsrmon.store.schema import VERSION_TABLE
@@ -55,6 +56,8 @@ def prepare(conn, path, sidecar_schema):
     version = file_version(conn, sidecar_schema)
     latest = sidecar_schema.version
     if version > latest:
+        # Operations queued behind this check must not write to it either.
+        conn.execute("PRAGMA query_only=ON")
         raise SidecarTooNew(f"{path}: schema version {version} is newer than this tsrmon "
                             f"understands ({latest}); not opened (upgrade tsrmon or move the file away)")
     if version == latest and VERSION_TABLE in migrate.table_names(conn):
@@ -95,16 +98,40 @@ def sidecar_pool(path, reactor):
         cp_openfun=_wal, cp_reactor=reactor)
 
 
-def open_versioned(pool, path, sidecar_schema, log):
-    """Deferred[(old_version, backup)]: ``prepare`` on the pool's thread,
-    a migration logged (on the reactor's thread) with its backup."""
+def open_sidecar(path, reactor, sidecar_schema, first, log, unavailable):
+    """Open the file: create its pool, bring it to its version (``prepare``
+    on the pool's thread) and run ``first(txn)`` (prune, load).
 
-    def logged(result):
+    Returns ``(pool, opened)``: the pool at once (``None`` when the folder
+    cannot be created), so operations issued meanwhile queue behind the
+    check in its one thread; ``opened`` is Deferred[(pool or None, error text
+    or None, first's result)] and never fails.  A file newer than the code
+    closes the pool (``None``) and the caller works without the file.
+    ``unavailable`` starts the log line ("alarm store unavailable").
+    """
+    try:
+        pool = sidecar_pool(path, reactor)
+    except OSError as e:
+        error = f"cannot create {os.path.dirname(path)}: {e.strerror}"
+        log.error("{what}: {error}", what=unavailable, error=error)
+        return None, defer.succeed((None, error, None))
+
+    def migrated(result):
         old, copy = result
         if copy is not None:
             log.info("{path}: schema version {old} backed up to {copy} and migrated to {new}",
                      path=path, old=old, copy=copy, new=sidecar_schema.version)
-        return result
+        return pool.runInteraction(first)
+
+    def failed(f):
+        if f.check(SidecarTooNew):
+            # Not ours to write: one line, and the file is left as it is.
+            pool.close()
+            log.error("{what}: {error}", what=unavailable, error=str(f.value))
+            return None, str(f.value), None
+        log.failure("{what} ({path})", f, what=unavailable, path=path)
+        return pool, f"cannot open {path}: {f.getErrorMessage()}", None
 
     d = pool.runWithConnection(prepare, path, sidecar_schema)
-    return d.addCallback(logged)
+    d.addCallback(migrated)
+    return pool, d.addCallbacks(lambda result: (pool, None, result), failed)
