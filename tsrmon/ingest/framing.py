@@ -209,9 +209,6 @@ class PickleFramer:
         self.skipped = 0
         return True
 
-    def skipped_bytes(self):
-        return self.skipped
-
     def _compact(self):
         start = self.walk.start if self.walk is not None else self.pos
         if start and (start >= _COMPACT_AT or start == len(self.buf)):

@@ -87,7 +87,6 @@ class StatsService(service.Service):
         self._reducer = ChunkReducer()
         self._align = None  # the next tick (a DelayedCall)
         self._flusher = None
-        self._flushing = None
         self.samples = 0
         self.late_samples = 0
         self.seconds_reduced = 0

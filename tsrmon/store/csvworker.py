@@ -21,7 +21,6 @@ import signal
 import struct
 import sys
 import threading
-import time
 import traceback
 
 from twisted.internet import defer, protocol
@@ -259,8 +258,6 @@ def serve(inp, out):
                     result = None
                 elif method == "ping":  # answered after every call sent before it
                     result = None
-                elif method == "cpu_seconds":  # for bench/csv_format.py
-                    result = time.process_time()
                 elif method in _METHODS and files is not None:
                     result = getattr(files, method)(*args)
                 else:
