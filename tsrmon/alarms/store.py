@@ -8,13 +8,10 @@ SQLite runs in adbapi's single thread, so writes happen in the order they
 were made and the reactor never waits on the disk.
 """
 
-import os
-
 from twisted.internet import defer
-from twisted.logger import Logger
 
 from tsrmon.alarms.engine import Alarm
-from tsrmon.store.sidecar import SidecarSchema, open_sidecar
+from tsrmon.store.sidecar import SidecarFile, SidecarSchema
 
 FILE_NAME = ".alarms.sqlite"
 RETENTION_DAYS = 365  # cleared alarms older than this are pruned at start-up
@@ -51,16 +48,15 @@ _V1 = (
 SCHEMA = SidecarSchema("alarms", ((1, _V1),))
 
 
-class AlarmStore:
+class AlarmStore(SidecarFile):
     """Reads and writes the alarm table; ``open``/``close`` bracket its life."""
 
-    log = Logger()
+    FILE_NAME = FILE_NAME
+    SCHEMA = SCHEMA
+    WHAT = "alarm history"
 
     def __init__(self, folder, reactor):
-        self.path = os.path.join(folder, FILE_NAME)
-        self.reactor = reactor
-        self.pool = None
-        self.error = None
+        super().__init__(folder, reactor)
         self.writes = 0
         self.failures = 0
         self._pending = set()
@@ -75,15 +71,12 @@ class AlarmStore:
                         f"ORDER BY raised_t, id")
             return [Alarm(**dict(zip(COLUMNS, row))) for row in txn.fetchall()]
 
-        def opened(result):
-            self.pool, self.error, active = result
+        def opened(active):
             if self.error is not None:
                 self.failures += 1
             return active or []
 
-        self.pool, d = open_sidecar(self.path, self.reactor, SCHEMA, load, self.log,
-                         "alarm store unavailable; alarms live in memory only")
-        return d.addCallback(opened)
+        return self._open(load, "; alarms live in memory only").addCallback(opened)
 
     def _track(self, d, what, alarm_id):
         self._pending.add(d)
@@ -136,7 +129,7 @@ class AlarmStore:
     def query(self, start_t, end_t, machine=None, limit=HISTORY_LIMIT):
         """Deferred[list of :class:`Alarm`] active at some time in [start_t, end_t]."""
         if self.pool is None:
-            return defer.fail(RuntimeError(f"alarm history unavailable: {self.error}"))
+            return self._unavailable()
         sql = (f"SELECT {', '.join(COLUMNS)} FROM alarms WHERE raised_t <= ? "
                f"AND (cleared_t IS NULL OR cleared_t >= ?)")
         args = [end_t, start_t]
@@ -152,9 +145,4 @@ class AlarmStore:
         pending = list(self._pending)
         d = defer.DeferredList(pending, consumeErrors=True) if pending else defer.succeed(None)
 
-        def shut(_):
-            if self.pool is not None:
-                self.pool.close()
-                self.pool = None
-
-        return d.addCallback(shut)
+        return d.addCallback(lambda _: self._close_pool())

@@ -10,12 +10,7 @@ The leading dot keeps the file out of every listing of machine databases.
 SQLite runs in adbapi's own single thread, so the reactor never waits on it.
 """
 
-import os
-
-from twisted.internet import defer
-from twisted.logger import Logger
-
-from tsrmon.store.sidecar import SidecarSchema, open_sidecar
+from tsrmon.store.sidecar import SidecarFile, SidecarSchema
 
 FILE_NAME = ".notifications.sqlite"
 # Rows older than this are pruned at start-up (the cap keeps the table small).
@@ -48,16 +43,15 @@ _V1 = (
 SCHEMA = SidecarSchema("notification_attempts", ((1, _V1),))
 
 
-class AttemptRecords:
+class AttemptRecords(SidecarFile):
     """Writes and reads the attempt history; ``open``/``close`` bracket its life."""
 
-    log = Logger()
+    FILE_NAME = FILE_NAME
+    SCHEMA = SCHEMA
+    WHAT = "notification history"
 
     def __init__(self, folder, reactor):
-        self.path = os.path.join(folder, FILE_NAME)
-        self.reactor = reactor
-        self.pool = None
-        self.error = None
+        super().__init__(folder, reactor)
         self.written = 0
         self.failed = 0
 
@@ -68,12 +62,7 @@ class AttemptRecords:
         def prune(txn):
             txn.execute("DELETE FROM notification_attempts WHERE t < ?", (cutoff,))
 
-        def opened(result):
-            self.pool, self.error, _ = result
-
-        self.pool, d = open_sidecar(self.path, self.reactor, SCHEMA, prune, self.log,
-                         "notification history unavailable")
-        return d.addCallback(opened)
+        return self._open(prune).addCallback(lambda _: None)
 
     def add(self, row):
         """Append one attempt row (a dict with the keys of ``_COLUMNS``)."""
@@ -107,12 +96,10 @@ class AttemptRecords:
         sql += " ORDER BY t, id LIMIT ?"
         args.append(int(limit))
         if self.pool is None:
-            return defer.fail(RuntimeError(f"notification history unavailable: {self.error}"))
+            return self._unavailable()
         d = self.pool.runQuery(sql, tuple(args))
         d.addCallback(lambda rows: [dict(zip(_COLUMNS, r)) for r in rows])
         return d
 
     def close(self):
-        if self.pool is not None:
-            self.pool.close()
-            self.pool = None
+        self._close_pool()

@@ -15,6 +15,7 @@ import os
 
 from twisted.enterprise import adbapi
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from tsrmon.store import migrate
 from tsrmon.store.schema import VERSION_TABLE
@@ -135,3 +136,37 @@ def open_sidecar(path, reactor, sidecar_schema, first, log, unavailable):
     d = pool.runWithConnection(prepare, path, sidecar_schema)
     d.addCallback(migrated)
     return pool, d.addCallbacks(lambda result: (pool, None, result), failed)
+
+
+class SidecarFile:
+    """What a side database's reader/writer shares: its path, pool and last
+    error.  A subclass sets ``FILE_NAME``, ``SCHEMA`` (a :class:`SidecarSchema`)
+    and ``WHAT`` (the name of the file's content in errors: "alarm store")."""
+
+    FILE_NAME = SCHEMA = WHAT = None
+    log = Logger()
+
+    def __init__(self, folder, reactor):
+        self.path = os.path.join(folder, self.FILE_NAME)
+        self.reactor = reactor
+        self.pool = None
+        self.error = None
+
+    def _open(self, first, consequence=""):
+        """Deferred[first's result, or None when the file is unusable]."""
+
+        def opened(result):
+            self.pool, self.error, value = result
+            return value
+
+        self.pool, d = open_sidecar(self.path, self.reactor, self.SCHEMA, first, self.log,
+                                    f"{self.WHAT} unavailable{consequence}")
+        return d.addCallback(opened)
+
+    def _unavailable(self):
+        return defer.fail(RuntimeError(f"{self.WHAT} unavailable: {self.error}"))
+
+    def _close_pool(self):
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
