@@ -155,3 +155,26 @@ async def test_a_tick_larger_than_the_queue_bound_does_not_drop_a_reading_client
     got = events([await ws.recv() for _ in SENSORS])
     assert [a[0]["sensor_name"] for _, a in got] == SENSORS
     assert server.live.counters()["dropped_slow_clients"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tick_hands_each_client_its_updates_in_one_call_whatever_the_sensor_count(make_server):
+    clock = Clock()
+    clock.advance(T0 + 0.5)
+    server = make_server(clock=clock)
+    clients = [await sio_ws(server.ws_url) for _ in range(2)]
+    calls = {}
+    for sid, session in server.live.engine.sessions.items():
+        def send_many(packets, _real=session.send_many, _sid=sid):
+            calls[_sid] = calls.get(_sid, 0) + 1
+            return _real(packets)
+        session.send_many = send_many
+    for n_sensors in (2, 12):
+        calls.clear()
+        for i in range(n_sensors):
+            server.hub.second("m1", f"s{i}", "VIB", clock.seconds(), PartialSums.of([float(i)]))
+        clock.advance(1)
+        assert sorted(calls.values()) == [1, 1], (n_sensors, calls)
+        for c in clients:
+            got = events([await c.recv() for _ in range(n_sensors)])
+            assert [a[0]["sensor_name"] for _, a in got] == [f"s{i}" for i in range(n_sensors)]

@@ -254,8 +254,11 @@ class EngineServer:
             return
         self._cork_depth = 0
         corked, self._corked = self._corked, []
+        # Clients of one room mostly hold the very same packets (shared
+        # Outgoing objects): their joined frames are built once per flush.
+        joined = {}
         for session in corked:
-            session.flush_held()
+            session.flush_held(joined)
 
     def resource(self):
         return EngineResource(self)
@@ -433,10 +436,20 @@ class EngineSession:
             self._flush_poll()
         return True
 
-    def flush_held(self):
-        """Send what was held while the server was corked (one write / poll answer)."""
+    def flush_held(self, joined=None):
+        """Send what was held while the server was corked (one write / poll
+        answer).  ``joined``: {(eio3, packets): frames} shared by one flush."""
         held, self.held = self.held, None
-        if held and not self.closed:
+        if not held or self.closed:
+            return
+        ws = self.ws
+        if joined is not None and ws is not None and not (ws.paused or ws.backlog):
+            key = (ws.eio == 3, tuple(held))
+            data = joined.get(key)
+            if data is None:
+                data = joined[key] = ws_frames(held, key[0])
+            ws._write(held, data)
+        else:
             self.send_many(held)
 
     def drop_slow(self):
@@ -789,10 +802,11 @@ class EngineWebSocket(WebSocketServerProtocol):
         self._write(packets)
         return True
 
-    def _write(self, packets):
+    def _write(self, packets, data=None):
+        """``data``: the frames of ``packets`` when already joined."""
         if self.state != self.STATE_OPEN:
             return  # closing: autobahn would raise (sendMessage) or write after close
-        self.transport.write(ws_frames(packets, self.eio == 3))
+        self.transport.write(ws_frames(packets, self.eio == 3) if data is None else data)
         self.factory.engine.counters["packets_sent"] += len(packets)
 
     def resume(self):

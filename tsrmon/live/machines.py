@@ -80,7 +80,7 @@ class MachineRoom(Namespace):
         """The interval ended: one ``update`` per sensor that had samples."""
         windows, self.windows = self.windows, {}
         size = self.service.cache_size
-        sent = 0
+        updates = []
         for sensor, (stype, sums) in windows.items():
             if not sums.count:
                 continue
@@ -91,8 +91,10 @@ class MachineRoom(Namespace):
                 cached = self.cache[sensor] = deque(maxlen=size)
             if size:
                 cached.append(payload)
-            sent += self.broadcast("update", payload)
-        return sent
+            updates.append(("update", payload))
+        # All of the tick's updates to each client in one call (issue 18: the
+        # per-client cost stays flat as sensors are added).
+        return self.broadcast_all(updates)
 
     def prepend_history(self, sensor, payloads):
         """Rebuilt updates (oldest first) go before whatever arrived live."""

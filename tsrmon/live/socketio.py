@@ -59,8 +59,23 @@ class Namespace:
 
     def send_to(self, sockets, event, *args):
         """Send one event to some sockets of this namespace, serialised once."""
-        items = P.encode(P.EVENT, self.name, [event, *args])
-        shared = [Outgoing("4" + items[0])] + items[1:]
+        return self.send_all_to(sockets, [(event, *args)])
+
+    def broadcast_all(self, events):
+        """Send events (``[(event, *args)]``, in order) to every socket: each
+        serialised once, handed to each client in one call (so a client costs
+        the same however many events there are).  Returns events × clients sent."""
+        if not self.sockets or not events:
+            return 0
+        return self.send_all_to(list(self.sockets.values()), events) * len(events)
+
+    def send_all_to(self, sockets, events):
+        """Send events to some sockets; returns how many sockets took them."""
+        shared = []
+        for event in events:
+            items = P.encode(P.EVENT, self.name, list(event))
+            shared.append(Outgoing("4" + items[0]))
+            shared.extend(items[1:])
         sent = 0
         for socket in list(sockets):
             if socket.connection.session.send_many(shared):
