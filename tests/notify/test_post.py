@@ -83,3 +83,12 @@ def test_a_long_body_is_read_up_to_the_cap(peer):
     reply = yield post(http_client(reactor), task.Clock(), peer.url, b"", {}, 5)
     assert reply.code == 500 and reply.body == b"y" * MAX_RESPONSE_BYTES
     assert reply.text(10) == "y" * 10 + "…"
+
+
+@pytest_twisted.inlineCallbacks
+def test_header_values_go_as_latin_1(peer):
+    # NOTIFY.WEBHOOKS headers are checked to be latin-1 strings; they are sent so.
+    peer.reply = b"HTTP/1.1 204 No Content\r\n\r\n"
+    yield post(http_client(reactor), task.Clock(), peer.url, b"", {"x-site": "Usine Bâle"}, 5)
+    request = yield get(peer.requests)
+    assert b"x-site: usine b\xe2le\r\n" in request.lower()

@@ -85,7 +85,9 @@ def post(http, clock, url, body, headers, timeout):
     """POST ``body`` with treq: Deferred[:class:`Reply`], failing with
     ``defer.TimeoutError`` when connect, send and the whole response take
     longer than ``timeout`` s on ``clock``.  Redirects are not followed."""
-    headers = {"user-agent": USER_AGENT, **headers}
+    # Latin-1, as the webhook configuration checks them (treq would encode str as UTF-8).
+    headers = {k.encode("latin-1"): v.encode("latin-1")
+               for k, v in {"user-agent": USER_AGENT, **headers}.items()}
     d = http.post(url, data=body, headers=headers, allow_redirects=False, unbuffered=True)
 
     def got(response):
