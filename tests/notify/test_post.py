@@ -92,3 +92,13 @@ def test_header_values_go_as_latin_1(peer):
     yield post(http_client(reactor), task.Clock(), peer.url, b"", {"x-site": "Usine Bâle"}, 5)
     request = yield get(peer.requests)
     assert b"x-site: usine b\xe2le\r\n" in request.lower()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_receivers_cookie_is_not_sent_back(peer):
+    peer.reply = b"HTTP/1.1 200 OK\r\nSet-Cookie: session=abc; Path=/\r\nContent-Length: 0\r\n\r\n"
+    client = http_client(reactor)
+    yield post(client, task.Clock(), peer.url, b"", {}, 5)
+    yield post(client, task.Clock(), peer.url, b"", {}, 5)
+    first, second = (yield get(peer.requests)), (yield get(peer.requests))
+    assert b"cookie" not in first.lower() and b"cookie" not in second.lower()

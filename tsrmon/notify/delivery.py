@@ -8,6 +8,7 @@ fails with :class:`DeliveryError` (or any network failure, which is retried).
 """
 
 import uuid
+from http import cookiejar
 
 from treq.client import HTTPClient
 from twisted.internet import defer, error, protocol, task
@@ -26,10 +27,13 @@ USER_AGENT = f"tsrmon/{__version__}"
 
 def http_client(reactor, pool=None):
     """treq's client on an Agent; notifications are rare, so by default its
-    pool keeps no persistent connections to hold open or close."""
+    pool keeps no persistent connections to hold open or close.  Its cookie
+    jar refuses every cookie: a receiver's Set-Cookie must not come back to
+    it (or go anywhere) with the next notification."""
     if pool is None:
         pool = webclient.HTTPConnectionPool(reactor, persistent=False)
-    return HTTPClient(webclient.Agent(reactor, pool=pool))
+    no_cookies = cookiejar.CookieJar(cookiejar.DefaultCookiePolicy(allowed_domains=()))
+    return HTTPClient(webclient.Agent(reactor, pool=pool), cookiejar=no_cookies)
 
 
 class Reply:
