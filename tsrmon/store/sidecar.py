@@ -108,7 +108,7 @@ def open_sidecar(path, reactor, sidecar_schema, first, log, unavailable):
     check in its one thread; ``opened`` is Deferred[(pool or None, error text
     or None, first's result)] and never fails.  A file newer than the code
     closes the pool (``None``) and the caller works without the file.
-    ``unavailable`` starts the log line ("alarm store unavailable").
+    ``unavailable`` starts the log line ("alarm history unavailable").
     """
     try:
         pool = sidecar_pool(path, reactor)
@@ -141,7 +141,7 @@ def open_sidecar(path, reactor, sidecar_schema, first, log, unavailable):
 class SidecarFile:
     """What a side database's reader/writer shares: its path, pool and last
     error.  A subclass sets ``FILE_NAME``, ``SCHEMA`` (a :class:`SidecarSchema`)
-    and ``WHAT`` (the name of the file's content in errors: "alarm store")."""
+    and ``WHAT`` (the name of the file's content in errors: "alarm history")."""
 
     FILE_NAME = SCHEMA = WHAT = None
     log = Logger()
