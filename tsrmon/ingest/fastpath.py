@@ -81,6 +81,26 @@ class DataPlan:
 _MARKER = struct.Struct(">d")
 
 
+def _skeleton_entries(value):
+    """``[(sensor, type, data list, problem or None)]`` of a decoded skeleton
+    frame ``("DataUpdate", {sensor: {"type", "data"}})``, or None when it is
+    not of that shape (the frame then takes the slow path)."""
+    if type(value) is not tuple or len(value) != 2 or value[0] != DATA or type(value[1]) is not dict:
+        return None
+    out = []
+    for sensor, entry in value[1].items():
+        if type(sensor) is not str or type(entry) is not dict:
+            return None
+        if any(type(k) is not str for k in entry):
+            return None
+        stype = entry.get("type")
+        data = entry.get("data")
+        if type(data) is not list:
+            return None
+        out.append((sensor, stype, data, sensor_problem(sensor, stype)))
+    return out
+
+
 def plan_from_skeleton(frame, runs, frames_at):
     """:func:`plan_for` for a frame whose float runs are each taken whole by
     one MARK opcode (``PickleWalk.whole``): the layout is learnt from a copy
@@ -103,21 +123,13 @@ def plan_from_skeleton(frame, runs, frames_at):
         value = pickle.loads(b"".join(parts))
     except Exception:
         return None
-    if type(value) is not tuple or len(value) != 2 or value[0] != DATA or type(value[1]) is not dict:
+    entries = _skeleton_entries(value)
+    if entries is None:
         return None
     nruns = len(runs)
     sensors = []
     bad = []
-    for sensor, entry in value[1].items():
-        if type(sensor) is not str or type(entry) is not dict:
-            return None
-        if any(type(k) is not str for k in entry):
-            return None
-        stype = entry.get("type")
-        data = entry.get("data")
-        if type(data) is not list:
-            return None
-        problem = sensor_problem(sensor, stype)
+    for sensor, stype, data, problem in entries:
         if problem is not None:
             bad.append((sensor, problem))
             continue
@@ -157,20 +169,12 @@ def plan_for(frame, runs):
         value = pickle.loads(synthetic)
     except Exception:
         return None
-    if type(value) is not tuple or len(value) != 2 or value[0] != DATA or type(value[1]) is not dict:
+    entries = _skeleton_entries(value)
+    if entries is None:
         return None
     sensors = []
     bad = []
-    for sensor, entry in value[1].items():
-        if type(sensor) is not str or type(entry) is not dict:
-            return None
-        if any(type(k) is not str for k in entry):
-            return None
-        stype = entry.get("type")
-        data = entry.get("data")
-        if type(data) is not list:
-            return None
-        problem = sensor_problem(sensor, stype)
+    for sensor, stype, data, problem in entries:
         if problem is not None:
             bad.append((sensor, problem))
             continue
