@@ -92,13 +92,8 @@ def _exists(conn, table):
                         (table,)).fetchone() is not None
 
 
-def spectrum_rows(conn, sensor, kind, start_t=None, end_t=None, limit=None, latest=False):
-    """Rows ``{t0, utc_offset, time, blocks, rate, f0, df, lines}`` (``lines``
-    the raw float32 BLOB) with ``start_t <= t0 < end_t``, ascending (or the
-    newest ``limit`` when ``latest``)."""
-    table = schema.spectra_table(sensor, kind)
-    if not _exists(conn, table):
-        return []
+def _t0_range(start_t, end_t):
+    """WHERE terms and arguments for ``start_t <= t0 < end_t`` (None: open)."""
     where, args = ["1"], []
     if start_t is not None:
         where.append("t0 >= ?")
@@ -106,6 +101,17 @@ def spectrum_rows(conn, sensor, kind, start_t=None, end_t=None, limit=None, late
     if end_t is not None:
         where.append("t0 < ?")
         args.append(int(end_t))
+    return where, args
+
+
+def spectrum_rows(conn, sensor, kind, start_t=None, end_t=None, limit=None, latest=False):
+    """Rows ``{t0, utc_offset, time, blocks, rate, f0, df, lines}`` (``lines``
+    the raw float32 BLOB) with ``start_t <= t0 < end_t``, ascending (or the
+    newest ``limit`` when ``latest``)."""
+    table = schema.spectra_table(sensor, kind)
+    if not _exists(conn, table):
+        return []
+    where, args = _t0_range(start_t, end_t)
     order = "DESC" if latest else "ASC"
     sql = (f"SELECT t0, utc_offset, time, blocks, rate, f0, df, lines FROM "
            f"{quote_identifier(table)} WHERE {' AND '.join(where)} ORDER BY t0 {order}")
@@ -124,13 +130,7 @@ def features_rows(conn, sensor, start_t=None, end_t=None):
     table = schema.spectra_table(sensor, schema.FEATURES_KIND)
     if not _exists(conn, table):
         return []
-    where, args = ["1"], []
-    if start_t is not None:
-        where.append("t0 >= ?")
-        args.append(int(start_t))
-    if end_t is not None:
-        where.append("t0 < ?")
-        args.append(int(end_t))
+    where, args = _t0_range(start_t, end_t)
     out = []
     for t0, off, text, blocks, v, doc in conn.execute(
             f"SELECT t0, utc_offset, time, blocks, velocity_rms, json FROM "

@@ -47,37 +47,24 @@ def upsert_sql(sensor, level, mode, moments=False):
     moment columns too when ``moments``; NULL in old rows counts as 0)."""
     q = quote_identifier(schema.stat_table(sensor, level))
     num = '"sum_abs"' if mode == "ABS" else '"sum"'
+    columns = 'time, data, t0, utc_offset, "count", "sum", "sum_abs", "min", "max", "sum_sq"'
+    updates = [
+        '"count" = "count" + excluded."count"',
+        '"sum" = "sum" + excluded."sum"',
+        '"sum_abs" = "sum_abs" + excluded."sum_abs"',
+        '"sum_sq" = "sum_sq" + excluded."sum_sq"',
+        '"min" = MIN("min", excluded."min")',
+        '"max" = MAX("max", excluded."max")',
+        f'data = ({num} + excluded.{num}) / ("count" + excluded."count")',
+    ]
+    n = 10
     if moments:
-        return (
-            f'INSERT INTO {q} (time, data, t0, utc_offset, "count", "sum", "sum_abs", "min", "max", '
-            f'"sum_sq", "mcount", "s1", "s2", "s3", "s4") '
-            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            f'ON CONFLICT(t0) DO UPDATE SET '
-            f'"count" = "count" + excluded."count", '
-            f'"sum" = "sum" + excluded."sum", '
-            f'"sum_abs" = "sum_abs" + excluded."sum_abs", '
-            f'"sum_sq" = "sum_sq" + excluded."sum_sq", '
-            f'"min" = MIN("min", excluded."min"), '
-            f'"max" = MAX("max", excluded."max"), '
-            f'data = ({num} + excluded.{num}) / ("count" + excluded."count"), '
-            f'"mcount" = COALESCE("mcount", 0) + excluded."mcount", '
-            f'"s1" = COALESCE("s1", 0.0) + excluded."s1", '
-            f'"s2" = COALESCE("s2", 0.0) + excluded."s2", '
-            f'"s3" = COALESCE("s3", 0.0) + excluded."s3", '
-            f'"s4" = COALESCE("s4", 0.0) + excluded."s4"'
-        )
-    return (
-        f'INSERT INTO {q} (time, data, t0, utc_offset, "count", "sum", "sum_abs", "min", "max", "sum_sq") '
-        f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        f'ON CONFLICT(t0) DO UPDATE SET '
-        f'"count" = "count" + excluded."count", '
-        f'"sum" = "sum" + excluded."sum", '
-        f'"sum_abs" = "sum_abs" + excluded."sum_abs", '
-        f'"sum_sq" = "sum_sq" + excluded."sum_sq", '
-        f'"min" = MIN("min", excluded."min"), '
-        f'"max" = MAX("max", excluded."max"), '
-        f'data = ({num} + excluded.{num}) / ("count" + excluded."count")'
-    )
+        columns += ', "mcount", "s1", "s2", "s3", "s4"'
+        updates.append('"mcount" = COALESCE("mcount", 0) + excluded."mcount"')
+        updates += [f'"{c}" = COALESCE("{c}", 0.0) + excluded."{c}"' for c in ("s1", "s2", "s3", "s4")]
+        n = 15
+    return (f"INSERT INTO {q} ({columns}) VALUES ({', '.join('?' * n)}) "
+            f"ON CONFLICT(t0) DO UPDATE SET {', '.join(updates)}")
 
 
 def sum_params(rows, mode):
