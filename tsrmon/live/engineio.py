@@ -12,7 +12,10 @@ Outgoing packets are ``str`` (a text Engine.IO packet, type digit first),
 ``bytes`` (a binary message) or :class:`Outgoing` (a text packet serialised
 once for a broadcast).  Each session's send queue is bounded by
 ``max_queue``; a client that cannot keep up is dropped, so a stalled socket
-never grows memory or slows the others.
+never grows memory or slows the others.  Between :meth:`EngineServer.cork`
+and :meth:`EngineServer.uncork` (a live tick, a statistics roll) packets are
+held per session and then go out as one transport write per WebSocket client
+(one frame per packet, :func:`ws_frames`) or one answer per polling client.
 
 Who may connect is decided by the :class:`tsrmon.web.policy.HttpPolicy`
 passed in (the daemon's one policy object, shared with the REST gate and

@@ -8,6 +8,11 @@ closes the windows and broadcasts ``update`` (a sensor without samples in the
 window gets none).  The last LIVE.CACHE updates per sensor are
 kept for ``initialize``; ``history(machine)`` (minute rows from storage)
 rebuilds them after a restart.
+
+Fan-out (issue 18): a tick corks the engine, so each client gets all of the
+tick's events (every room, every sensor) in one transport write; the
+``second`` events of one statistics roll (one synchronous loop of
+:meth:`second` calls) are held until the reactor's next turn likewise.
 """
 
 import datetime
