@@ -75,22 +75,24 @@ def _item(row):
             _finite(row.get("rms")), count)
 
 
+def legacy_item(name, t, data, mn, mx, rms, count):
+    """One row in the legacy shape ``{name, time, data}`` plus the extras a
+    counted row has (min, max, rms, count; absent for legacy rows)."""
+    d = {"name": name, "time": t, "data": data}
+    if mn is not None:
+        d["min"] = mn
+    if mx is not None:
+        d["max"] = mx
+    if rms is not None:
+        d["rms"] = rms
+    if count is not None:
+        d["count"] = count
+    return d
+
+
 def encode_items(name, items):
     """JSON array body (without brackets) of items in the legacy shape plus extras."""
-    out = []
-    append = out.append
-    for t, data, mn, mx, rms, count in items:
-        d = {"name": name, "time": t, "data": data}
-        if mn is not None:
-            d["min"] = mn
-        if mx is not None:
-            d["max"] = mx
-        if rms is not None:
-            d["rms"] = rms
-        if count is not None:
-            d["count"] = count
-        append(d)
-    return orjson.dumps(out)[1:-1]
+    return orjson.dumps([legacy_item(name, *item) for item in items])[1:-1]
 
 
 class _Chunk:

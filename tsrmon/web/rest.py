@@ -26,7 +26,7 @@ from tsrmon.analytics import iso10816, meta as _meta, spectrum as _spectrum
 from tsrmon.names import name_problem
 from tsrmon.peerlog import PeerLog, peer_text
 from tsrmon.store import schema
-from tsrmon.store.reader import align_series
+from tsrmon.store.reader import align_series, legacy_item
 from tsrmon.web import openapi
 from tsrmon.web.gate import Gate, allowed_methods, error_body
 from tsrmon.web.policy import HttpPolicy
@@ -802,15 +802,7 @@ def _stat_fields(series, moments, fields, fmt):
                            for n, t, d, mn, mx, rms, c, extra in rows])
     out = []
     for n, t, d, mn, mx, rms, c, extra in rows:
-        item = {"name": n, "time": t, "data": d}
-        if mn is not None:
-            item["min"] = mn
-        if mx is not None:
-            item["max"] = mx
-        if rms is not None:
-            item["rms"] = rms
-        if c is not None:
-            item["count"] = c
+        item = legacy_item(n, t, d, mn, mx, rms, c)
         item.update(zip(fields, extra))
         out.append(item)
     return orjson.dumps(out)
