@@ -186,6 +186,11 @@ class TsrmonService(OrderedMultiService):
     def startService(self):
         # MultiService.startService, but a listener that fails ends start-up.
         service.Service.startService(self)
+        if self.handle_signals:
+            # Before any port opens: a SIGTERM between the first listener and
+            # reactor.run() (a supervisor that saw the port open) is a clean
+            # stop too, not Python's default death by signal.
+            self._install_signal_handlers()
         for child in self:
             if self.failure is not None:
                 break
@@ -205,8 +210,8 @@ class TsrmonService(OrderedMultiService):
         self._port_check.clock = self.reactor
         self._port_check.start(LISTENER_CHECK_INTERVAL, now=False)
         if self.handle_signals:
-            # After the reactor has installed its own handlers (twistd starts
-            # the application before reactor.run()).
+            # Again after the reactor has installed its own handlers (twistd
+            # starts the application before reactor.run()).
             self.reactor.callWhenRunning(self._install_signal_handlers)
 
     # -- listeners: all or nothing -------------------------------------
@@ -280,10 +285,17 @@ class TsrmonService(OrderedMultiService):
         # The reactor's own SIGTERM handler makes twistd re-raise the signal
         # after a clean stop (exit status -15); systemd and the operator
         # expect 0 after a graceful shutdown, so we stop the reactor ourselves.
-        self._old_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._sigterm)
+        handlers = {signal.SIGTERM: self._sigterm}
         if self.config.source:
-            self._old_handlers[signal.SIGHUP] = signal.signal(
-                signal.SIGHUP, lambda *_: self.reactor.callFromThread(self.reload))
+            handlers[signal.SIGHUP] = self._sighup
+        for signum, handler in handlers.items():
+            old = signal.signal(signum, handler)
+            # The handler to restore at stop is the one from before us (the
+            # second install replaces the reactor's, which goes with it).
+            self._old_handlers.setdefault(signum, old)
+
+    def _sighup(self, *_):
+        self.reactor.callFromThread(self.reload)
 
     def _sigterm(self, *_):
         self.reactor.callFromThread(self._stop_reactor)
@@ -292,6 +304,9 @@ class TsrmonService(OrderedMultiService):
         if self.reactor.running:
             log.info("SIGTERM: shutting down")
             self.reactor.stop()
+        else:  # during start-up, before reactor.run(): stop as soon as it runs
+            log.info("SIGTERM during start-up: shutting down")
+            self.reactor.callWhenRunning(self.reactor.stop)
 
     def stopService(self):
         for signum, handler in self._old_handlers.items():
