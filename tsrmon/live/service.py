@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from tsrmon.live.engineio import EngineServer
 from tsrmon.live.machines import NAMESPACE_PREFIX, MachineRoom
 from tsrmon.live.socketio import Namespace, SocketServer
+from tsrmon.peerlog import PeerLog
 from tsrmon.runtime import next_tick_delay
 from tsrmon.stats.sums import PartialSums
 from tsrmon.web.policy import HttpPolicy
@@ -71,9 +72,12 @@ class LiveService(service.Service):
             policy=self.policy,
             counters=self._counters,
             allow_eio3=True,  # old clients (Dart socket_io_client <= 1.x, JS 2.x)
+            # Warnings about one client: a few lines per address and reason a minute.
+            peerlog=PeerLog(EngineServer.log, clock),
         )
         self.sio = SocketServer(clock, self.resolve, connect_timeout=CONNECT_TIMEOUT,
-                                policy=self.policy, counters=self._counters)
+                                policy=self.policy, counters=self._counters,
+                                peerlog=PeerLog(SocketServer.log, clock))
         self.engine.handler_factory = self.sio
         self.policy.on_change.append(self.policy_changed)
         self._resource = self.engine.resource()

@@ -8,6 +8,8 @@ conformance suite expects a connection to close on ``4abc`` or ``42{}``.
 
 import orjson
 
+from tsrmon.live.engineio.codec import dumps
+
 CONNECT, DISCONNECT, EVENT, ACK, CONNECT_ERROR, BINARY_EVENT, BINARY_ACK = range(7)
 
 # Sentinel for "no JSON part" (distinct from JSON null).
@@ -16,11 +18,6 @@ NO_DATA = object()
 
 class PacketError(ValueError):
     """An undecodable or invalid Socket.IO packet (the connection is closed)."""
-
-
-def dumps(obj):
-    """Compact JSON text (the suite compares exact strings)."""
-    return orjson.dumps(obj).decode("utf-8")
 
 
 class Packet:

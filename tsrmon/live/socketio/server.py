@@ -1,124 +1,18 @@
-"""Socket.IO v5 over :mod:`tsrmon.live.engineio`: namespaces, events, acks, binary.
+"""Socket.IO v5 on an Engine.IO server: one client's connection
+(:class:`SocketConnection`) and the handler factory (:class:`SocketServer`)."""
 
-:class:`SocketServer` is the Engine.IO handler factory.  Each engine session
-gets a :class:`SocketConnection` that multiplexes namespace sockets
-(:class:`NamespaceSocket`).  What a namespace does is a :class:`Namespace`
-subclass, found by the server's ``resolve(nsp)`` callable; an unknown
-namespace gets ``CONNECT_ERROR {"message": "Invalid namespace"}``.
-"""
-
+import reprlib
 from urllib.parse import parse_qsl
 
 from twisted.logger import Logger
 
-from tsrmon.live import packets as P
-from tsrmon.live.engineio import Outgoing, new_sid
-from tsrmon.peerlog import PeerLog, peer_text
+from tsrmon.live.engineio import LogPeerLog
+from tsrmon.live.socketio import packets as P
+from tsrmon.live.socketio.namespace import RESERVED_EVENTS, ConnectRefused, NamespaceSocket
 
-# Reserved names the JS client never emits; Dart 2.x sent them anyway, so
-# they are ignored rather than treated as protocol errors.
-RESERVED_EVENTS = frozenset(("connect", "connect_error", "disconnect", "disconnecting",
-                             "newListener", "removeListener"))
-
-
-class ConnectRefused(Exception):
-    """Raised by :meth:`Namespace.authorize` to refuse a CONNECT."""
-
-    def __init__(self, message, data=None):
-        super().__init__(message)
-        self.message = message
-        self.data = data
-
-
-class Namespace:
-    """The behaviour of one namespace; ``sockets`` maps Socket.IO sid → socket."""
-
-    log = Logger()
-
-    def __init__(self, name):
-        self.name = name
-        self.sockets = {}
-
-    def authorize(self, connection, auth):
-        """Raise :class:`ConnectRefused` to refuse; the default accepts."""
-
-    def on_connect(self, socket, auth):
-        pass
-
-    def on_event(self, socket, event, args, ack):
-        """``ack`` is None or a callable taking the ack arguments."""
-
-    def on_disconnect(self, socket, reason):
-        pass
-
-    def broadcast(self, event, *args):
-        """Send one event to every socket, serialised once; returns the count sent."""
-        if not self.sockets:
-            return 0
-        return self.send_to(list(self.sockets.values()), event, *args)
-
-    def send_to(self, sockets, event, *args):
-        """Send one event to some sockets of this namespace, serialised once."""
-        return self.send_all_to(sockets, [(event, *args)])
-
-    def broadcast_all(self, events):
-        """Send events (``[(event, *args)]``, in order) to every socket: each
-        serialised once, handed to each client in one call (so a client costs
-        the same however many events there are).  Returns events × clients sent."""
-        if not self.sockets or not events:
-            return 0
-        return self.send_all_to(list(self.sockets.values()), events) * len(events)
-
-    def send_all_to(self, sockets, events):
-        """Send events to some sockets; returns how many sockets took them."""
-        shared = []
-        for event in events:
-            items = P.encode(P.EVENT, self.name, list(event))
-            shared.append(Outgoing("4" + items[0]))
-            shared.extend(items[1:])
-        sent = 0
-        for socket in list(sockets):
-            if socket.connection.session.send_many(shared):
-                sent += 1
-        return sent
-
-
-class NamespaceSocket:
-    """One client in one namespace."""
-
-    __slots__ = ("sid", "namespace", "connection", "acks", "next_ack", "state", "token")
-
-    def __init__(self, namespace, connection):
-        if connection.v4_protocol:
-            # Socket.IO v4 (EIO3 clients): the socket id is "<nsp>#<engine sid>".
-            sid = connection.session.sid
-            self.sid = sid if namespace.name == "/" else f"{namespace.name}#{sid}"
-        else:
-            self.sid = new_sid()
-        self.namespace = namespace
-        self.connection = connection
-        self.acks = {}
-        self.next_ack = 0
-        self.state = {}  # per-socket data of the namespace behaviour
-        self.token = None  # the API token that let it in (rechecked on SIGHUP)
-
-    @property
-    def nsp(self):
-        return self.namespace.name
-
-    def emit(self, event, *args, callback=None):
-        ack_id = None
-        if callback is not None:
-            ack_id = self.next_ack
-            self.next_ack += 1
-            self.acks[ack_id] = callback
-        return self.connection.send_packet(P.EVENT, self.nsp, [event, *args], ack_id)
-
-    def disconnect(self):
-        """Server-side disconnect of this namespace only."""
-        if self.connection.sockets.get(self.nsp) is self:
-            self.connection.send_packet(P.DISCONNECT, self.nsp)
-            self.connection.leave(self, "server namespace disconnect")
+# Peer-supplied names quoted in a log line: escaped (repr) and cut short.
+_quote = reprlib.Repr()
+_quote.maxstring = 64
 
 
 class SocketConnection:
@@ -151,12 +45,13 @@ class SocketConnection:
         return self.session.send_many(["4" + items[0]] + items[1:])
 
     def protocol_error(self, why):
+        # ``why`` is bounded: fixed texts, peer values only through _quote.
         self.server.counters["protocol_errors"] += 1
         session = self.session
         peer = getattr(session, "peer", "unknown")
         self.server.peerlog.info(peer, "bad Socket.IO packet",
                                  "live session {sid} from {peer}: closing on a bad Socket.IO packet: "
-                                 "{why}", sid=session.sid, peer=peer, why=peer_text(why, 160))
+                                 "{why}", sid=session.sid, peer=peer, why=why)
         self.session.close("parse error")
 
     # -- engine handler interface -------------------------------------------
@@ -213,7 +108,7 @@ class SocketConnection:
                 self.leave(socket, "client namespace disconnect")
             return
         if socket is None:
-            self.protocol_error(f"packet for namespace {nsp!r}, which is not connected")
+            self.protocol_error(f"packet for namespace {_quote.repr(nsp)}, which is not connected")
             return
         if ptype in (P.EVENT, P.BINARY_EVENT):
             event, args = packet.data[0], packet.data[1:]
@@ -311,14 +206,17 @@ class SocketServer:
 
     log = Logger()
 
-    def __init__(self, clock, resolve, *, connect_timeout=45.0, policy=None, counters=None):
+    def __init__(self, clock, resolve, *, connect_timeout=45.0, policy=None, counters=None,
+                 peerlog=None):
+        """``policy``: the engine's policy (None: no API tokens); ``peerlog``:
+        as for :class:`~tsrmon.live.engineio.EngineServer`."""
         self.clock = clock
         self.resolve = resolve
         self.connect_timeout = connect_timeout
-        # The shared tsrmon.web.policy.HttpPolicy (None: no API tokens).
+        # The owner's shared policy (tokens_required, token_ok), read at each use.
         self.policy = policy
         self.connections = set()
-        self.peerlog = PeerLog(self.log, clock)
+        self.peerlog = peerlog if peerlog is not None else LogPeerLog(self.log)
         self.counters = counters if counters is not None else {}
         for key in ("events_sent", "events_received", "connects", "connect_errors",
                     "protocol_errors", "revoked"):
