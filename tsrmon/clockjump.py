@@ -43,6 +43,9 @@ import time
 
 from twisted.application import service
 from twisted.logger import Logger
+from zope.interface import implementer
+
+from tsrmon.rooms import ICounters, IHealth
 
 log = Logger()
 
@@ -179,6 +182,7 @@ class JumpDetector:
         }
 
 
+@implementer(IHealth, ICounters)
 class ClockJumpService(service.Service):
     """Keeps the reactor's pending timers on schedule across wall-clock steps.
 
@@ -187,6 +191,8 @@ class ClockJumpService(service.Service):
     """
 
     name = "clockjump"
+    health_key = "clock"  # IHealth: its /healthz check
+    counters_key = "clock"  # ICounters: its /metrics prefix
 
     def __init__(self, reactor, threshold=2.0, period=1.0, elapsed=None, watch_thread=True):
         self.reactor = reactor
@@ -259,3 +265,5 @@ class ClockJumpService(service.Service):
     def healthy(self):
         return {"ok": bool(self.running), "jumps": self.detector.jumps,
                 "last_jump_seconds": self.detector.last_jump}
+
+    health = healthy  # IHealth

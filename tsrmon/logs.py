@@ -20,6 +20,9 @@ from twisted.logger import (
     formatEventAsClassicLogText,
     globalLogPublisher,
 )
+from zope.interface import implementer
+
+from tsrmon.rooms import IReconfigurable
 
 _LEVELS = {
     "debug": LogLevel.debug,
@@ -154,6 +157,7 @@ class DatedLogFile:
             self._day = None
 
 
+@implementer(IReconfigurable)
 class LogFileService(service.Service):
     """Adds the dated file observer (filtered by LOGGER.LEVEL) while running."""
 

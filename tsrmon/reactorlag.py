@@ -14,15 +14,21 @@ import time
 from collections import deque
 
 from twisted.application import service
+from zope.interface import implementer
+
+from tsrmon.rooms import ICounters, IHealth
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+@implementer(IHealth, ICounters)
 class ReactorLagService(service.Service):
     """``clock`` schedules the timer (the reactor, or a ``task.Clock`` in
     tests); ``now`` measures it (``time.monotonic`` by default)."""
 
     name = "reactorlag"
+    health_key = "reactor"  # IHealth: its /healthz check
+    counters_key = "reactor"  # ICounters: its /metrics prefix
 
     def __init__(self, clock, interval=0.25, window=60.0, now=None, buckets=BUCKETS):
         self.clock = clock
@@ -97,3 +103,5 @@ class ReactorLagService(service.Service):
         # Informative only: a slow moment must not make the daemon "unhealthy".
         return {"ok": True, "lag_max_recent_seconds": round(self.recent_max(), 6),
                 "lag_max_seconds": round(self.max, 6), "interval": self.interval}
+
+    health = healthy  # IHealth

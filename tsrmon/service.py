@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
+from tsrmon import rooms as room_interfaces
 from tsrmon.config import ConfigError, default_config_path, load_config
 from tsrmon.lock import InstanceLock, LockError
 from tsrmon.runtime import OrderedMultiService, ProcessExit, tune_gc_for_a_daemon
@@ -184,28 +185,24 @@ class TsrmonService(OrderedMultiService):
         return super().setServiceParent(parent)
 
     def startService(self):
-        # MultiService.startService, but a listener that fails ends start-up.
+        # MultiService.startService, but each child's start is awaited before
+        # the next one starts (Buildbot's AsyncMultiService), and a listener
+        # or a start that fails ends start-up there: the children after it,
+        # systemd's READY=1 among them, never start.  ``started`` fires once
+        # every child has started (or start-up has ended early).
         service.Service.startService(self)
+        self.started = defer.Deferred()
         if self.handle_signals:
             # Before any port opens: a SIGTERM between the first listener and
             # reactor.run() (a supervisor that saw the port open) is a clean
             # stop too, not Python's default death by signal.
             self._install_signal_handlers()
-        for child in self:
-            if self.failure is not None:
-                break
-            try:
-                child.startService()
-            except Exception as e:
-                if self._is_listener(child):
-                    describe = getattr(child, "endpoint_description", lambda: "")
-                    self._fatal(f"cannot listen: {self._listener_text(child)}: "
-                                f"{listen_exception_text(describe(), e)}")
-                else:
-                    self.log.failure("starting {service} failed", service=child.name)
-                    self._fatal(f"cannot start: {child.name or type(child).__name__} failed: {e}")
-                break
-            self._watch_listener(child)
+        problems = room_interfaces.problems(self)
+        if problems:
+            # A room that declares an interface it does not keep: a bug, said
+            # in one line before anything listens.
+            self._fatal("cannot start: " + "; ".join(problems))
+        self._start_children(iter(list(self)))
         self._port_check = LoopingCall(self._check_ports)
         self._port_check.clock = self.reactor
         self._port_check.start(LISTENER_CHECK_INTERVAL, now=False)
@@ -213,6 +210,39 @@ class TsrmonService(OrderedMultiService):
             # Again after the reactor has installed its own handlers (twistd
             # starts the application before reactor.run()).
             self.reactor.callWhenRunning(self._install_signal_handlers)
+        return self.started
+
+    def _start_children(self, children):
+        """Start ``children`` one after the other; a child whose
+        ``startService`` returns a Deferred is awaited before the next."""
+        for child in children:
+            if self.failure is not None or not self.running:
+                break
+            try:
+                result = child.startService()
+            except Exception as e:
+                self._start_failed(child, e)
+                break
+            self._watch_listener(child)
+            if isinstance(result, defer.Deferred):
+                result.addCallbacks(lambda _: self._start_children(children),
+                                    lambda failure, child=child: self._start_failed(child, failure))
+                return
+        if not self.started.called:
+            self.started.callback(None)
+
+    def _start_failed(self, child, error):
+        if isinstance(error, Failure):
+            error = error.value
+        if self._is_listener(child):
+            describe = getattr(child, "endpoint_description", lambda: "")
+            self._fatal(f"cannot listen: {self._listener_text(child)}: "
+                        f"{listen_exception_text(describe(), error)}")
+        else:
+            self.log.failure("starting {service} failed", Failure(error), service=child.name)
+            self._fatal(f"cannot start: {child.name or type(child).__name__} failed: {error}")
+        if not self.started.called:
+            self.started.callback(None)
 
     # -- listeners: all or nothing -------------------------------------
     @staticmethod
@@ -338,13 +368,11 @@ class TsrmonService(OrderedMultiService):
         if self.demo:
             new = demo_config(new)
         self.config = new
-        for name, room in self.rooms.items():
-            reconfigure = getattr(room, "reconfigure", None)
-            if reconfigure is not None:
-                try:
-                    reconfigure(new)
-                except Exception:
-                    log.failure("SIGHUP: {room} could not take the new configuration", room=name)
+        for room in room_interfaces.providers(self, room_interfaces.IReconfigurable):
+            try:
+                room.reconfigure(new)
+            except Exception:
+                log.failure("SIGHUP: {room} could not take the new configuration", room=room.name)
         log.info("SIGHUP: configuration reloaded from {path}", path=new.source)
         return new
 
@@ -402,7 +430,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     from tsrmon.store.sqlite import SQLiteStore
     from tsrmon.web.rest import RestAPI
 
-    rooms = top.rooms
+    rooms = top.rooms  # by name, for tests and tools; the tree is the registry
     # Before every room: starts first and stops last, so flush, ping, rollover
     # and shutdown timers stay on schedule across wall-clock steps.
     clockjump = rooms["clockjump"] = ClockJumpService(reactor)
@@ -468,13 +496,9 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
 
     rest = rooms["rest"] = RestAPI(
         config, reactor, hub, reader, live=live, notifier=notifier, policy=policy,
-        health={"daq": daq.healthy, "database": store.health, "notifier": notifier.health,
-                "raw_csv": raw.healthy, "live": live.healthy, "alarms": alarms.healthy,
-                "clock": clockjump.healthy, "reactor": lag.healthy},
-        counters={"ingest": daq.counters, "store": store.counters, "raw": raw.counters,
-                  "stats": stats.counters, "live": live.counters, "notify": notifier.counters,
-                  "alarms": alarms.counters, "clock": clockjump.counters, "reactor": lag.counters,
-                  "spectra": spectra.counters},
+        # /healthz and /metrics ask every room of the tree that declares
+        # IHealth / ICounters (tsrmon/rooms.py), read at each request.
+        health=room_interfaces.health_checks(top), counters=room_interfaces.counter_readers(top),
         alarms=alarms, catalog=catalog,
     )
     # The dashboard's page and assets in front of the REST resource (they
@@ -484,8 +508,13 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     http = rooms["http"] = EndpointListener(reactor, http_endpoint(config), site, "http", label="HTTP")
 
     # spectra after the store: stopped before it, so its last minutes are committed.
-    for child in (rooms["logfile"], store, raw, stats, spectra, hub, notifier, reader, live, alarms,
-                  http, daq):
+    # Plain objects that take SIGHUP sit in the tree too (room_interfaces.Part),
+    # before the rooms that use them, so they are reconfigured first.
+    catalog_part = room_interfaces.Part("sensor_catalog", catalog)
+    policy_part = room_interfaces.Part("http_policy", policy)
+    rest_part = room_interfaces.Part("rest", rest)
+    for child in (rooms["logfile"], catalog_part, policy_part, store, raw, stats, spectra, hub, notifier,
+                  reader, live, alarms, rest_part, http, daq):
         child.setServiceParent(top)
     # Last to start (READY=1 once listeners are up), first to stop (STOPPING=1).
     SystemdNotifyService(reactor).setServiceParent(top)

@@ -32,6 +32,7 @@ import zoneinfo
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from tsrmon.alarms import engine
 from tsrmon.alarms.engine import ACTIVE, CLEAR, INACTIVE, PENDING, RAISE, Alarm, Tracker, WindowSums
@@ -41,6 +42,7 @@ from tsrmon.analytics import iso10816
 from tsrmon.analytics import meta as _meta
 from tsrmon.alarms.store import AlarmStore
 from tsrmon.config import ConfigError
+from tsrmon.rooms import ICounters, IHealth, IReconfigurable
 
 CHECK_INTERVAL = 5.0
 # A frame rate is judged only when a window should hold at least this many
@@ -60,11 +62,14 @@ class FrameRate:
         self.learned = 0.0  # seconds of connected time the usual rate was learned over
 
 
+@implementer(IHealth, ICounters, IReconfigurable)
 class AlarmService(service.Service):
     """Owns the rules, the trackers, the active alarms and the alarm store."""
 
     log = Logger()
     name = "alarms"
+    health_key = "alarms"  # IHealth: its /healthz check
+    counters_key = "alarms"  # ICounters: its /metrics prefix
 
     def __init__(self, config, clock, hub, emit=None, notify=None, reactor=None,
                  check_interval=CHECK_INTERVAL):
@@ -562,3 +567,5 @@ class AlarmService(service.Service):
         return {"ok": bool(self.running) and not self.store.error, "ready": self._ready,
                 "active": len(self.active_alarms), "rules": len(self.rules),
                 "error": self.store.error}
+
+    health = healthy  # IHealth

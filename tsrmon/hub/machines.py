@@ -12,9 +12,11 @@ causes.  Rooms are attached after construction; a room that is not attached
 
 from twisted.application import service
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from tsrmon.names import case_key, name_problem
 from tsrmon.peerlog import PeerLog, peer_text
+from tsrmon.rooms import IReconfigurable
 
 
 class Refused(Exception):
@@ -87,6 +89,7 @@ class Machine:
         }
 
 
+@implementer(IReconfigurable)
 class MachineHub(service.Service):
     """Registry of machines and the one-way fan-out of their data."""
 

@@ -30,12 +30,14 @@ from twisted.application import service
 from twisted.internet import defer, endpoints, protocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tsrmon.hub.machines import Refused
 from tsrmon.ingest import schema
 from tsrmon.ingest.framing import EVENT, OK, JsonLineFramer, PickleFramer
 from tsrmon.ingest.safepickle import EXPANSION_REASON, Limits
 from tsrmon.peerlog import PeerLog, peer_text
+from tsrmon.rooms import ICounters, IHealth, IReconfigurable
 
 KEEPALIVE_IDLE = 60
 KEEPALIVE_INTERVAL = 60
@@ -686,11 +688,14 @@ class DAQFactory(protocol.Factory):
         return d
 
 
+@implementer(IHealth, ICounters, IReconfigurable)
 class DAQListenerService(service.Service):
     """Listens on the DAQ port; ``stopService`` drains and closes connections."""
 
     log = Logger()
     name = "daq"
+    health_key = "daq"  # IHealth: its /healthz check
+    counters_key = "ingest"  # ICounters: its /metrics prefix
 
     def __init__(self, config, hub, reactor):
         self.config = config
@@ -762,6 +767,8 @@ class DAQListenerService(service.Service):
             "error": self.listen_error,
             "connections": len(self.factory.connections),
         }
+
+    health = healthy  # IHealth
 
     def counters(self):
         out = dict(self.factory.counters)

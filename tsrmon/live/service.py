@@ -22,11 +22,13 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from tsrmon.live.engineio import EngineServer
 from tsrmon.live.machines import NAMESPACE_PREFIX, MachineRoom
 from tsrmon.live.socketio import Namespace, SocketServer
 from tsrmon.peerlog import PeerLog
+from tsrmon.rooms import ICounters, IHealth, IReconfigurable
 from tsrmon.runtime import next_tick_delay
 from tsrmon.stats.sums import PartialSums
 from tsrmon.web.policy import HttpPolicy
@@ -38,9 +40,12 @@ STOP_GRACE = 2.0  # seconds stopService waits for close handshakes
 SPECTRUM_LINES = 400  # a `spectrum` event carries at most this many values (power-summed groups)
 
 
+@implementer(IHealth, ICounters, IReconfigurable)
 class LiveService(service.Service):
     log = Logger()
     name = "live"
+    health_key = "live"  # IHealth: its /healthz check
+    counters_key = "live"  # ICounters: its /metrics prefix
 
     def __init__(self, config, clock, hub, history=None, policy=None):
         """``policy``: the daemon's one :class:`HttpPolicy` (CORS, API tokens),
@@ -305,3 +310,5 @@ class LiveService(service.Service):
         return {"ok": bool(self.running) and ticking,
                 "sessions": len(self.engine.sessions),
                 "interval": self.interval}
+
+    health = healthy  # IHealth

@@ -14,6 +14,7 @@ import zoneinfo
 from twisted.application import service
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from tsrmon.config import ConfigError
 from tsrmon.notify.delivery import Delivery, Notification, http_client
@@ -21,6 +22,7 @@ from tsrmon.notify.fcm import FcmChannel
 from tsrmon.notify.records import HISTORY_LIMIT, AttemptRecords
 from tsrmon.notify.throttle import Throttle
 from tsrmon.notify.webhook import parse_webhooks
+from tsrmon.rooms import ICounters, IHealth, IReconfigurable
 
 # Placeholders the FCM.TITLE / FCM.BODY templates may use.
 TEMPLATE_FIELDS = ("machine", "score", "threshold", "time", "kind", "suppressed")
@@ -43,11 +45,14 @@ def _check_template(source, key, text):
                           f"placeholders: {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}") from None
 
 
+@implementer(IHealth, ICounters, IReconfigurable)
 class NotifierService(service.Service):
     """FCM and webhook notifications for the hub (``hub.notifier``)."""
 
     log = Logger()
     name = "notifier"
+    health_key = "notifier"  # IHealth: its /healthz check
+    counters_key = "notify"  # ICounters: its /metrics prefix
 
     def __init__(self, config, clock, reactor, fcm_send_url=None, fcm_timeout=10.0, fcm_retries=3,
                  stop_timeout=5.0, max_in_flight=200, http=None):

@@ -49,12 +49,14 @@ from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from tsrmon.analytics import meta as _meta
 from tsrmon.analytics.envelope import EnvelopeSpectrum
 from tsrmon.analytics.features import features as _features
 from tsrmon.analytics.spectrum import MinuteSpectra, block_size, pack
 from tsrmon.peerlog import peer_text
+from tsrmon.rooms import ICounters, IReconfigurable
 from tsrmon.stats.calendar import Calendar
 
 PRUNE_INTERVAL = 3600.0
@@ -129,11 +131,13 @@ class SensorSpectra:
         return out
 
 
+@implementer(ICounters, IReconfigurable)
 class SpectraService(service.Service):
     """The hub's ``spectra`` sink; writes through the SQLite store."""
 
     log = Logger()
     name = "spectra"
+    counters_key = "spectra"  # ICounters: its /metrics prefix
     SWITCH_INTERVAL = float(os.environ.get("TSRMON_SWITCH_INTERVAL", "0.0005"))
 
     def __init__(self, config, clock, store, catalog, reactor=None, alarms=None,

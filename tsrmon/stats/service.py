@@ -35,9 +35,11 @@ import numpy as np
 from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from tsrmon.analytics.moments import ChunkReducer, choose_reference
 from tsrmon.peerlog import peer_text
+from tsrmon.rooms import ICounters
 from tsrmon.runtime import next_tick_delay
 from tsrmon.stats.calendar import Calendar
 from tsrmon.stats.sums import PartialSums
@@ -63,11 +65,13 @@ def reduce_values(chunks):
     return PartialSums.of(as_array(chunks))
 
 
+@implementer(ICounters)
 class StatsService(service.Service):
     """Implements the hub's ``StatsSink``; writes through an ``AggregateStore``."""
 
     log = Logger()
     name = "stats"
+    counters_key = "stats"  # ICounters: its /metrics prefix
 
     def __init__(self, config, clock, hub, store, tick=1.0):
         self.config = config

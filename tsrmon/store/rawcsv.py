@@ -46,8 +46,10 @@ import zoneinfo
 from twisted.application import service
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from tsrmon.peerlog import PeerLog, peer_text
+from tsrmon.rooms import ICounters, IHealth
 from tsrmon.store import csvformat
 from tsrmon.store.csvfiles import CSVFiles
 
@@ -71,6 +73,7 @@ def _synchronously(fn, *args):
     return defer.maybeDeferred(fn, *args)
 
 
+@implementer(IHealth, ICounters)
 class RawCSVService(service.Service):
     """Buffered writer of the raw CSV log; implements the hub's ``RawSink``.
 
@@ -83,6 +86,8 @@ class RawCSVService(service.Service):
 
     log = Logger()
     name = "rawcsv"
+    health_key = "raw_csv"  # IHealth: its /healthz check
+    counters_key = "raw"  # ICounters: its /metrics prefix
 
     FLUSH_INTERVAL = 1.0
     SPACE_INTERVAL = 10.0
@@ -596,6 +601,7 @@ class RawCSVService(service.Service):
             out["degraded_count"] = len(self._degraded)
         return out
 
+    health = healthy  # IHealth
 
 # Entries per marshalled piece: the worker decodes one piece at a time.
 MARSHAL_CHUNK = 2000
@@ -623,4 +629,3 @@ def _marshal_batch(args):
 
 
 _SEQUENCES = frozenset({list, tuple})
-

@@ -37,10 +37,12 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
 
 from tsrmon.names import is_valid_name, quote_identifier
 from tsrmon.analytics import spectrum as _spectrum
 from tsrmon.analytics.moments import Moments, peak_figures
+from tsrmon.rooms import IReconfigurable
 from tsrmon.stats.sums import PartialSums
 from tsrmon.store import schema, serving
 from tsrmon.store import spectra as _spectra
@@ -214,6 +216,7 @@ class _Conn:
         self.ino = ino
 
 
+@implementer(IReconfigurable)
 class SQLiteReader(service.Service):
     """Read-only access to ``DATABASE.PATH/<machine>.db`` for REST and live."""
 

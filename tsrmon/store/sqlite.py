@@ -29,9 +29,11 @@ from twisted.enterprise import adbapi
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from tsrmon.names import name_problem, quote_identifier
 from tsrmon.peerlog import peer_text
+from tsrmon.rooms import ICounters, IHealth
 from tsrmon.stats.calendar import Calendar
 from tsrmon.stats.sums import merge_rows, row_moments
 from tsrmon.store import migrate, schema, serving, spool, spectra
@@ -445,11 +447,14 @@ class MachineDatabase:
         return self.pool.runWithConnection(run)
 
 
+@implementer(IHealth, ICounters)
 class SQLiteStore(service.Service):
     """``DATABASE.PATH/<machine>.db`` files; see the module docstring."""
 
     log = Logger()
     name = "store"
+    health_key = "database"  # IHealth: its /healthz check
+    counters_key = "store"  # ICounters: its /metrics prefix
 
     def __init__(self, config, reactor, hub=None, clock=None, max_queue_rows=200_000,
                  minute_retention_days=MINUTE_RETENTION_DAYS, run_in_thread=None):
@@ -842,4 +847,3 @@ class SQLiteStore(service.Service):
             return {s["name"]: serving.minute_rows(conn, s["name"], since_t)
                     for s in serving.sensors(conn)}
         return self.database(machine).read(read)
-

@@ -131,7 +131,7 @@ class RestAPI:
         self.reader = reader
         self.live = live
         self.notifier = notifier
-        self.health = health or {}
+        self.health = {} if health is None else health  # name -> check (tsrmon.rooms.health_checks)
         self.metrics = RestMetrics(hub, counters)
         self._rates = {}  # machine -> (t, frames, frames_per_second)
         self._gates = []
