@@ -439,60 +439,47 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     lag = rooms["reactorlag"] = ReactorLagService(reactor)
     lag.setServiceParent(top)
     rooms["logfile"] = LogFileService(config)
-    hub = rooms["hub"] = MachineHub(config, reactor)
+    # Each room is built with the rooms it uses, so those come first.  The
+    # one cycle: the hub feeds statistics, the fault store, the live layer,
+    # alarm rules and spectra, and those need the hub's machines (or its
+    # storage_congested / second); they are built after it and given to it
+    # once with hub.feed() below.
+    from tsrmon.spectra.catalog import SensorCatalog
+    from tsrmon.spectra.service import SpectraService
+    from tsrmon.web.policy import HttpPolicy
+    # Issue 17: sensor metadata and per-minute spectra/features (tsrmon/spectra/).
+    catalog = rooms["sensor_catalog"] = SensorCatalog(config)
+    # CORS origins and API tokens of the whole HTTP site (REST, dashboard,
+    # /socket.io/): one object, shared; SIGHUP reloads it as a room of its own.
+    policy = rooms["http_policy"] = HttpPolicy.from_config(config)
+    reader = rooms["reader"] = SQLiteReader(config, reactor)
+    notifier = rooms["notifier"] = NotifierService(config, reactor, reactor)
+    raw = rooms["raw"] = RawCSVService(config, reactor, reactor, worker=config["DATA"]["WRITER"])
+    hub = rooms["hub"] = MachineHub(config, reactor, raw=raw if config["DATA"]["ENABLED"] else None,
+                                    notifier=notifier, catalog=catalog)  # catalog: JSON frames' own rate/unit/rpm
+    # The reader's caches follow the store's commits.
     store = rooms["store"] = SQLiteStore(
-        config, reactor, hub, minute_retention_days=config["DATABASE"]["MINUTE_RETENTION_DAYS"])
+        config, reactor, hub, minute_retention_days=config["DATABASE"]["MINUTE_RETENTION_DAYS"],
+        commit_listeners=[reader.written])
     hub.remember(store.known_machines())
     # Case checks of sensor names survive restarts (a stored 'Vib' refuses 'vib').
     from tsrmon.store.schema import stored_sensor_names
     for machine in store.known_machines():
         hub.remember_sensors(machine, stored_sensor_names(store.folder, machine))
-    raw = rooms["raw"] = RawCSVService(config, reactor, reactor, worker=config["DATA"]["WRITER"])
     stats = rooms["stats"] = StatsService(config, reactor, hub, store)
-    # Issue 17: sensor metadata and per-minute spectra/features (tsrmon/spectra/).
-    from tsrmon.spectra.catalog import SensorCatalog
-    from tsrmon.spectra.service import SpectraService
-    catalog = rooms["sensor_catalog"] = SensorCatalog(config)
-    spectra = rooms["spectra"] = SpectraService(config, reactor, store, catalog, reactor=reactor)
-    notifier = rooms["notifier"] = NotifierService(config, reactor, reactor)
-    reader = rooms["reader"] = SQLiteReader(config, reactor)
-    store.commit_listeners.append(reader.written)
-
-    def live_history(machine):
-        # Enough stored minutes to refill LIVE.CACHE updates after a restart.
-        span = max(config["LIVE"]["INTERVAL"], 60.0) * (config["LIVE"]["CACHE"] + 1)
-        return reader.recent_minutes(machine, reactor.seconds() - span)
-
-    # CORS origins and API tokens of the whole HTTP site (REST, dashboard,
-    # /socket.io/): one object, shared; SIGHUP reloads it as a room of its own.
-    from tsrmon.web.policy import HttpPolicy
-    policy = rooms["http_policy"] = HttpPolicy.from_config(config)
-    live = rooms["live"] = LiveService(config, reactor, hub, history=live_history, policy=policy)
-    # The first `status` of a machine also carries what storage knows of it
-    # (latest minute values, last FaultDetect and anomaly, last seen).
-    from tsrmon.live.machines import stored_summary
-    live.stored_status = lambda machine: stored_summary(
-        reader, machine, reactor.seconds(), live.mode, live.zone,
-        config["DATABASE"]["MINUTE_RETENTION_DAYS"])
+    # Alarm rules' raise/clear go to live clients through the hub's live
+    # sinks, and to push through the notifier; the catalog lets the ISO
+    # preset judge true velocity RMS when it can.
+    alarms = rooms["alarms"] = AlarmService(config, reactor, hub, emit=hub.emit, notify=notifier.alarm,
+                                            catalog=catalog)
+    # Per-minute features feed velocity_rms, band:, order: and tone rules.
+    spectra = rooms["spectra"] = SpectraService(config, reactor, store, catalog, reactor=reactor, alarms=alarms)
+    # The reader refills live caches after a restart, tells a machine's first
+    # `status` what storage knows and serves stored spectra; the live
+    # `spectrum` event follows spectra.latest (issue 17).
+    live = rooms["live"] = LiveService(config, reactor, hub, policy=policy, reader=reader, spectra=spectra)
     daq = rooms["daq"] = DAQListenerService(config, hub, reactor)
-    alarms = rooms["alarms"] = AlarmService(
-        config, reactor, hub,
-        emit=lambda machine, event, payload: live.room(machine).broadcast(event, payload),
-        notify=lambda machine, title, body, data: notifier.notify(
-            machine, "alarm:" + data["rule"], title, body, data, t=data["t"]))
-
-    hub.stats = stats
-    hub.raw = raw if config["DATA"]["ENABLED"] else None
-    hub.faults = store
-    hub.notifier = notifier
-    hub.live.append(live)
-    hub.alarms = alarms
-    hub.spectra = spectra
-    hub.catalog = catalog      # JSON frames' own rate/unit/rpm (issue 17)
-    live.spectra = spectra  # the live `spectrum` event follows spectra.latest (issue 17)
-    live.spectrum_reader = reader.spectrum
-    spectra.alarms = alarms    # per-minute features for velocity_rms, band:, order:, tones
-    alarms.catalog = catalog   # the ISO preset judges true velocity RMS when it can
+    hub.feed(stats=stats, faults=store, live=[live], alarms=alarms, spectra=spectra)
 
     rest = rooms["rest"] = RestAPI(
         config, reactor, hub, reader, live=live, notifier=notifier, policy=policy,

@@ -72,7 +72,7 @@ class AlarmService(service.Service):
     counters_key = "alarms"  # ICounters: its /metrics prefix
 
     def __init__(self, config, clock, hub, emit=None, notify=None, reactor=None,
-                 check_interval=CHECK_INTERVAL):
+                 check_interval=CHECK_INTERVAL, catalog=None):
         self.config = config
         self.clock = clock
         self.hub = hub
@@ -94,7 +94,7 @@ class AlarmService(service.Service):
         self._counters = collections.Counter()
         # Issue 17: sensor metadata (spectra/catalog.py) for the ISO preset,
         # and per (machine, sensor, window) the recent minutes' feature values.
-        self.catalog = None
+        self.catalog = catalog
         self._minutes = {}  # (machine, sensor, rule name) -> deque[(t, value)]
 
     # -- rules -------------------------------------------------------------------

@@ -6,8 +6,9 @@ DAQ frame.
 :meth:`MachineHub.release` when the connection ends.  The hub is the only
 place that fans a frame out to the other rooms (statistics, raw log, fault
 store, live layer, notifier, alarm rules), so a reader finds here everything a frame
-causes.  Rooms are attached after construction; a room that is not attached
-(None) is simply not fed.
+causes.  The rooms it feeds are given to the constructor, or, for the rooms that
+need the hub themselves, once through :meth:`MachineHub.feed`; a room that is
+not given (None) is simply not fed.
 """
 
 from twisted.application import service
@@ -96,17 +97,20 @@ class MachineHub(service.Service):
     log = Logger()
     name = "hub"
 
-    def __init__(self, config, clock):
+    def __init__(self, config, clock, *, stats=None, raw=None, faults=None, live=(), notifier=None,
+                 alarms=None, spectra=None, catalog=None):
         self.config = config
         self.clock = clock
         self.machines = {}
-        # Rooms, attached by makeService (see ports.py for what each does).
-        self.stats = None
-        self.raw = None
-        self.faults = None
-        self.live = []
-        self.notifier = None
-        self.alarms = None
+        # The rooms fed (see ports.py for what each does); None is not fed.
+        self.stats = stats
+        self.raw = raw
+        self.faults = faults
+        self.live = list(live)
+        self.notifier = notifier
+        self.alarms = alarms
+        self.spectra = spectra  # issue 17: spectra room (tsrmon/spectra/)
+        self.catalog = catalog  # the sensor catalog (tsrmon/spectra/catalog.py): JSON frames' own metadata
         self._refusal_logged = {}  # (name, host) -> last log time
         self._stype_warned = set()
         self._congested = False
@@ -116,8 +120,23 @@ class MachineHub(service.Service):
         self.peerlog = PeerLog(self.log, clock, burst=5, global_burst=100)
         self.counters = dict.fromkeys(("refused_sensor_case", "refused_sensor_max",
                                        "refused_sensor_meta"), 0)
-        self.catalog = None  # the sensor catalog (tsrmon/spectra/catalog.py), attached by makeService
         self._reported = {}  # (machine, sensor) -> the metadata last handed to the catalog
+
+    def feed(self, *, stats=None, faults=None, live=(), alarms=None, spectra=None):
+        """Give the hub the rooms that were built after it because they need
+        the hub themselves (its machines, ``storage_congested``, ``second``):
+        the one late binding of the service tree, done once by makeService
+        before anything starts."""
+        self.stats = stats if stats is not None else self.stats
+        self.faults = faults if faults is not None else self.faults
+        self.live.extend(live)
+        self.alarms = alarms if alarms is not None else self.alarms
+        self.spectra = spectra if spectra is not None else self.spectra
+
+    def emit(self, machine, event, payload):
+        """A live event of ``machine`` (alarm rules' raise/clear) to every live sink."""
+        for live in self.live:
+            live.broadcast(machine, event, payload)
 
     # -- configuration -------------------------------------------------
     def reconfigure(self, config):
@@ -255,7 +274,7 @@ class MachineHub(service.Service):
                     stats.add(machine.name, sensor, stype, values, t)
             if raw is not None:
                 raw.write(machine.name, sensor, values, t)
-            spectra = getattr(self, "spectra", None)  # issue 17: spectra room (tsrmon/spectra/)
+            spectra = self.spectra
             if spectra is not None:
                 spectra.data(machine.name, sensor, stype, values, t, late)
 

@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tsrmon.live.engineio import EngineServer
-from tsrmon.live.machines import NAMESPACE_PREFIX, MachineRoom
+from tsrmon.live.machines import NAMESPACE_PREFIX, MachineRoom, stored_summary
 from tsrmon.live.socketio import Namespace, SocketServer
 from tsrmon.peerlog import PeerLog
 from tsrmon.rooms import ICounters, IHealth, IReconfigurable
@@ -47,16 +47,26 @@ class LiveService(service.Service):
     health_key = "live"  # IHealth: its /healthz check
     counters_key = "live"  # ICounters: its /metrics prefix
 
-    def __init__(self, config, clock, hub, history=None, policy=None):
+    def __init__(self, config, clock, hub, history=None, policy=None, reader=None, spectra=None):
         """``policy``: the daemon's one :class:`HttpPolicy` (CORS, API tokens),
         shared with the REST gate and reloaded by its owner; without one the
-        service builds and reloads its own."""
+        service builds and reloads its own.  ``reader`` (the SQLite reader):
+        stored minutes refill the caches after a restart (unless ``history``
+        is given), a machine's first ``status`` carries what storage knows of
+        it, and stored spectra serve the ``spectrum`` event.  ``spectra``: the
+        spectra room (issue 17; its ``latest`` says which minute closed last,
+        its ``catalog`` the unit)."""
         self.config = config
         self._own_policy = policy is None
         self.policy = HttpPolicy.from_config(config) if policy is None else policy
         self.clock = clock
         self.hub = hub
+        self.reader = reader
+        if history is None and reader is not None:
+            history = self._stored_history
         self.history = history
+        # Read by MachineRoom; None: nothing stored to tell.
+        self.stored_status = self._stored_status if reader is not None else None
         live = config["LIVE"]
         self.interval = float(live["INTERVAL"])
         self.cache_size = int(live["CACHE"])
@@ -91,12 +101,10 @@ class LiveService(service.Service):
         # events in; on a test's task.Clock (no turns) they go out at once.
         self._turns = IReactorCore.providedBy(clock)
         self._roll_corked = False
-        # Issue 17, the opt-in `spectrum` event: the spectra room (its
-        # ``latest`` says which minute closed last, its ``catalog`` the unit)
-        # and a reader of stored spectra (``reader.spectrum``).  Set by
-        # makeService; without them nobody gets a spectrum.
-        self.spectra = None
-        self.spectrum_reader = None
+        # Issue 17, the opt-in `spectrum` event: the spectra room and a
+        # reader of stored spectra; without them nobody gets a spectrum.
+        self.spectra = spectra
+        self.spectrum_reader = reader.spectrum if reader is not None else None
         self.spectrum_lines = SPECTRUM_LINES
 
     def reconfigure(self, config):
@@ -141,6 +149,21 @@ class LiveService(service.Service):
     def count_sent(self, sent):
         """``sent``: a count of recipients, or True/False for one."""
         self._counters["events_emitted"] += int(sent)
+
+    def _stored_history(self, machine):
+        # Enough stored minutes to refill LIVE.CACHE updates after a restart.
+        span = max(self.interval, 60.0) * (self.cache_size + 1)
+        return self.reader.recent_minutes(machine, self.clock.seconds() - span)
+
+    def _stored_status(self, machine):
+        # The first `status` of a machine also carries what storage knows of
+        # it (latest minute values, last FaultDetect and anomaly, last seen).
+        return stored_summary(self.reader, machine, self.clock.seconds(), self.mode, self.zone,
+                              self.config["DATABASE"]["MINUTE_RETENTION_DAYS"])
+
+    def broadcast(self, machine, event, payload):
+        """``event`` to every client of ``machine``'s namespace (alarm rules)."""
+        self.room(machine).broadcast(event, payload)
 
     def room(self, machine):
         room = self.rooms.get(machine)

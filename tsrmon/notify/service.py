@@ -184,6 +184,11 @@ class NotifierService(service.Service):
         self._dispatch(Notification(machine, "fault", title, body, data, t, decision.suppressed),
                        "{suppressed}" not in self.body_template)
 
+    def alarm(self, machine, title, body, data):
+        """An alarm rule's raise or clear (``AlarmService``'s ``notify``),
+        throttled per (machine, rule)."""
+        return self.notify(machine, "alarm:" + data["rule"], title, body, data, t=data["t"])
+
     def notify(self, machine, kind, title, body, data=None, t=None):
         """Any other alert (alarm rules): throttled per (machine, kind) like faults.
 

@@ -457,7 +457,7 @@ class SQLiteStore(service.Service):
     counters_key = "store"  # ICounters: its /metrics prefix
 
     def __init__(self, config, reactor, hub=None, clock=None, max_queue_rows=200_000,
-                 minute_retention_days=MINUTE_RETENTION_DAYS, run_in_thread=None):
+                 minute_retention_days=MINUTE_RETENTION_DAYS, run_in_thread=None, commit_listeners=()):
         self.config = config
         self.reactor = reactor
         self.clock = clock or reactor
@@ -478,7 +478,7 @@ class SQLiteStore(service.Service):
         self._fault_commit = None
         # Called as listener(machine, {hour table: {time text}}) after each
         # commit (reactor thread): the reader patches its hour cache.
-        self.commit_listeners = []
+        self.commit_listeners = list(commit_listeners)
         self._pruner = None
         self.closed = False
         self.spool_folder = spool.spool_dir(self.folder)
