@@ -4,7 +4,8 @@
 tsrmon needs them stopped one after the other, in reverse start order: the
 DAQ listener stops and drains before statistics flush, and statistics flush
 before the store closes, so a SIGTERM loses nothing.  (Buildbot's
-``AsyncMultiService`` does the same.)
+``AsyncMultiService`` does the same; ``TsrmonService`` also awaits each
+child's start before the next.)
 """
 
 import atexit

@@ -1,10 +1,12 @@
-"""``makeService(config)``: the one place the rooms are built and wired.
+"""``makeService(config)``: the one place the rooms are built, each with the
+rooms it uses (docs/architecture.md, "Composition").
 
-Start order (stop is the exact reverse, one child after the other, see
-``runtime.OrderedMultiService``)::
+Start order (each start awaited before the next; stop is the exact reverse,
+one child after the other, see ``runtime.OrderedMultiService``)::
 
-    lock → clock-jump guard → reactor lag → log files → SQLite store → raw CSV → statistics → spectra → hub
-         → notifier → reader → live → alarms → HTTP site → DAQ listener → systemd READY → (demo DAQs)
+    lock → clock-jump guard → reactor lag → log files → (sensor catalog, HTTP policy) → SQLite store
+         → raw CSV → statistics → spectra → hub → notifier → reader → live → alarms → (REST routes)
+         → HTTP site → DAQ listener → systemd READY → (demo DAQs)
 
 so on SIGTERM the DAQ listener stops accepting and drains first, then the
 HTTP site and live clients close, then statistics flush into the store, the
@@ -142,8 +144,11 @@ def listener_problem(port):
 class TsrmonService(OrderedMultiService):
     """The top service; keeps references to the rooms for tests and tools.
 
-    SIGHUP re-reads the configuration file and hands it to every room that
-    has a ``reconfigure(config)`` method (tokens, allow-lists, caps,
+    The rooms declare what they offer (``tsrmon.rooms``: IHealth, ICounters,
+    IReconfigurable); start-up verifies the declarations, and a child whose
+    ``startService`` returns a Deferred is awaited before the next starts.
+    SIGHUP re-reads the configuration file and hands it to every
+    ``IReconfigurable`` room (tokens, allow-lists, caps,
     thresholds, alarm rules, log level).  Ports, paths and the time zone
     need a restart; a file that no longer validates is logged and ignored.
 

@@ -123,3 +123,19 @@ def test_the_daemon_tree_keeps_every_declaration_and_the_report_names(tmp_path):
     # Every room that takes SIGHUP today, the plain objects (in a Part) among them.
     assert reconfigured >= {"logfile", "sensor_catalog", "http_policy", "hub", "notifier", "sqlite-reader",
                             "live", "alarms", "rest", "daq", "spectra"}
+
+
+def test_make_service_builds_each_room_with_its_collaborators(tmp_path):
+    top = makeService(_config(tmp_path), reactor=task.Clock(), lock=False)
+    r = top.rooms
+    hub = r["hub"]
+    assert (hub.stats, hub.faults, hub.live, hub.alarms, hub.spectra) == (
+        r["stats"], r["store"], [r["live"]], r["alarms"], r["spectra"])
+    assert (hub.raw, hub.notifier, hub.catalog) == (r["raw"], r["notifier"], r["sensor_catalog"])
+    assert r["reader"].written in r["store"].commit_listeners
+    # Bound methods between rooms, no lambdas.
+    assert r["alarms"].emit == hub.emit and r["alarms"].notify == r["notifier"].alarm
+    assert r["alarms"].catalog is r["sensor_catalog"] and r["spectra"].alarms is r["alarms"]
+    live = r["live"]
+    assert live.spectra is r["spectra"] and live.spectrum_reader == r["reader"].spectrum
+    assert live.stored_status == live._stored_status and live.history == live._stored_history
