@@ -164,14 +164,14 @@ class TsrmonService(OrderedMultiService):
 
     name = "tsrmon"
 
-    def __init__(self, config, reactor, handle_signals=True, exit_status=None):
+    def __init__(self, config, reactor, handle_signals=True, exit_status=None, demo=False):
         super().__init__(clock=reactor, stop_timeout=config["SERVER"]["SHUTDOWN_TIMEOUT"])
         self.config = config
         self.reactor = reactor
         self.rooms = {}
         self.handle_signals = handle_signals
         self.exit_status = exit_status
-        self.demo = False
+        self.demo = demo  # --demo: SIGHUP keeps demo_config's settings
         self.failure = None
         self._ports = []  # (child, listening port, its address)
         self._port_check = None
@@ -414,8 +414,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     if demo:
         config = demo_config(config)
 
-    top = TsrmonService(config, reactor, exit_status=exit_status)
-    top.demo = demo
+    top = TsrmonService(config, reactor, exit_status=exit_status, demo=demo)
     if lock:
         instance_lock = InstanceLock([config["DATA"]["PATH"], config["DATABASE"]["PATH"]]).acquire()
         LockService(instance_lock).setServiceParent(top)
@@ -514,14 +513,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     if demo:
         from tsrmon.simulate import DemoService
 
-        def daq_address():
-            if daq.port is None:
-                return None
-            host = daq.port.getHost()
-            wildcard = host.host in ("0.0.0.0", "::", "")
-            return ("127.0.0.1" if wildcard else host.host, host.port)
-
-        rooms["demo"] = DemoService(config, reactor, daq_address, hub=hub)  # hub: 14 days of history
+        rooms["demo"] = DemoService(config, reactor, daq.local_address, hub=hub)  # hub: 14 days of history
         rooms["demo"].setServiceParent(top)
     return top
 

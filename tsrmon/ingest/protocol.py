@@ -706,6 +706,15 @@ class DAQListenerService(service.Service):
         self.listen_error = None
         self.listening = None
 
+    def local_address(self):
+        """(host, port) a local client dials to reach the listener (the demo
+        DAQs), or None before it listens."""
+        if self.port is None:
+            return None
+        host = self.port.getHost()
+        wildcard = host.host in ("0.0.0.0", "::", "")
+        return ("127.0.0.1" if wildcard else host.host, host.port)
+
     def endpoint_description(self):
         server = self.config["SERVER"]
         if server["TCP_ENDPOINT"]:
