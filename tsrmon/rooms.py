@@ -122,6 +122,9 @@ class Reports(Mapping):
     def __len__(self):
         return len(self._current())
 
+    def items(self):
+        return self._current().items()  # one walk, not one per key
+
     def __bool__(self):
         # A view of a tree that may still be growing: never mistaken for
         # "no checks given" (``health or {}``) while makeService builds it.
