@@ -131,7 +131,7 @@ class _RoomCollector:
 
     def __init__(self, hub, counters):
         self.hub = hub
-        self.counters = counters or {}
+        self.counters = {} if counters is None else counters
 
     def describe(self):
         return []  # values are dynamic; skip the registration-time collect
