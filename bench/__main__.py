@@ -79,6 +79,27 @@ def stored_samples(workdir, sensor="vib1"):
     return total
 
 
+def feed(d, machines, frames, repeat, expected, timeout, processes=1):
+    """Feed ``frames`` ``repeat`` times per machine from other processes and
+    wait until the daemon has accepted ``expected`` frames (or ``timeout`` s).
+    Returns (accepted, seconds, daemon CPU seconds, daemon RSS MB)."""
+    cpu0 = cpu_seconds(d.proc.pid)
+    started, procs, _ = run_feeders("127.0.0.1", d.tcp_port, machines, frames, repeat, processes)
+    deadline = time.perf_counter() + timeout
+    got = 0
+    while time.perf_counter() < deadline:
+        got = accepted_frames(d)
+        if got >= expected:
+            break
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(d.proc.pid) - cpu0
+    rss = rss_mb(d.proc.pid)
+    for p in procs:
+        p.join(30)
+    return got, elapsed, cpu, rss
+
+
 def ingest(workdir, n_conns, n_sensors, n_floats, total_frames, overrides=None, processes=1):
     """Frames/s accepted with zero loss, as the daemon counts them."""
     overrides = dict(overrides or {})
@@ -92,20 +113,7 @@ def ingest(workdir, n_conns, n_sensors, n_floats, total_frames, overrides=None, 
         repeat = max(1, per_conn // distinct)
         expected = repeat * distinct * n_conns
         machines = [f"bench{i:03d}" for i in range(n_conns)]
-        cpu0 = cpu_seconds(d.proc.pid)
-        started, procs, _ = run_feeders("127.0.0.1", d.tcp_port, machines, frames, repeat, processes)
-        deadline = time.perf_counter() + 300
-        got = 0
-        while time.perf_counter() < deadline:
-            got = accepted_frames(d)
-            if got >= expected:
-                break
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - started
-        cpu = cpu_seconds(d.proc.pid) - cpu0
-        rss = rss_mb(d.proc.pid)
-        for p in procs:
-            p.join(30)
+        got, elapsed, cpu, rss = feed(d, machines, frames, repeat, expected, 300, processes)
     finally:
         rc = d.stop(timeout=120)
     stored = stored_samples(workdir)

@@ -14,7 +14,6 @@ asserted.
 
 import argparse
 import os
-import platform
 import sys
 import time
 
@@ -23,6 +22,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from bench.__main__ import machine_info as bench_machine_info  # noqa: E402
 from tsrmon.analytics import meta as M  # noqa: E402
 from tsrmon.analytics.envelope import EnvelopeSpectrum  # noqa: E402
 from tsrmon.analytics.features import features  # noqa: E402
@@ -35,17 +35,7 @@ RATE = 25600
 
 
 def machine_info():
-    model = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return "%s cores, %s, Python %s, numpy %s" % (
-        os.cpu_count(), model, platform.python_version(), np.__version__)
+    return f"{bench_machine_info()}, numpy {np.__version__}"
 
 
 def rows(chunks):

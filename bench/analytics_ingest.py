@@ -29,8 +29,8 @@ import requests
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from bench.__main__ import accepted_frames, cpu_seconds, machine_info, rss_mb  # noqa: E402
-from bench.load import data_frames, run_feeders  # noqa: E402
+from bench.__main__ import feed, machine_info  # noqa: E402
+from bench.load import data_frames  # noqa: E402
 from tests.daemon.harness import Daemon  # noqa: E402
 
 N_SENSORS = 4
@@ -61,21 +61,8 @@ def fullrate(workdir, frames, spectra, envelope, distinct=20, thread=True, env=N
         payload = data_frames(N_SENSORS, N_FLOATS, distinct)
         repeat = max(1, frames // distinct)
         expected = repeat * distinct
-        cpu0 = cpu_seconds(d.proc.pid)
-        started, procs, _ = run_feeders("127.0.0.1", d.tcp_port, ["fullrate"], payload, repeat)
-        deadline = time.perf_counter() + 600
-        got = 0
-        while time.perf_counter() < deadline:
-            got = accepted_frames(d)
-            if got >= expected:
-                break
-            time.sleep(0.05)
-        elapsed = time.perf_counter() - started
-        cpu = cpu_seconds(d.proc.pid) - cpu0
-        rss = rss_mb(d.proc.pid)
+        got, elapsed, cpu, rss = feed(d, ["fullrate"], payload, repeat, expected, 600)
         room = metrics(d)
-        for p in procs:
-            p.join(30)
     finally:
         rc = d.stop(timeout=180)
     samples = got * N_SENSORS * N_FLOATS
