@@ -1,7 +1,11 @@
-"""Measure (not a test): server-side cost of one ``update`` broadcast to N clients,
-and of the hot ``LiveService.second`` call.
+"""Measure (not a test): server-side cost of one ``update`` tick to N clients
+with NS sensors (env, default 4), and of the hot ``LiveService.second`` call.
+Run it with several NS to see whether the per-client cost stays flat as
+sensors are added.
 
-    .venv/bin/python tests/live/bench_fanout.py [clients] [updates]
+    [NS=32] .venv/bin/python tests/live/bench_fanout.py [clients] [updates]
+
+ROOT (env) runs another checkout's tsrmon (with PYTHONPATH=ROOT), for a before/after.
 """
 
 import os
@@ -11,13 +15,15 @@ import tempfile
 import time
 import timeit
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.environ.get("ROOT") or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
 from twisted.internet import reactor, task  # noqa: E402
 
 from tests.live.conftest import FakeDAQ, LiveServer, make_config  # noqa: E402
 from tsrmon.stats.sums import PartialSums  # noqa: E402
+
+NS = int(os.environ.get("NS", "4"))
 
 
 def main():
@@ -43,7 +49,7 @@ def main():
 
     def run():
         for i in range(updates):
-            for s in range(4):
+            for s in range(NS):
                 server.hub.second("m1", f"s{s}", "VIB", clock.seconds(), sums)
             t = time.perf_counter()
             if i == updates - 1 and os.environ.get("PROFILE"):
@@ -62,9 +68,9 @@ def main():
     def report(out):
         best = min(ticks)
         print(f"LiveService.second: {per_call * 1e6:.2f} us/call")
-        print(f"tick (4 updates x {n} clients): best {best * 1e3:.2f} ms, "
+        print(f"tick ({NS} updates x {n} clients): best {best * 1e3:.2f} ms, "
               f"median {sorted(ticks)[len(ticks) // 2] * 1e3:.2f} ms "
-              f"= {best / (4 * n) * 1e6:.2f} us per client message; clients rc={proc.returncode}")
+              f"= {best / (NS * n) * 1e6:.2f} us per client message; clients rc={proc.returncode}")
         reactor.stop()
 
     reactor.callInThread(wait_ready)
