@@ -76,29 +76,35 @@ GRACE = 3.0  # default seconds after the window that late events of it are still
 PONG = ws_frame("3")
 
 
+def _frame_at(buf, pos, size):
+    """``(payload start, end)`` of the server frame at ``pos``, or None when
+    ``buf[:size]`` does not hold all of it yet."""
+    if size - pos < 2:
+        return None
+    n = buf[pos + 1] & 0x7F
+    head = 2
+    if n == 126:
+        if size - pos < 4:
+            return None
+        n = (buf[pos + 2] << 8) | buf[pos + 3]
+        head = 4
+    elif n == 127:
+        if size - pos < 10:
+            return None
+        n = int.from_bytes(buf[pos + 2:pos + 10], "big")
+        head = 10
+    end = pos + head + n
+    return None if end > size else (pos + head, end)
+
+
 def _frames(buf):
     """Complete server frames in ``buf``: ``([(opcode, start, end)], rest offset)``."""
     out = []
     pos = 0
     size = len(buf)
-    while size - pos >= 2:
-        n = buf[pos + 1] & 0x7F
-        head = 2
-        if n == 126:
-            if size - pos < 4:
-                break
-            n = (buf[pos + 2] << 8) | buf[pos + 3]
-            head = 4
-        elif n == 127:
-            if size - pos < 10:
-                break
-            n = int.from_bytes(buf[pos + 2:pos + 10], "big")
-            head = 10
-        end = pos + head + n
-        if end > size:
-            break
-        out.append((buf[pos] & 0x0F, pos + head, end))
-        pos = end
+    while (span := _frame_at(buf, pos, size)) is not None:
+        out.append((buf[pos] & 0x0F, *span))
+        pos = span[1]
     return out, pos
 
 
@@ -112,25 +118,10 @@ def _scan(buf):
     pos = 0
     pings = 0
     size = len(buf)
-    while size - pos >= 2:
-        n = buf[pos + 1] & 0x7F
-        head = 2
-        if n == 126:
-            if size - pos < 4:
-                break
-            n = (buf[pos + 2] << 8) | buf[pos + 3]
-            head = 4
-        elif n == 127:
-            if size - pos < 10:
-                break
-            n = int.from_bytes(buf[pos + 2:pos + 10], "big")
-            head = 10
-        end = pos + head + n
-        if end > size:
-            break
-        if n == 1 and buf[pos + 2] == 0x32 and buf[pos] & 0x0F == 1:
+    while (span := _frame_at(buf, pos, size)) is not None:
+        a, pos = span
+        if pos - a == 1 and buf[a] == 0x32 and buf[a - 2] & 0x0F == 1:
             pings += 1
-        pos = end
     return pos, pings
 
 
