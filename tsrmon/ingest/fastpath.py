@@ -82,12 +82,12 @@ _MARKER = struct.Struct(">d")
 
 
 def _skeleton_entries(value):
-    """``[(sensor, type, data list, problem or None)]`` of a decoded skeleton
-    frame ``("DataUpdate", {sensor: {"type", "data"}})``, or None when it is
-    not of that shape (the frame then takes the slow path)."""
+    """``([(sensor, type, data list)], [(sensor, why refused)])`` of a decoded
+    skeleton frame ``("DataUpdate", {sensor: {"type", "data"}})``, or None
+    when it is not of that shape (the frame then takes the slow path)."""
     if type(value) is not tuple or len(value) != 2 or value[0] != DATA or type(value[1]) is not dict:
         return None
-    out = []
+    good, bad = [], []
     for sensor, entry in value[1].items():
         if type(sensor) is not str or type(entry) is not dict:
             return None
@@ -97,8 +97,12 @@ def _skeleton_entries(value):
         data = entry.get("data")
         if type(data) is not list:
             return None
-        out.append((sensor, stype, data, sensor_problem(sensor, stype)))
-    return out
+        problem = sensor_problem(sensor, stype)
+        if problem is None:
+            good.append((sensor, stype, data))
+        else:
+            bad.append((sensor, problem))
+    return good, bad
 
 
 def plan_from_skeleton(frame, runs, frames_at):
@@ -126,13 +130,10 @@ def plan_from_skeleton(frame, runs, frames_at):
     entries = _skeleton_entries(value)
     if entries is None:
         return None
+    good, bad = entries
     nruns = len(runs)
     sensors = []
-    bad = []
-    for sensor, stype, data, problem in entries:
-        if problem is not None:
-            bad.append((sensor, problem))
-            continue
+    for sensor, stype, data in good:
         plan_runs = []
         for v in data:
             # Every float is a marker: no FLOAT text opcode, no float outside a run.
@@ -172,12 +173,9 @@ def plan_for(frame, runs):
     entries = _skeleton_entries(value)
     if entries is None:
         return None
+    good, bad = entries
     sensors = []
-    bad = []
-    for sensor, stype, data, problem in entries:
-        if problem is not None:
-            bad.append((sensor, problem))
-            continue
+    for sensor, stype, data in good:
         plan_runs = []
         # Floats only (an int equal to a marker must not pass for it), then
         # the markers compared run by run in C.
