@@ -119,6 +119,18 @@ def create_sensor_tables(conn, sensor):
             conn.execute(sql)
 
 
+def add_missing_columns(conn, table, wanted):
+    """``ALTER TABLE ... ADD COLUMN`` each ``(name, type)`` of ``wanted`` that
+    ``table`` lacks; returns the ``table.column`` names added."""
+    have = set(columns(conn, table))
+    added = []
+    for col, typ in wanted:
+        if col not in have:
+            conn.execute(f"ALTER TABLE {quote_identifier(table)} ADD COLUMN {quote_identifier(col)} {typ}")
+            added.append(f"{table}.{col}")
+    return added
+
+
 def migrate(conn):
     """Bring a version-0 (deployed) database to ``SCHEMA_VERSION`` in place, in
     one transaction.  Returns the list of changes made (for the log)."""
@@ -127,32 +139,17 @@ def migrate(conn):
     try:
         sensors = []
         for table, sensor, _level in stat_tables(conn):
-            have = set(columns(conn, table))
-            for col, typ in schema.ADDED_STAT_COLUMNS:
-                if col not in have:
-                    conn.execute(f"ALTER TABLE {quote_identifier(table)} "
-                                 f"ADD COLUMN {quote_identifier(col)} {typ}")
-                    changes.append(f"{table}.{col}")
+            changes += add_missing_columns(conn, table, schema.ADDED_STAT_COLUMNS)
             conn.execute(schema.unique_t0_index_sql(table))
             conn.execute(schema.time_index_sql(table))
             if sensor not in sensors:
                 sensors.append(sensor)
         names = set(table_names(conn))
         if schema.ANOMALY_TABLE in names:
-            have = set(columns(conn, schema.ANOMALY_TABLE))
-            for col, typ in schema.ADDED_ANOMALY_COLUMNS:
-                if col not in have:
-                    conn.execute(f"ALTER TABLE {schema.ANOMALY_TABLE} "
-                                 f"ADD COLUMN {quote_identifier(col)} {typ}")
-                    changes.append(f"{schema.ANOMALY_TABLE}.{col}")
+            changes += add_missing_columns(conn, schema.ANOMALY_TABLE, schema.ADDED_ANOMALY_COLUMNS)
         for sql in schema.BASE_DDL:
             conn.execute(sql)
-        have = set(columns(conn, schema.SENSORS_TABLE))
-        for col, typ in schema.ADDED_SENSOR_COLUMNS:
-            if col not in have:
-                conn.execute(f"ALTER TABLE {schema.SENSORS_TABLE} "
-                             f"ADD COLUMN {quote_identifier(col)} {typ}")
-                changes.append(f"{schema.SENSORS_TABLE}.{col}")
+        changes += add_missing_columns(conn, schema.SENSORS_TABLE, schema.ADDED_SENSOR_COLUMNS)
         # Legacy sensors: complete their set of level tables, and list them
         # (type and mode unknown until their DAQ sends them again).
         for sensor in sensors:

@@ -107,9 +107,8 @@ class SensorCatalog:
 
     def load(self, conn):
         self.modes = {s["name"]: s["mode"] for s in serving.sensors(conn)}
-        if "ref" not in migrate.columns(conn, schema.SENSORS_TABLE):
-            # A file marked version 2 by another tool without the column.
-            conn.execute(f"ALTER TABLE {schema.SENSORS_TABLE} ADD COLUMN ref REAL")
+        # A file marked version 2 by another tool without the column.
+        migrate.add_missing_columns(conn, schema.SENSORS_TABLE, schema.ADDED_SENSOR_COLUMNS)
         self.refs = dict(conn.execute(f"SELECT name, ref FROM {schema.SENSORS_TABLE}"))
         self.spectra = set()
 
