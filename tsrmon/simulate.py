@@ -466,13 +466,9 @@ class DemoService(SimulatorService):
             for first in range(0, len(times), per_day):
                 minutes = times[first:first + per_day]
                 chunks = history_day(sensors, minutes, rng, self.per_chunk)
-                raw, hub.raw = hub.raw, None  # raw CSV off for these samples only
-                try:
-                    for k, m0 in enumerate(minutes):
-                        hub.data(machine, [(s, stype, chunks[s][k]) for s, stype in sensors],
-                                 t=float(m0) + 30.0, late=True)
-                finally:
-                    hub.raw = raw
+                for k, m0 in enumerate(minutes):
+                    hub.data(machine, [(s, stype, chunks[s][k]) for s, stype in sensors],
+                             t=float(m0) + 30.0, late=True, raw_csv=False)
                 yield None
 
     def stopService(self):

@@ -243,12 +243,14 @@ class MachineHub(service.Service):
         return [m.connection for m in self.machines.values() if m.connection is not None]
 
     # -- data ------------------------------------------------------------
-    def data(self, machine, sensors, t=None, late=False, meta=None):
+    def data(self, machine, sensors, t=None, late=False, meta=None, raw_csv=True):
         """One DataUpdate: ``sensors`` is a list of (name, type, finite values).
 
         Names were checked by ingest.  ``t`` is the frame's own time for late
         samples (``late=True``); otherwise now.  ``meta``: the DAQ's own
         sensor metadata (JSON ``rate``/``unit``/``rpm``) by sensor name.
+        ``raw_csv=False``: samples that are not raw data (the demo's
+        backfilled history) skip the raw CSV log.
         """
         now = self.clock.seconds()
         if t is None:
@@ -257,7 +259,8 @@ class MachineHub(service.Service):
         machine.last_frame = now
         known = machine.sensors
         stats = self.stats
-        raw = self.raw
+        raw = self.raw if raw_csv else None
+        spectra = self.spectra
         for sensor, stype, values in sensors:
             if known.get(sensor) != stype:
                 if not self._new_sensor(machine, sensor, stype):
@@ -274,7 +277,6 @@ class MachineHub(service.Service):
                     stats.add(machine.name, sensor, stype, values, t)
             if raw is not None:
                 raw.write(machine.name, sensor, values, t)
-            spectra = self.spectra
             if spectra is not None:
                 spectra.data(machine.name, sensor, stype, values, t, late)
 
