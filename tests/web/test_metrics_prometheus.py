@@ -25,8 +25,23 @@ def _api(port, path, **params):
     return body["data"]
 
 
+def _wait_ready(port, proc, timeout):
+    """Prometheus listens before its TSDB is open and answers 503 until then
+    (a loaded CI machine took longer than one poll): wait for ``/-/ready``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, "prometheus exited during start-up"
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/-/ready", timeout=5).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, f"prometheus not ready after {timeout} s"
+        time.sleep(0.25)
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(150)
 def test_prometheus_scrapes_the_daemon(tmp_path):
     binary = shutil.which("prometheus")
     require_service(binary, "Debian's prometheus is not installed (apt-get install prometheus)")
@@ -43,6 +58,7 @@ def test_prometheus_scrapes_the_daemon(tmp_path):
                             stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         wait_port(prom_port, timeout=30, proc=prom)
+        _wait_ready(prom_port, prom, timeout=40)
         deadline = time.monotonic() + 45
         target = None
         while time.monotonic() < deadline:
