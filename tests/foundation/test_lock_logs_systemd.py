@@ -13,7 +13,7 @@ from twisted.logger import LogLevel, LogPublisher
 from tsrmon.config import load_config
 from tsrmon.lock import InstanceLock, LockError, lock_owner
 from tsrmon.logs import DatedLogFile, LogFileService
-from tsrmon.runtime import OrderedMultiService
+from tsrmon.ordered import OrderedMultiService
 from tsrmon.systemd import SystemdNotifyService
 
 
