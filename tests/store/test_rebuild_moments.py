@@ -13,7 +13,7 @@ from tests.store.test_tools import BERLIN, write_raw
 from tests.stats.helpers import config, epoch
 from tsrmon.analytics.moments import Moments
 from tsrmon.store import migrate, schema, tools
-from tsrmon.store.sqlite import SensorCatalog
+from tsrmon.store.sqlite_upsert import SensorCatalog
 
 
 def moments_of(path, sensor, level):

@@ -12,6 +12,7 @@ from twisted.logger import Logger, formatEvent
 
 from tests.stats.helpers import Rig, config, epoch, oracle
 import tsrmon.store.sqlite as sqlite_store
+import tsrmon.store.sqlite_machine as sqlite_machine
 from tsrmon.store import schema, spool
 from tsrmon.store.sqlite import SQLiteStore, compact_ops
 
@@ -25,7 +26,7 @@ class Events:
     def __init__(self, monkeypatch, store=None):
         self.events = []
         log = Logger(observer=self.events.append, namespace="store-test")
-        monkeypatch.setattr(sqlite_store.MachineDatabase, "log", log)
+        monkeypatch.setattr(sqlite_machine.MachineDatabase, "log", log)
         monkeypatch.setattr(sqlite_store.SQLiteStore, "log", log)
 
     def text(self, level=None):
@@ -398,7 +399,7 @@ def test_shutdown_timeout_spools_the_queue_and_a_commit_that_fails_after_it(
         gate.wait(20)
         raise sqlite3.OperationalError("disk I/O error (simulated)")
 
-    monkeypatch.setattr(sqlite_store, "apply_sum_rows", stuck)
+    monkeypatch.setattr(sqlite_machine, "apply_sum_rows", stuck)
     row1 = ("v", "hour", 3600, 0, "h", 1, 1.0, 1.0, 1.0, 1.0, 1.0)
     row2 = ("v", "hour", 3600, 0, "h", 2, 2.0, 2.0, 1.0, 1.0, 2.0)
     store.upsert_sums("M", [row1])
@@ -431,7 +432,7 @@ def test_a_full_disk_makes_the_store_unhealthy(tmp_path, monkeypatch):
     def full(conn, catalog, rows):
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(sqlite_store, "apply_sum_rows", full)
+    monkeypatch.setattr(sqlite_machine, "apply_sum_rows", full)
     store.upsert_sums("M", [("v", "hour", 3600, 0, "h", 1, 1.0, 1.0, 1.0, 1.0, 1.0)])
     yield store.flush()
     h = store.health()
@@ -453,13 +454,13 @@ def test_the_replay_is_handed_to_the_writer_before_start_returns(tmp_path, monke
     spool.write_records(spool.spool_dir(cfg["DATABASE"]["PATH"]),
                         spool.records_of("M", [("sums", [row])]), 3600.0)
     handed = []
-    real = sqlite_store.MachineDatabase.replay
+    real = sqlite_machine.MachineDatabase.replay
 
     def replay(db, ops):
         handed.append((db.machine, ops))
         return real(db, ops)
 
-    monkeypatch.setattr(sqlite_store.MachineDatabase, "replay", replay)
+    monkeypatch.setattr(sqlite_machine.MachineDatabase, "replay", replay)
     store = SQLiteStore(cfg, reactor)
     store.startService()
     assert handed == [("M", [("sums", [row])])]

@@ -197,7 +197,7 @@ def test_recent_minutes_and_pruning(tmp_path):
 
 @pytest_twisted.inlineCallbacks
 def test_failed_transaction_is_rolled_back_and_retried_once(tmp_path, monkeypatch):
-    import tsrmon.store.sqlite as sqlite_store
+    import tsrmon.store.sqlite_machine as sqlite_store
     cfg = config(tmp_path, BERLIN)
     store = SQLiteStore(cfg, reactor)
     store.startService()

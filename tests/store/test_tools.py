@@ -14,7 +14,8 @@ from twisted.internet import reactor
 from tests.stats.helpers import config, epoch, oracle
 from tsrmon.lock import InstanceLock
 from tsrmon.store import migrate, tools
-from tsrmon.store.sqlite import SensorCatalog, SQLiteStore
+from tsrmon.store.sqlite import SQLiteStore
+from tsrmon.store.sqlite_upsert import SensorCatalog
 
 BERLIN = "Europe/Berlin"
 

@@ -19,7 +19,7 @@ from tsrmon.stats.calendar import Calendar
 from tsrmon.analytics.moments import Moments, choose_reference
 from tsrmon.stats.sums import PartialSums
 from tsrmon.store import migrate, schema, spool
-from tsrmon.store.sqlite import SensorCatalog, apply_sum_rows
+from tsrmon.store.sqlite_upsert import SensorCatalog, apply_sum_rows
 
 log = Logger()
 
