@@ -15,14 +15,15 @@ from twisted.internet import reactor
 
 from tests.daemon.harness import Daemon
 from tests.ingest.helpers import make_config, make_hub, port_of, start_listener, wait_until
-from tsrmon import simulate
+from tsrmon.daqside.demo import DEMO_MACHINES, DemoService
 
 
 @pytest_twisted.inlineCallbacks
 def test_backfill_goes_through_the_late_data_path_without_raw_csv(tmp_path):
-    hub, rec = make_hub(make_config(tmp_path))
+    config = make_config(tmp_path)
+    hub, rec = make_hub(config)
     hub.remember(["AROPump"])  # known from storage: a restarted demo
-    demo = simulate.DemoService(hub.config, reactor, lambda: None, hub=hub)
+    demo = DemoService(config, reactor, lambda: None, hub=hub)
     started = reactor.seconds()
     demo.startService()
     try:
@@ -36,7 +37,7 @@ def test_backfill_goes_through_the_late_data_path_without_raw_csv(tmp_path):
     for machine, sensor, stype, values, t, late in rec.added:
         by_sensor.setdefault((machine, sensor), []).append(t)
         assert len(values) == demo.per_chunk
-    expected = {(m, s) for m, sensors in simulate.DEMO_MACHINES.items() if m != "AROPump" for s in sensors}
+    expected = {(m, s) for m, sensors in DEMO_MACHINES.items() if m != "AROPump" for s in sensors}
     assert set(by_sensor) == expected  # AROPump was in storage already: not backfilled twice
     end = math.floor(started / 60) * 60
     for times in by_sensor.values():
@@ -50,7 +51,7 @@ def test_backfill_goes_through_the_late_data_path_without_raw_csv(tmp_path):
 @pytest_twisted.inlineCallbacks
 def test_demo_connects_its_daqs_after_the_backfill(tmp_path):
     svc, hub, rec = start_listener(tmp_path)
-    demo = simulate.DemoService(svc.config, reactor, lambda: ("127.0.0.1", port_of(svc)),
+    demo = DemoService(svc.config, reactor, lambda: ("127.0.0.1", port_of(svc)),
                                 hub=hub, fault_every=0, rate=10)
     demo.startService()
     try:
@@ -58,7 +59,7 @@ def test_demo_connects_its_daqs_after_the_backfill(tmp_path):
         backfilled = len(rec.added)
         assert backfilled and all(late for *_, late in rec.added)
         yield wait_until(lambda: all(m.connected for m in hub.machines.values())
-                         and len(hub.machines) == len(simulate.DEMO_MACHINES))
+                         and len(hub.machines) == len(DEMO_MACHINES))
         yield wait_until(lambda: any(not late for *_, late in rec.added))  # live data after the history
         assert all(late for *_, late in rec.added[:backfilled])
     finally:
@@ -84,7 +85,7 @@ def test_demo_daemon_has_14_days_of_history_within_10_s(tmp_path):
     try:
         ready = None
         while time.monotonic() - launched < 30:
-            rows = {m: _day_rows(daemon, m, start, end) for m in simulate.DEMO_MACHINES}
+            rows = {m: _day_rows(daemon, m, start, end) for m in DEMO_MACHINES}
             if all(len({r["time"] for r in rows[m]}) >= 14 for m in rows):
                 ready = time.monotonic() - launched
                 break
@@ -106,7 +107,7 @@ def test_demo_daemon_has_14_days_of_history_within_10_s(tmp_path):
         time.sleep(2)
         assert "demo: backfilled" not in again.log_text().split("Site starting")[-1]
         oldest = (today - datetime.timedelta(days=13)).isoformat()
-        for m in simulate.DEMO_MACHINES:
+        for m in DEMO_MACHINES:
             before = sum(r["count"] for r in rows[m] if r["time"][:10] < oldest)
             after = sum(r["count"] for r in _day_rows(again, m, start, end) if r["time"][:10] < oldest)
             assert after == before and before > 0, (m, before, after)
