@@ -16,35 +16,36 @@ def write(tmp_path, text, name="config.yml"):
 
 def test_defaults_match_design_table(tmp_path):
     c = load_config(None, base_dir=str(tmp_path))
-    assert c["SERVER"]["HOST"] == "0.0.0.0"
-    assert c["SERVER"]["PORT"] == 8080
-    assert c["SERVER"]["TCP_PORT"] == 8082
-    assert c["SERVER"]["CORS_ORIGINS"] == ["*"]
-    assert c["FCM"]["TIMEOUT"] == 120
-    assert c["FCM"]["TOPIC"] == "anomaly"
-    assert c["LOGGER"]["LEVEL"] == "info"
-    assert c["LOGGER"]["RETENTION_DAYS"] == 30
-    assert c["STAT"] == {"VIB": "ABS", "TEMP": "REAL", "DEFAULT": "REAL"}
-    assert c["DATABASE"]["FLUSH"] == 10
-    assert c["DATA"]["TIME_FORMAT"] == "hms"
-    assert c["DATA"]["MIN_FREE_MB"] == 1024
-    assert c["DAQ"]["MAX_FRAME_BYTES"] == 16777216
-    assert c["DAQ"]["MAX_BUFFER_BYTES"] == 67108864
-    assert c["DAQ"]["MAX_CONNECTIONS"] == 256
-    assert c["DAQ"]["MAX_PAUSE"] == 5
-    assert c["LIVE"]["INTERVAL"] == 60 and c["LIVE"]["CACHE"] == 60 and c["LIVE"]["MAX_QUEUE"] == 1000
-    assert c["NOTIFY"]["MAX_PER_HOUR"] == 60
-    assert c["TIME"]["ZONE"]  # the host's zone, never empty
+    assert c.server.host == "0.0.0.0"
+    assert c.server.port == 8080
+    assert c.server.tcp_port == 8082
+    assert c.server.cors_origins == ["*"]
+    assert c.fcm.timeout == 120
+    assert c.fcm.topic == "anomaly"
+    assert c.logger.level == "info"
+    assert c.logger.retention_days == 30
+    assert c.stat.modes == {"VIB": "ABS", "TEMP": "REAL", "DEFAULT": "REAL"}
+    assert c.database.flush == 10
+    assert c.data.time_format == "hms"
+    assert c.data.min_free_mb == 1024
+    assert c.daq.max_frame_bytes == 16777216
+    assert c.daq.max_buffer_bytes == 67108864
+    assert c.daq.max_connections == 256
+    assert c.daq.max_pause == 5
+    assert c.live.interval == 60 and c.live.cache == 60 and c.live.max_queue == 1000
+    assert c.notify.max_per_hour == 60
+    assert c.time.zone  # the host's zone, never empty
     # Paths resolve against the working directory, as the deployed server did.
-    assert c["DATABASE"]["PATH"] == os.path.join(str(tmp_path), "db")
-    assert c["DATA"]["PATH"] == os.path.join(str(tmp_path), "data")
-    assert c["LOGGER"]["PATH"] == os.path.join(str(tmp_path), "log")
+    assert c.database.path == os.path.join(str(tmp_path), "db")
+    assert c.data.path == os.path.join(str(tmp_path), "data")
+    assert c.logger.path == os.path.join(str(tmp_path), "log")
 
 
 def test_shipped_default_config_equals_code_defaults(tmp_path):
     shipped = load_config(os.path.join(ROOT, "etc", "tsrmon.yml"), base_dir=str(tmp_path))
     defaults = load_config(None, base_dir=str(tmp_path))
-    assert dict(shipped) == dict(defaults)
+    assert shipped == defaults
+    assert shipped.source.endswith("tsrmon.yml") and defaults.source is None
 
 
 DEPLOYED = """\
@@ -72,11 +73,11 @@ def test_deployed_config_loads_unchanged(tmp_path):
     (tmp_path / "resources").mkdir()
     path = write(tmp_path / "resources", DEPLOYED, "config.yml")
     c = load_config(path, base_dir=str(tmp_path))
-    assert c["FCM"]["CRED_PATH"] == str(tmp_path / "resources" / "tsr-monitoring-app-c08931e07d1a.json")
+    assert c.fcm.cred_path == str(tmp_path / "resources" / "tsr-monitoring-app-c08931e07d1a.json")
     assert c.stat_mode("VIB") == ("ABS", True)
     assert c.stat_mode("TEMP") == ("REAL", True)
     assert c.stat_mode("PRESSURE") == ("REAL", False)
-    assert c["DATABASE"]["PATH"] == str(tmp_path / "db")
+    assert c.database.path == str(tmp_path / "db")
 
 
 def test_default_config_path_prefers_env_then_deployed_layout(tmp_path, monkeypatch):
@@ -184,3 +185,74 @@ def test_bad_webhook_field_is_refused_at_load(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path, base_dir=str(tmp_path))
     assert "NOTIFY.WEBHOOKS" in str(info.value) and "retries" in str(info.value)
+
+
+def test_sections_are_frozen_typed_objects_checked_once(tmp_path):
+    import attrs
+
+    c = build_config({"DATA": {"IDLE_CLOSE": 5}, "DAQ": {"MAX_CONNECTIONS_PER_HOST": 3}}, base_dir=str(tmp_path))
+    assert c.data.idle_close == 5.0 and isinstance(c.data.idle_close, float)
+    assert c.daq.max_connections_per_host == 3
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        c.data.idle_close = 1.0
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        c.data = None
+    # Built-in rules are parsed once, at load.
+    assert {r.name for r in c.alarm.parsed} >= {"daq-silent"}
+
+
+def test_replace_checks_values_as_the_file_would(tmp_path):
+    c = build_config({}, base_dir=str(tmp_path))
+    d = c.replace(data={"idle_close": 5, "path": "elsewhere"}, sensors=[])
+    assert d.data.idle_close == 5.0 and d.data.path == str(tmp_path / "elsewhere")
+    assert c.data.idle_close == 60  # the original is untouched
+    with pytest.raises(ConfigError) as info:
+        c.replace(data={"idle_close": 0.5})
+    assert "DATA.IDLE_CLOSE: must be at least 1, got 0.5" in str(info.value)
+    with pytest.raises(TypeError):
+        c.replace(data={"idle_closed": 5})
+    # finish() runs again: a replaced alarm rule list is parsed and checked.
+    with pytest.raises(ConfigError) as info:
+        c.replace(alarm={"rules": [{"name": "hot", "metric": "loudness", "above": 3}]})
+    assert "ALARM.RULES[0] (hot)" in str(info.value)
+
+
+def test_to_yaml_round_trips(tmp_path):
+    c = build_config({"SERVER": {"PORT": 9000}, "STAT": {"PRESSURE": "ABS"}, "TIME": {"ZONE": "Asia/Seoul"},
+                      "SENSORS": [{"match": "M/*", "unit": "g"}]}, base_dir=str(tmp_path))
+    path = write(tmp_path, c.to_yaml(), "effective.yml")
+    again = load_config(path, base_dir=str(tmp_path))
+    assert again == c
+    assert again.server.port == 9000 and again.stat_mode("PRESSURE") == ("ABS", True)
+
+
+def test_transitional_item_access_still_works(tmp_path):
+    """tsrmon.config.compat, until every caller reads attributes."""
+    from tsrmon.config import SCHEMA
+
+    c = build_config({"DATA": {"IDLE_CLOSE": 5}}, base_dir=str(tmp_path))
+    assert c["DATA"]["IDLE_CLOSE"] == 5.0 and c["DATA"] is c.data
+    assert c.key("DATA.PATH") == c.data.path
+    assert "DATA" in c and "IDLE_CLOSE" in c["DATA"] and "NOPE" not in c["DATA"]
+    assert c.get("NOPE", {}) == {} and c["SPECTRA"].get("ENABLED", False) is True
+    assert list(c)[:3] == ["SERVER", "FCM", "LOGGER"] and dict(c["LIVE"])["MAX_QUEUE"] == 1000
+    c["DATA"]["IDLE_CLOSE"] = 2.0
+    c["DAQ"].update({"MAX_SENSORS": 3})
+    assert c.data.idle_close == 2.0 and c.daq.max_sensors == 3
+    c["AUTH"] = {"API_TOKENS": ["t"]}  # a mapping is checked as the file's section
+    assert c.auth.api_tokens == ["t"]
+    with pytest.raises(ConfigError):
+        c["AUTH"] = {"API_TOKENS": "t"}
+    assert "IDLE_CLOSE" in SCHEMA["DATA"] and SCHEMA["DATA"]["IDLE_CLOSE"][0] == 60
+
+
+def test_section_classes_live_with_their_rooms():
+    from tsrmon.config.model import Config
+
+    owners = {name: f.type.__module__ for name, f in Config.sections().items() if f.type is not list}
+    assert owners["ALARM"] == "tsrmon.alarms.settings"
+    assert owners["FCM"] == owners["NOTIFY"] == "tsrmon.notify.settings"
+    assert owners["SPECTRA"] == "tsrmon.spectra.settings"
+    assert owners["DAQ"] == "tsrmon.ingest.settings"
+    assert owners["DATA"] == owners["DATABASE"] == "tsrmon.store.settings"
+    assert owners["SERVER"] == owners["TIME"] == owners["LOGGER"] == "tsrmon.config.sections"
