@@ -12,8 +12,8 @@ from twisted.internet import reactor
 from tests.web.dbs import create_machine_db, fill_from_messages, insert_bucket
 from tests.web.test_app_calls import T0
 from tsrmon.stats.sums import PartialSums
-from tsrmon.store import reader as reader_module
-from tsrmon.store.reader import SQLiteReader
+from tsrmon.reader.sqlite_reader import SQLiteReader
+from tsrmon.store.filefeed import FileChangeFeed
 
 TZ = ZoneInfo("Asia/Seoul")
 
@@ -77,7 +77,9 @@ def test_wal_database_read_only(config, db_dir):
     assert len(list(r2._stats("W", "hour", None, None, True)[0].items())) == 1
 
 
-def test_old_months_are_rechecked_every_full_interval(config, db_dir):
+def test_a_commit_by_another_writer_is_seen_at_once_in_every_month(config, db_dir):
+    """A reader on its own follows a FileChangeFeed: any commit by another
+    connection is a change of unknown extent, so every month is re-checked."""
     path = os.path.join(db_dir, "M.db")
     conn = create_machine_db(path, [("a", "VIB")])
     for month in (1, 11):
@@ -85,17 +87,21 @@ def test_old_months_are_rechecked_every_full_interval(config, db_dir):
     conn.commit()
     now = FakeTime(datetime(2026, 11, 20, tzinfo=TZ).timestamp())
     r = SQLiteReader(config, now)
+    assert isinstance(r.feed, FileChangeFeed)
     data = lambda: [it[1] for s in r._stats("M", "hour", None, None, True) for it in s.items()]  # noqa: E731
     assert data() == [1.0, 1.0]
-    # Upserts as the writer does them: more samples, data recomputed from the sums.
+    # Upserts as a writer does them: more samples, data recomputed from the sums.
     conn.execute('UPDATE "a_hour_avg" SET data = 5.0, count = 2, sum = 10.0, sum_abs = 10.0 '
                  "WHERE time LIKE '2026-11%'")
     conn.execute('UPDATE "a_hour_avg" SET data = 3.0, count = 2, sum = 6.0, sum_abs = 6.0 '
                  "WHERE time LIKE '2026-01%'")
     conn.commit()
-    # A commit is seen at once where the writer writes (this month and the last) ...
-    assert data() == [1.0, 5.0]
-    # ... and everywhere at the next full check.
-    now.t += reader_module.FULL_CHECK_INTERVAL
     assert data() == [3.0, 5.0]
+    # A file put in its place (a restore) is another database.
+    conn.close()
+    os.replace(path, path + ".old")
+    conn = create_machine_db(path, [("a", "VIB")])
+    insert_bucket(conn, "a", "hour", datetime(2026, 2, 3, 4, tzinfo=TZ), PartialSums.of([7.0]), "ABS")
+    conn.commit()
+    assert data() == [7.0]
     conn.close()

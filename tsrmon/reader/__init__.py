@@ -1,0 +1,1 @@
+"""The read room: served statistics, anomalies, faults, spectra for REST and live."""
