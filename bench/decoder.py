@@ -137,7 +137,7 @@ def run_protocol(count, repeat):
 
     from tsrmon.config import build_config
     from tsrmon.hub.machines import MachineHub
-    from tsrmon.ingest.protocol import DAQFactory
+    from tsrmon.ingest.admission import DAQFactory
 
     pickles = frames(2, 30, count)
     stream = pickle.dumps(("name", "Bench"), protocol=4) + b"\\o" + b"".join(p + b"\\o" for p in pickles)

@@ -15,12 +15,10 @@ raw CSV buffers are written, and the store commits and closes.
 
 import os
 import signal
-import socket
 import sys
 
 from twisted.application import internet, service
 from twisted.internet import defer
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -28,6 +26,7 @@ from twisted.web.server import Site
 
 from tsrmon import rooms as room_interfaces
 from tsrmon.config import ConfigError, default_config_path, load_config
+from tsrmon.listeners import EndpointListener, address_text, listen_exception_text, listener_problem
 from tsrmon.lock import InstanceLock, LockError
 from tsrmon.runtime import OrderedMultiService, ProcessExit, tune_gc_for_a_daemon
 from tsrmon.systemd import SystemdNotifyService
@@ -53,92 +52,6 @@ class LockService(service.Service):
 LISTENER_FAILED = 1
 # Seconds between checks that every listening socket still accepts.
 LISTENER_CHECK_INTERVAL = 1.0
-
-
-class EndpointListener(internet.StreamServerEndpointService):
-    """Listens on an endpoint description, as ``StreamServerEndpointService``
-    (in ``privilegedStartService``), but keeps a failure instead of logging a
-    traceback: ``TsrmonService`` reports it in one line and stops.  Like the
-    DAQ listener it offers ``listening`` (a Deferred firing with the port,
-    or None on failure), ``port``, ``listen_error`` and
-    ``endpoint_description()``.  The endpoint is built when listening, so a
-    ``systemd:`` description without its inherited socket is such a failure
-    too, not a traceback while the service tree is built.
-    """
-
-    log = Logger()
-
-    def __init__(self, reactor, description, factory, name, label=None):
-        super().__init__(None, factory)
-        self.reactor = reactor
-        self.description = description
-        self.setName(name)
-        self.label = label or name
-        self.port = None
-        self.listen_error = None
-        self.listening = None
-
-    def endpoint_description(self):
-        return self.description
-
-    def privilegedStartService(self):
-        service.Service.privilegedStartService(self)
-        try:
-            self.endpoint = serverFromString(self.reactor, self.description)
-            d = self.endpoint.listen(self.factory)
-        except Exception as e:
-            d = defer.fail(OSError(listen_exception_text(self.description, e)))
-
-        def listening(port):
-            self.port = port
-            self.log.info("{label} listening on {address}", label=self.label, address=port.getHost())
-            return port
-
-        def failed(failure):
-            self.listen_error = failure.getErrorMessage()
-            return None
-
-        d.addCallbacks(listening, failed)
-        # StreamServerEndpointService.stopService stops the port through this.
-        self._waitingForPort = self.listening = d
-
-
-def listen_exception_text(description, error):
-    """One line for an endpoint that could not even be built."""
-    if description.startswith("systemd:") and isinstance(error, (IndexError, KeyError)):
-        # Twisted's parser looks the socket up in LISTEN_FDS / LISTEN_FDNAMES.
-        return (f"systemd passed no such socket (LISTEN_FDS={os.environ.get('LISTEN_FDS', '')!r}, "
-                f"LISTEN_FDNAMES={os.environ.get('LISTEN_FDNAMES', '')!r}); start tsrmon through "
-                f"tsrmon.socket, or listen on SERVER.HOST/PORT/TCP_PORT instead")
-    return str(error) or type(error).__name__
-
-
-def _address_text(address):
-    host, port = getattr(address, "host", None), getattr(address, "port", None)
-    if host is not None and port is not None:
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return str(getattr(address, "name", None) or address)
-
-
-def listener_problem(port):
-    """Why a listening port no longer accepts connections, or None.
-
-    Twisted logs an unexpected ``accept()`` error and keeps the port
-    registered, so a listener whose socket broke (shut down, closed under
-    it) would sit there refusing every client while the daemon looks alive.
-    """
-    if getattr(port, "connected", True) is False:
-        return "the listening socket was closed"
-    sock = getattr(port, "socket", None)
-    if not isinstance(sock, socket.socket):
-        return None
-    try:
-        accepting = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-    except OSError as e:
-        return f"the listening socket failed ({e.strerror or e})"
-    if not accepting:
-        return "the socket no longer listens (shut down)"
-    return None
 
 
 class TsrmonService(OrderedMultiService):
@@ -296,7 +209,7 @@ class TsrmonService(OrderedMultiService):
             if problem is not None:
                 if getattr(port, "connected", False) and hasattr(port, "stopReading"):
                     port.stopReading()  # Twisted would retry accept() on every loop
-                self._fatal(f"listener lost: {self._listener_text(child)} ({_address_text(address)}): {problem}")
+                self._fatal(f"listener lost: {self._listener_text(child)} ({address_text(address)}): {problem}")
                 return
 
     def _fatal(self, line, code=LISTENER_FAILED):
@@ -422,16 +335,20 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     from tsrmon.alarms.service import AlarmService
     from tsrmon.clockjump import ClockJumpService
     from tsrmon.dashboard import dashboard_front
-    from tsrmon.hub import MachineHub
-    from tsrmon.ingest.protocol import DAQListenerService
+    from tsrmon.hub import LiveBus, MachineHub, MachineRegistry
+    from tsrmon.ingest.listener import DAQListenerService
     from tsrmon.live.service import LiveService
     from tsrmon.logs import LogFileService
     from tsrmon.notify.service import NotifierService
     from tsrmon.reactorlag import ReactorLagService
+    from tsrmon.spectra.catalog import SensorCatalog
+    from tsrmon.spectra.service import SpectraService
     from tsrmon.stats.service import StatsService
     from tsrmon.store.rawcsv import RawCSVService
     from tsrmon.store.reader import SQLiteReader
+    from tsrmon.store.schema import stored_sensor_names
     from tsrmon.store.sqlite import SQLiteStore
+    from tsrmon.web.policy import HttpPolicy
     from tsrmon.web.rest import RestAPI
 
     rooms = top.rooms  # by name, for tests and tools; the tree is the registry
@@ -443,50 +360,52 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     lag = rooms["reactorlag"] = ReactorLagService(reactor)
     lag.setServiceParent(top)
     rooms["logfile"] = LogFileService(config)
-    # Each room is built with the rooms it uses, so those come first.  The
-    # one cycle: the hub feeds statistics, the fault store, the live layer,
-    # alarm rules and spectra, and those need the hub's machines (or its
-    # storage_congested / second); they are built after it and given to it
-    # once with hub.feed() below.
-    from tsrmon.spectra.catalog import SensorCatalog
-    from tsrmon.spectra.service import SpectraService
-    from tsrmon.web.policy import HttpPolicy
+    # Each room is built once with the rooms it uses, so those come first;
+    # nothing is handed to a room after it was built.  The machine registry
+    # and the live bus come before everything that needs machines or talks
+    # to live clients; the hub's data path is built last, with every sink.
     # Issue 17: sensor metadata and per-minute spectra/features (tsrmon/spectra/).
     catalog = rooms["sensor_catalog"] = SensorCatalog(config)
     # CORS origins and API tokens of the whole HTTP site (REST, dashboard,
     # /socket.io/): one object, shared; SIGHUP reloads it as a room of its own.
     policy = rooms["http_policy"] = HttpPolicy.from_config(config)
+    registry = MachineRegistry(config, reactor)
+    # Alarm rules emit to the live layer, which reads spectra, which feed
+    # alarm rules: the bus, built first, breaks that cycle (hub/bus.py).
+    bus = LiveBus()
     reader = rooms["reader"] = SQLiteReader(config, reactor)
     notifier = rooms["notifier"] = NotifierService(config, reactor, reactor)
     raw = rooms["raw"] = RawCSVService(config, reactor, reactor, worker=config["DATA"]["WRITER"])
-    hub = rooms["hub"] = MachineHub(config, reactor, raw=raw if config["DATA"]["ENABLED"] else None,
-                                    notifier=notifier, catalog=catalog)  # catalog: JSON frames' own rate/unit/rpm
-    # The reader's caches follow the store's commits.
+    # The store pauses DAQ reading through the registry; the reader's caches
+    # follow its commits.
     store = rooms["store"] = SQLiteStore(
-        config, reactor, hub, minute_retention_days=config["DATABASE"]["MINUTE_RETENTION_DAYS"],
+        config, reactor, registry, minute_retention_days=config["DATABASE"]["MINUTE_RETENTION_DAYS"],
         commit_listeners=[reader.written])
-    hub.remember(store.known_machines())
+    registry.remember(store.known_machines())
     # Case checks of sensor names survive restarts (a stored 'Vib' refuses 'vib').
-    from tsrmon.store.schema import stored_sensor_names
     for machine in store.known_machines():
-        hub.remember_sensors(machine, stored_sensor_names(store.folder, machine))
-    stats = rooms["stats"] = StatsService(config, reactor, hub, store)
-    # Alarm rules' raise/clear go to live clients through the hub's live
-    # sinks, and to push through the notifier; the catalog lets the ISO
-    # preset judge true velocity RMS when it can.
-    alarms = rooms["alarms"] = AlarmService(config, reactor, hub, emit=hub.emit, notify=notifier.alarm,
-                                            catalog=catalog)
+        registry.remember_sensors(machine, stored_sensor_names(store.folder, machine))
+    # Raise/clear go to live clients through the bus and to push through the
+    # notifier; the catalog lets the ISO preset judge true velocity RMS.
+    alarms = rooms["alarms"] = AlarmService(config, reactor, registry, emit=bus.broadcast,
+                                            notify=notifier.alarm, catalog=catalog)
     # Per-minute features feed velocity_rms, band:, order: and tone rules.
     spectra = rooms["spectra"] = SpectraService(config, reactor, store, catalog, reactor=reactor, alarms=alarms)
     # The reader refills live caches after a restart, tells a machine's first
     # `status` what storage knows and serves stored spectra; the live
-    # `spectrum` event follows spectra.latest (issue 17).
-    live = rooms["live"] = LiveService(config, reactor, hub, policy=policy, reader=reader, spectra=spectra)
+    # `spectrum` event follows spectra.latest (issue 17).  It attaches to the bus.
+    live = rooms["live"] = LiveService(config, reactor, registry, policy=policy, reader=reader,
+                                       spectra=spectra, bus=bus)
+    # Each finished second: to live clients (the bus), then to alarm rules.
+    stats = rooms["stats"] = StatsService(config, reactor, (bus, alarms), store)
+    hub = rooms["hub"] = MachineHub(
+        config, reactor, registry=registry, stats=stats, raw=raw if config["DATA"]["ENABLED"] else None,
+        faults=store, live=bus, notifier=notifier, spectra=spectra,
+        catalog=catalog)  # catalog: JSON frames' own rate/unit/rpm
     daq = rooms["daq"] = DAQListenerService(config, hub, reactor)
-    hub.feed(stats=stats, faults=store, live=[live], alarms=alarms, spectra=spectra)
 
     rest = rooms["rest"] = RestAPI(
-        config, reactor, hub, reader, live=live, notifier=notifier, policy=policy,
+        config, reactor, registry, reader, live=live, notifier=notifier, policy=policy,
         # /healthz and /metrics ask every room of the tree that declares
         # IHealth / ICounters (tsrmon/rooms.py), read at each request.
         health=room_interfaces.health_checks(top), counters=room_interfaces.counter_readers(top),

@@ -129,12 +129,19 @@ def test_make_service_builds_each_room_with_its_collaborators(tmp_path):
     top = makeService(_config(tmp_path), reactor=task.Clock(), lock=False)
     r = top.rooms
     hub = r["hub"]
-    assert (hub.stats, hub.faults, hub.live, hub.alarms, hub.spectra) == (
-        r["stats"], r["store"], [r["live"]], r["alarms"], r["spectra"])
+    registry, bus = hub.registry, hub.live
+    # The hub's data path is built last, with every room it feeds.
+    assert (hub.stats, hub.faults, hub.spectra) == (r["stats"], r["store"], r["spectra"])
     assert (hub.raw, hub.notifier, hub.catalog) == (r["raw"], r["notifier"], r["sensor_catalog"])
+    # Rooms that need machines got the registry, built before them.
+    assert r["store"].hub is registry and r["alarms"].hub is registry and r["live"].registry is registry
+    assert r["daq"].hub is hub and r["rest"].hub is registry
+    # Live clients are reached through the one bus the live layer attached to.
+    assert bus.sinks == (r["live"],)
+    assert r["stats"].seconds == (bus, r["alarms"])
     assert r["reader"].written in r["store"].commit_listeners
     # Bound methods between rooms, no lambdas.
-    assert r["alarms"].emit == hub.emit and r["alarms"].notify == r["notifier"].alarm
+    assert r["alarms"].emit == bus.broadcast and r["alarms"].notify == r["notifier"].alarm
     assert r["alarms"].catalog is r["sensor_catalog"] and r["spectra"].alarms is r["alarms"]
     live = r["live"]
     assert live.spectra is r["spectra"] and live.spectrum_reader == r["reader"].spectrum

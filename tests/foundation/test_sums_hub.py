@@ -57,17 +57,16 @@ class Sink:
         return lambda *a, **k: self.calls.append((name,) + a)
 
 
-def make_hub(tmp_path, **daq):
+def make_hub(tmp_path, sinks=None, **daq):
     config = load_config(None, base_dir=str(tmp_path))
     config["DAQ"].update(daq)
-    hub = MachineHub(config, task.Clock())
+    hub = MachineHub(config, task.Clock(), **(sinks or {}))
     return hub
 
 
 def test_reconnect_from_same_host_takes_over(tmp_path):
-    hub = make_hub(tmp_path)
     live = Sink()
-    hub.live.append(live)
+    hub = make_hub(tmp_path, {"live": live})
     a, b = Conn("10.0.0.5"), Conn("10.0.0.5")
     m = hub.claim("ShotBlast", a)
     assert hub.claim("ShotBlast", b) is m
@@ -115,9 +114,8 @@ def test_allow_list_caps_and_bad_names(tmp_path):
 
 
 def test_data_fans_out_to_rooms_and_caps_sensors(tmp_path):
-    hub = make_hub(tmp_path, MAX_SENSORS=2)
     stats, raw, faults, notifier = Sink(), Sink(), Sink(), Sink()
-    hub.stats, hub.raw, hub.faults, hub.notifier = stats, raw, faults, notifier
+    hub = make_hub(tmp_path, dict(stats=stats, raw=raw, faults=faults, notifier=notifier), MAX_SENSORS=2)
     m = hub.claim("M", Conn("h"))
     hub.data(m, [("a", "VIB", [1.0]), ("b", "TEMP", [2.0, 3.0]), ("c", "VIB", [4.0])])
     assert m.sensors == {"a": "VIB", "b": "TEMP"} and m.dropped_sensors == 1

@@ -9,7 +9,7 @@ from twisted.internet import defer, reactor, task, threads
 
 from tsrmon.config import build_config
 from tsrmon.hub.machines import MachineHub
-from tsrmon.ingest.protocol import DAQListenerService
+from tsrmon.ingest.listener import DAQListenerService
 
 
 class Recorder:
@@ -64,13 +64,8 @@ def make_config(tmp_path, daq=None, server=None):
 
 
 def make_hub(config):
-    hub = MachineHub(config, reactor)
     rec = Recorder()
-    hub.stats = rec
-    hub.raw = rec
-    hub.faults = rec
-    hub.live = [rec]
-    hub.notifier = Notifier()
+    hub = MachineHub(config, reactor, stats=rec, raw=rec, faults=rec, live=rec, notifier=Notifier())
     return hub, rec
 
 

@@ -14,7 +14,8 @@ from twisted.python.failure import Failure
 from tests.ingest.helpers import Recorder, frame
 from tsrmon.config import build_config
 from tsrmon.hub.machines import MachineHub
-from tsrmon.ingest.protocol import PRE_NAME_BUFFER, DAQFactory
+from tsrmon.ingest.admission import DAQFactory
+from tsrmon.ingest.protocol import PRE_NAME_BUFFER
 
 
 class Rig:
@@ -22,9 +23,8 @@ class Rig:
         self.tmp_path = tmp_path
         self.clock = Clock()
         self.config = build_config({"DAQ": daq}, None, str(tmp_path))
-        self.hub = MachineHub(self.config, self.clock)
         self.rec = Recorder()
-        self.hub.stats = self.hub.raw = self.rec
+        self.hub = MachineHub(self.config, self.clock, stats=self.rec, raw=self.rec)
         self.factory = DAQFactory(self.config, self.hub, self.clock)
         self.port = 40000
 
@@ -240,7 +240,7 @@ def test_takeover_storm_is_rate_limited(tmp_path, events):
 
 
 def test_hub_sensor_refusals_are_listener_counters(tmp_path):
-    from tsrmon.ingest.protocol import DAQListenerService
+    from tsrmon.ingest.listener import DAQListenerService
     rig = Rig(tmp_path)
     svc = DAQListenerService(rig.config, rig.hub, rig.clock)
     p = rig.connect(name="M1")

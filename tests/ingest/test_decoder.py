@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import expected, fixture_bytes
+from tsrmon.hub.records import DataFrame, NameFrame, SensorSamples
 from tsrmon.ingest import schema
 from tsrmon.ingest.framing import OK, REFUSED, JsonLineFramer, PickleFramer
 from tsrmon.ingest.safepickle import ALLOWED, Limits
@@ -229,11 +230,11 @@ def test_json_lines():
     assert kinds == [OK, OK, REFUSED, REFUSED, OK]
     known = set()
     name = schema.from_json(out[0][1], known)
-    assert name == ("name", "M1", "t")
+    assert name == NameFrame(name="M1", token="t")
     data = schema.from_json(out[1][1], known)
-    assert data[1] == [("s", "VIB", [1.0, 2.5])]
-    assert type(data[1][0][2][0]) is float
-    assert data[4] == 1767290645.0
+    assert type(data) is DataFrame and data.sensors == [SensorSamples("s", "VIB", [1.0, 2.5])]
+    assert type(data.sensors[0].values[0]) is float
+    assert data.t == 1767290645.0
     assert "longer" in out[3][1]
 
 
@@ -258,9 +259,9 @@ def test_schema_drops_bad_sensor_names_and_nonfinite_samples():
         "ok": {"type": "VIB", "data": [1.0, float("nan"), float("inf"), -2.0]},
         "t": {"type": "bad type", "data": [1.0]},
     }), False, set())
-    assert event[1] == [("ok", "VIB", [1.0, -2.0])]
-    assert [b[0] for b in event[2]] == ["../x", "t"]
-    assert event[3] == 2
+    assert event.sensors == [("ok", "VIB", [1.0, -2.0])]
+    assert [b[0] for b in event.bad] == ["../x", "t"]
+    assert event.nonfinite == 2
 
 
 @pytest.mark.parametrize("t", ["2026-01-01T00:00:00", "yesterday", -5, [1]])
@@ -275,12 +276,12 @@ def _events(framer, data, step):
     for item in feed_all(framer, data, step):
         if item[0] == "event":
             event = item[1]
-            if event[0] == schema.DATA:
+            if type(event) is DataFrame:
                 # Long chunks come as float64 arrays on the fast path: the
                 # same samples as the pickle path's lists, in the same order.
-                sensors = [(n, t, [float(x) for x in v] if isinstance(v, np.ndarray) else v)
-                           for n, t, v in event[1]]
-                event = (event[0], sensors) + tuple(event[2:])
+                sensors = [SensorSamples(n, t, [float(x) for x in v] if isinstance(v, np.ndarray) else v)
+                           for n, t, v in event.sensors]
+                event = event._replace(sensors=sensors)
             out.append(event)
         elif item[0] == OK:
             out.append(schema.from_pickle(item[1], item[2], known))
@@ -338,7 +339,7 @@ def test_fast_path_long_chunks_with_nonfinite_samples():
     fast = _events(fast_framer, data * 3, 1000)
     assert fast_framer.shape_hits == 2
     assert fast == plain
-    assert fast[2][3] == 3 and len(fast[2][1][0][2]) == 2998  # a: NaN, -inf; b: NaN
+    assert fast[2].nonfinite == 3 and len(fast[2].sensors[0].values) == 2998  # a: NaN, -inf; b: NaN
 
 
 def test_fast_path_follows_memo_references_by_provenance():
@@ -351,5 +352,5 @@ def test_fast_path_follows_memo_references_by_provenance():
     assert first[0][0] == OK and first[0][1] == ("DataUpdate", {"s": {"type": "VIB", "data": [0.5, 0.5]}})
     second = framer.feed(frame(-2.0) + b"\x5c\x6f")
     assert second[0][0] == "event"
-    assert second[0][1][1] == [("s", "VIB", [-2.0, -2.0])]
+    assert second[0][1].sensors == [("s", "VIB", [-2.0, -2.0])]
     assert pickle.loads(frame(-2.0))[1]["s"]["data"] == [-2.0, -2.0]

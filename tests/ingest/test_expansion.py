@@ -8,7 +8,7 @@ from tests.hostile.ingest_attacks import (legit_frame, memo_amplification, memo_
 from tsrmon.config import build_config
 from tsrmon.ingest import framing
 from tsrmon.ingest.framing import EVENT, OK, REFUSED, PickleFramer
-from tsrmon.ingest.protocol import limits_of
+from tsrmon.ingest.admission import limits_of
 from tsrmon.ingest.safepickle import DONE, Limits, PickleWalk
 
 
@@ -72,8 +72,8 @@ def test_largest_legal_frame_fits_the_default():
     assert walk.expanded[0] == 64 * 25_600 + 64 * 4 + 1
     items = PickleFramer(Limits(), events=True).feed(frame)
     # Large first frames are decoded by their plan (no pickle.loads of 14 MB).
-    assert items[0][0] == EVENT and len(items[0][1][1]) == 64
-    assert all(len(values) == 25_600 for _, _, values in items[0][1][1])
+    assert items[0][0] == EVENT and len(items[0][1].sensors) == 64
+    assert all(len(values) == 25_600 for _, _, values in items[0][1].sensors)
 
 
 def test_bound_comes_from_the_config_key(tmp_path):
@@ -113,8 +113,8 @@ def _plans_agree(frame):
     slow = plan_for(frame, walk.runs)
     assert quick is not None and slow is not None
     a, b = quick.decode(frame, 0), slow.decode(frame, 0)
-    assert [(s, t, list(v)) for s, t, v in a[1]] == [(s, t, list(v)) for s, t, v in b[1]]
-    assert a[2] == b[2] and a[3] == b[3]
+    assert [(s, t, list(v)) for s, t, v in a.sensors] == [(s, t, list(v)) for s, t, v in b.sensors]
+    assert a.bad == b.bad and a.nonfinite == b.nonfinite
     return a
 
 
@@ -128,8 +128,8 @@ def test_skeleton_plan_matches_the_marker_plan():
         data["bad name"] = {"type": "VIB", "data": [1.0, 2.0]}
         frame = pickle.dumps(("DataUpdate", data), protocol=protocol)
         event = _plans_agree(frame)
-        assert [s for s, _, _ in event[1]] == [f"s{i}" for i in range(6)]
-        assert [list(v) for _, _, v in event[1]] == [data[f"s{i}"]["data"] for i in range(6)]
+        assert [s for s, _, _ in event.sensors] == [f"s{i}" for i in range(6)]
+        assert [list(v) for _, _, v in event.sensors] == [data[f"s{i}"]["data"] for i in range(6)]
 
 
 def test_partly_taken_runs_use_the_marker_plan():
@@ -160,7 +160,7 @@ def test_json_long_chunks_checked_in_c():
     from tsrmon.ingest import schema
     values = [1, 2.5] * 200
     event = schema.from_json({"event": "DataUpdate", "data": {"v": {"type": "VIB", "data": values}}}, set())
-    arr = event[1][0][2]
+    arr = event.sensors[0].values
     assert isinstance(arr, np.ndarray) and arr.dtype == np.float64 and arr.tolist() == [float(v) for v in values]
     with pytest.raises(schema.FrameRefused, match="sample 299 is a str"):
         schema.from_json({"event": "DataUpdate",

@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 
 from tests.conftest import expected, fixture_bytes
 from tests.ingest.helpers import make_config, make_hub
-from tsrmon.ingest.protocol import DAQFactory
+from tsrmon.ingest.admission import DAQFactory
 
 MAX_FRAME = 256 * 1024
 # Peak traced memory allowed for the whole fuzz run: a few frames' worth of

@@ -7,6 +7,7 @@ import json
 import pytest_twisted
 
 from tests.ingest.helpers import port_of, send, settle, start_listener
+from tsrmon.hub.records import DataFrame
 from tsrmon.config import build_config
 from tsrmon.ingest import schema
 from tsrmon.spectra.catalog import SensorCatalog
@@ -20,13 +21,13 @@ def test_schema_collects_metadata_from_json_only():
     data = {"acc": {"type": "VIB", "data": [0.1, 0.2], "rate": 25600, "unit": "g", "rpm": 1480},
             "temp": {"type": "TEMP", "data": [40.0]}}
     event = schema.from_json({"event": "DataUpdate", "data": data}, set())
-    assert event[0] == schema.DATA and event[5] == {"acc": {"rate": 25600, "unit": "g", "rpm": 1480}}
+    assert type(event) is DataFrame and event.meta == {"acc": {"rate": 25600, "unit": "g", "rpm": 1480}}
     plain = schema.from_json({"event": "DataUpdate", "data": {"t": {"type": "TEMP", "data": [1.0]}}}, set())
-    assert plain[5] is None
+    assert plain.meta is None
     # Odd JSON types are passed on as short text for the catalog to refuse.
     odd = schema.from_json({"event": "DataUpdate", "data": {
         "acc": {"type": "VIB", "data": [1.0], "rate": "x" * 1000, "unit": ["g"]}}}, set())
-    assert len(odd[5]["acc"]["rate"]) < 100 and isinstance(odd[5]["acc"]["unit"], str)
+    assert len(odd.meta["acc"]["rate"]) < 100 and isinstance(odd.meta["acc"]["unit"], str)
 
 
 @pytest_twisted.inlineCallbacks

@@ -38,9 +38,8 @@ class Conn:
 
 @pytest.fixture
 def hub(tmp_path):
-    hub = MachineHub(build_config({}, None, str(tmp_path)), Clock())
-    hub.stats = hub.raw = Recorder()
-    return hub
+    rec = Recorder()
+    return MachineHub(build_config({}, None, str(tmp_path)), Clock(), stats=rec, raw=rec)
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def main():
     server.hub.claim("m1", FakeDAQ())
     sums = PartialSums.of([0.1] * 30)
     per_call = min(timeit.repeat(lambda: server.live.second("m1", "vib1", "VIB", 0.0, sums), number=100_000, repeat=3)) / 100_000
-    server.live.room("m1").windows.clear()
+    server.live.namespace("m1").windows.clear()
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests/live/many_clients.py"),
                              str(server.port.getHost().port), str(n), str(updates)],
                             stdout=subprocess.PIPE, text=True)
@@ -50,7 +50,7 @@ def main():
     def run():
         for i in range(updates):
             for s in range(NS):
-                server.hub.second("m1", f"s{s}", "VIB", clock.seconds(), sums)
+                server.bus.second("m1", f"s{s}", "VIB", clock.seconds(), sums)
             t = time.perf_counter()
             if i == updates - 1 and os.environ.get("PROFILE"):
                 import cProfile

@@ -8,7 +8,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from tsrmon.config import build_config
-from tsrmon.hub.machines import MachineHub
+from tsrmon.hub import LiveBus, MachineHub, MachineRegistry
 from tsrmon.live.service import LiveService
 
 
@@ -37,15 +37,18 @@ def make_config(tmp_path, live=None, auth=None, cors=None):
 
 
 class LiveServer:
-    """A hub + LiveService served by a twisted.web Site on 127.0.0.1:<port>."""
+    """A registry, live bus, hub + LiveService served by a twisted.web Site on
+    127.0.0.1:<port>, built in the daemon's order (tests feed seconds
+    through ``bus.second`` as statistics do)."""
 
     def __init__(self, config, clock, history=None, machines=("m1",)):
         self.config = config
         self.clock = clock
-        self.hub = MachineHub(config, clock)
-        self.hub.remember(machines)
-        self.live = LiveService(config, clock, self.hub, history=history)
-        self.hub.live.append(self.live)
+        self.registry = MachineRegistry(config, clock)
+        self.registry.remember(machines)
+        self.bus = LiveBus()
+        self.live = LiveService(config, clock, self.registry, history=history, bus=self.bus)
+        self.hub = MachineHub(config, clock, registry=self.registry, live=self.bus)
         root = Resource()
         root.putChild(b"socket.io", self.live.resource())
         self.site = Site(root)

@@ -33,8 +33,8 @@ def streaming(make_server):
 
     def tick():
         t = reactor.seconds()
-        server.hub.second("m1", "vib1", "VIB", t, PartialSums.of(VIB))
-        server.hub.second("m1", "temp1", "TEMP", t, PartialSums.of(TEMP))
+        server.bus.second("m1", "vib1", "VIB", t, PartialSums.of(VIB))
+        server.bus.second("m1", "temp1", "TEMP", t, PartialSums.of(TEMP))
         server.hub.fault(machine, 7, 5)  # ints from the DAQ: clients must get floats
 
     loop = LoopingCall(tick)

@@ -59,9 +59,9 @@ async def test_v3_polling_handshake_auto_connect_and_namespace(v3):
     assert body == b"ok"
     resp, body = await http.get(q)
     assert body == b"10:40/sio/m1,"  # no payload in a v4 CONNECT reply
-    socket = next(iter(server.live.room("m1").sockets))
+    socket = next(iter(server.live.namespace("m1").sockets))
     assert socket == f"/sio/m1#{sid}"
-    server.live.room("m1").broadcast("update", {"b": "€😀"})
+    server.live.namespace("m1").broadcast("update", {"b": "€😀"})
     server.hub.claim("m1", FakeDAQ())
     server.hub.fault(server.hub.get("m1"), 3, 4)
     resp, body = await http.get(q)

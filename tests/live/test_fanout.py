@@ -56,7 +56,7 @@ async def test_500_clients_each_receive_every_update(make_server):
     await proc.ready
     assert server.live.counters()["namespace_clients"] == n
     for i in range(updates):
-        server.hub.second("m1", "vib1", "VIB", clock.seconds(), PartialSums.of([float(i + 1)]))
+        server.bus.second("m1", "vib1", "VIB", clock.seconds(), PartialSums.of([float(i + 1)]))
         clock.advance(1)
     code = await proc.ended
     result = json.loads(proc.out.decode().splitlines()[-1])
@@ -93,7 +93,7 @@ async def test_stalled_client_dropped_without_slowing_the_others(make_server):
     stalled = await threads.deferToThread(stalled_websocket, server.port.getHost().port)
     try:
         await eventually(lambda: server.live.counters()["namespace_clients"] == 2)
-        room = server.live.room("m1")
+        room = server.live.namespace("m1")
         big = "x" * 100_000
         received = 0
         for i in range(200):

@@ -17,7 +17,7 @@ from twisted.web.server import Site
 
 from tests.live.conftest import make_config
 from tests.live.helpers import HTTP, eventually, sio_ws, ws_open
-from tsrmon.hub.machines import MachineHub
+from tsrmon.hub import LiveBus, MachineHub, MachineRegistry
 from tsrmon.live.service import LiveService
 from tsrmon.web.policy import HttpPolicy
 from tsrmon.web.rest import RestAPI
@@ -31,11 +31,12 @@ class PolicySite:
     def __init__(self, tmp_path, auth=None, cors=None, shared=True):
         self.tmp_path = tmp_path
         self.config = make_config(tmp_path, auth=auth, cors=cors)
-        self.hub = MachineHub(self.config, reactor)
-        self.hub.remember(["m1"])
+        self.registry = MachineRegistry(self.config, reactor)
+        self.registry.remember(["m1"])
         self.policy = HttpPolicy.from_config(self.config) if shared else None
-        self.live = LiveService(self.config, reactor, self.hub, policy=self.policy)
-        self.hub.live.append(self.live)
+        bus = LiveBus()
+        self.live = LiveService(self.config, reactor, self.registry, policy=self.policy, bus=bus)
+        self.hub = MachineHub(self.config, reactor, registry=self.registry, live=bus)
         self.rest = RestAPI(self.config, reactor, self.hub, None, live=self.live, policy=self.policy)
         # The order of makeService's rooms: the policy before live and rest.
         self.rooms = ([self.policy] if shared else []) + [self.live, self.rest]
@@ -220,9 +221,9 @@ def test_live_layer_reads_the_policy_it_was_given(tmp_path):
     """Passed in, not copied: the engine and Socket.IO hold the same object."""
     config = make_config(tmp_path, auth=["t"])
     policy = HttpPolicy.from_config(config)
-    live = LiveService(config, reactor, MachineHub(config, reactor), policy=policy)
+    live = LiveService(config, reactor, MachineRegistry(config, reactor), policy=policy)
     assert live.engine.policy is policy and live.sio.policy is policy
-    rest = RestAPI(config, reactor, live.hub, None, live=live)
+    rest = RestAPI(config, reactor, live.registry, None, live=live)
     assert rest.policy is policy  # a RestAPI given the live layer shares its policy
 
 

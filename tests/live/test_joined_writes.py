@@ -72,7 +72,7 @@ async def test_tick_reaches_each_client_in_one_write_every_event_in_order(make_s
     clients = [await sio_ws(server.ws_url) for _ in range(3)]
     writes = spy_writes(server)
     for i, sensor in enumerate(SENSORS):
-        server.hub.second("m1", sensor, "VIB", clock.seconds(), PartialSums.of([float(i + 1)]))
+        server.bus.second("m1", sensor, "VIB", clock.seconds(), PartialSums.of([float(i + 1)]))
     clock.advance(1)  # the tick: one update per sensor
     for c in clients:
         frames = [await c.recv() for _ in SENSORS]
@@ -101,7 +101,7 @@ async def test_statistics_roll_reaches_each_subscriber_in_one_write(make_server)
     writes = spy_writes(server)
     t = reactor.seconds()
     for i, sensor in enumerate(SENSORS):  # one roll: every sensor in one synchronous loop
-        server.hub.second("m1", sensor, "VIB", t, PartialSums.of([float(i)]))
+        server.bus.second("m1", sensor, "VIB", t, PartialSums.of([float(i)]))
     for c in clients:
         seconds = []
         while len(seconds) < len(SENSORS):
@@ -134,7 +134,7 @@ async def test_polling_client_gets_the_whole_tick_in_one_poll_answer(make_server
         parked = defer.ensureDeferred(http.get(q))
         await deferLater(reactor, 0.1, lambda: None)  # the GET is parked
         for i, sensor in enumerate(SENSORS):
-            server.hub.second("m1", sensor, "VIB", clock.seconds(), PartialSums.of([float(i)]))
+            server.bus.second("m1", sensor, "VIB", clock.seconds(), PartialSums.of([float(i)]))
         clock.advance(1)
         resp, body = await parked
         packets = body.decode("utf-8").split("\x1e")
@@ -150,7 +150,7 @@ async def test_a_tick_larger_than_the_queue_bound_does_not_drop_a_reading_client
     server = make_server(clock=clock, live={"MAX_QUEUE": 3})
     ws = await sio_ws(server.ws_url)
     for i, sensor in enumerate(SENSORS):  # 6 updates in one tick, bound 3
-        server.hub.second("m1", sensor, "VIB", clock.seconds(), PartialSums.of([float(i)]))
+        server.bus.second("m1", sensor, "VIB", clock.seconds(), PartialSums.of([float(i)]))
     clock.advance(1)
     got = events([await ws.recv() for _ in SENSORS])
     assert [a[0]["sensor_name"] for _, a in got] == SENSORS
@@ -172,7 +172,7 @@ async def test_a_tick_hands_each_client_its_updates_in_one_call_whatever_the_sen
     for n_sensors in (2, 12):
         calls.clear()
         for i in range(n_sensors):
-            server.hub.second("m1", f"s{i}", "VIB", clock.seconds(), PartialSums.of([float(i)]))
+            server.bus.second("m1", f"s{i}", "VIB", clock.seconds(), PartialSums.of([float(i)]))
         clock.advance(1)
         assert sorted(calls.values()) == [1, 1], (n_sensors, calls)
         for c in clients:

@@ -30,8 +30,8 @@ def clock_at(t):
 
 def feed(server, machine="m1", t=None):
     t = server.clock.seconds() if t is None else t
-    server.hub.second(machine, "vib1", "VIB", t, PartialSums.of(VIB))
-    server.hub.second(machine, "temp1", "TEMP", t, PartialSums.of(TEMP))
+    server.bus.second(machine, "vib1", "VIB", t, PartialSums.of(VIB))
+    server.bus.second(machine, "temp1", "TEMP", t, PartialSums.of(TEMP))
 
 
 async def next_event(ws, nsp="/sio/m1", name=None):
@@ -77,7 +77,7 @@ async def test_updates_on_the_clock_with_deployed_payloads(make_server):
     assert vib == {"sensor_name": "vib1", "data": pytest.approx(4 / 3), "time": "2027-01-15 17:00:00.250000"}
     assert type(vib["data"]) is float
     # A sensor without samples in the window gets nothing (never null or 0) ...
-    server.hub.second("m1", "vib1", "VIB", T0 + 0.5, PartialSums.of([3.0, -3.0]))
+    server.bus.second("m1", "vib1", "VIB", T0 + 0.5, PartialSums.of([3.0, -3.0]))
     server.clock.advance(1.0)
     frame = await next_event(ws, name="update")
     assert json.loads(frame[len("42/sio/m1,"):])[1]["sensor_name"] == "vib1"
@@ -96,9 +96,9 @@ async def test_initialize_replays_cache_per_sensor_only_to_requester(make_server
     a = await sio_ws(server.ws_url)
     b = await sio_ws(server.ws_url)
     for i in range(5):
-        server.hub.second("m1", "vib1", "VIB", server.clock.seconds(), PartialSums.of([float(i)]))
+        server.bus.second("m1", "vib1", "VIB", server.clock.seconds(), PartialSums.of([float(i)]))
         if i >= 2:
-            server.hub.second("m1", "temp1", "TEMP", server.clock.seconds(), PartialSums.of([float(10 + i)]))
+            server.bus.second("m1", "temp1", "TEMP", server.clock.seconds(), PartialSums.of([float(10 + i)]))
         server.clock.advance(60)
     a.send('42/sio/m1,["initialize","shot_blast_vib1"]')
     frames = await a.recv_until(lambda f: '"initialize"' in f and "temp1" in f)

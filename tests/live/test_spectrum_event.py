@@ -53,7 +53,7 @@ async def test_spectrum_event_is_opt_in_and_follows_new_minutes(tmp_path):
     server = LiveServer(cfg, feeder.clock, machines=("Fan",))
     server.live.spectra = feeder.spectra
     server.live.spectrum_reader = reader.spectrum
-    feeder.hub.live.append(server.live)           # the deployed `update` events too
+    feeder.hub.live = server.live                 # the deployed `update` events too
     server.start()
     plain = sub = None
     try:
@@ -80,7 +80,7 @@ async def test_spectrum_event_is_opt_in_and_follows_new_minutes(tmp_path):
         # Unsubscribed: no more spectrum events, the acks say so.
         sub.send(f'42{NSP},2["unsubscribe_spectrum"]')
         assert await ack(sub, 2) == [[]]
-        assert server.live.rooms["Fan"].spectrum_subscribers == {}
+        assert server.live.namespaces["Fan"].spectrum_subscribers == {}
         feeder.stream(60)
         await feeder.flush()
         feeder.clock.advance(1)

@@ -111,7 +111,7 @@ async def test_status_carries_stored_and_live_facts(make_server, tmp_path, reade
     hub.fault(hub.get("m1"), 8.0, 5.0)
     clock.advance(1)
     hub.fault(hub.get("m1"), 1.0, 5.0)
-    hub.second("m1", "vib1", "VIB", clock.seconds(), PartialSums.of([2.0, -4.0]))
+    server.bus.second("m1", "vib1", "VIB", clock.seconds(), PartialSums.of([2.0, -4.0]))
     clock.advance(1)  # the interval (1 s here) closes: one `update`
     m1 = await status_of(server, "/sio/m1")
     assert m1["connected"] is True and m1["last_seen"] == m1["last_frame"] == clock.seconds() - 1

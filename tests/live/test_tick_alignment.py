@@ -9,7 +9,7 @@ import pytest
 from twisted.internet import task
 
 from tests.live.conftest import FakeDAQ, make_config
-from tsrmon.hub import MachineHub
+from tsrmon.hub import LiveBus, MachineHub, MachineRegistry
 from tsrmon.live.service import LiveService
 from tsrmon.stats.memory import MemoryStore
 from tsrmon.stats.service import StatsService
@@ -30,11 +30,10 @@ def test_each_update_is_the_second_before_it(tmp_path, seed):
     config = make_config(tmp_path, live={"INTERVAL": 1})
     clock = task.Clock()
     clock.advance(T0 + 0.6)  # the daemon starts at any moment of a second
-    hub = MachineHub(config, clock)
-    stats = StatsService(config, clock, hub, MemoryStore())
-    live = LiveService(config, clock, hub)
-    hub.stats = stats
-    hub.live.append(live)
+    registry, bus = MachineRegistry(config, clock), LiveBus()
+    live = LiveService(config, clock, registry, bus=bus)
+    stats = StatsService(config, clock, bus, MemoryStore())
+    hub = MachineHub(config, clock, registry=registry, stats=stats, live=bus)
     stats.startService()
     live.startService()
     try:
@@ -45,7 +44,7 @@ def test_each_update_is_the_second_before_it(tmp_path, seed):
             run_until(clock, T0 + k + offset)
             hub.data(machine, [("vib1", "VIB", [float(k)])])
         run_until(clock, clock.seconds() + 2)
-        cached = list(live.room("m1").cache["vib1"])
+        cached = list(live.namespace("m1").cache["vib1"])
         assert len(cached) == 20
         for update in cached:
             # time text is local (UTC here): the second before it is its own

@@ -51,12 +51,10 @@ class Rig:
     def __init__(self, cfg, start, store=None, machine="M"):
         self.clock = task.Clock()
         self.clock.advance(start)
-        self.hub = MachineHub(cfg, self.clock)
         self.store = store if store is not None else MemoryStore()
-        self.stats = StatsService(cfg, self.clock, self.hub, self.store)
-        self.hub.stats = self.stats
         self.live = LiveRecorder()
-        self.hub.live.append(self.live)
+        self.stats = StatsService(cfg, self.clock, [self.live], self.store)
+        self.hub = MachineHub(cfg, self.clock, stats=self.stats, live=self.live)
         self.hub.remember([machine])
         self.machine = self.hub.get(machine)
         self.fed = []  # (t, sensor, stype, values)

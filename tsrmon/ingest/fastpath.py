@@ -19,6 +19,7 @@ import struct
 
 import numpy as _np
 
+from tsrmon.hub.records import DataFrame, SensorSamples
 from tsrmon.ingest.schema import DATA, sensor_problem
 
 _isfinite = math.isfinite
@@ -26,6 +27,8 @@ _structs = {}
 _BIG_F8 = _np.dtype(">f8")
 _NUMPY_FROM = 256  # samples per sensor from which numpy beats struct
 _FLOAT_ONLY = {float}
+# The records without NamedTuple's Python-level __new__ (one call less a sensor).
+_new = tuple.__new__
 
 
 def _run_struct(count):
@@ -46,7 +49,7 @@ class DataPlan:
         self.bad = bad  # [(sensor, why)] dropped from every frame of the shape
 
     def decode(self, buf, s):
-        """The DATA event of the frame at ``s`` (same tuple as schema.data_event)."""
+        """The :class:`DataFrame` of the frame at ``s`` (as schema.data_event)."""
         out = []
         nonfinite = 0
         for sensor, stype, runs, total in self.sensors:
@@ -61,7 +64,7 @@ class DataPlan:
                     nonfinite += total - len(a)
                 # Handed on as a native float64 array: statistics reduce it
                 # and raw CSV formats it without a Python float per sample.
-                out.append((sensor, stype, a.astype(_np.float64)))
+                out.append(_new(SensorSamples, (sensor, stype, a.astype(_np.float64))))
                 continue
             if len(runs) == 1:
                 offset, _, st = runs[0]
@@ -74,8 +77,8 @@ class DataPlan:
                 kept = [v for v in values if _isfinite(v)]
                 nonfinite += len(values) - len(kept)
                 values = kept
-            out.append((sensor, stype, values))
-        return (DATA, out, self.bad, nonfinite, None, None)
+            out.append(_new(SensorSamples, (sensor, stype, values)))
+        return _new(DataFrame, (out, self.bad, nonfinite, None, None))
 
 
 _MARKER = struct.Struct(">d")

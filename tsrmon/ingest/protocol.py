@@ -7,56 +7,45 @@ logged with the peer and the reason, and the connection goes on.  A
 connection that cannot be resynchronised, overflows its buffer cap or sends
 a refused machine name is closed.  The server never writes on this link.
 
-Admission (see docs/security.md): a connection must send its name frame
-within ``DAQ.NAME_TIMEOUT`` and may buffer at most :data:`PRE_NAME_BUFFER`
-bytes before it; one source address holds at most
-``DAQ.MAX_CONNECTIONS_PER_HOST`` connections and all of them at most
-``DAQ.MAX_CONNECTIONS``.  When either table is full, the oldest connection
-that has not named itself yet is closed to make room, so unnamed connections
-never lock a DAQ out.  All buffered bytes together stay under
-``DAQ.MAX_TOTAL_BUFFER_BYTES``: over it, the connection that grew stops being
-read (as under storage backpressure) until the total falls; one paused longer
-than ``DAQ.MAX_PAUSE`` while the total stays over is closed, largest buffer
-first.  Every refusal has a ``refused_<reason>`` counter; every warning about
-a peer goes through one :class:`~tsrmon.peerlog.PeerLog` (per source address
-and reason) and quotes peer text through :func:`~tsrmon.peerlog.peer_text`.
+A connection must send its name frame within ``DAQ.NAME_TIMEOUT`` and may
+buffer at most :data:`PRE_NAME_BUFFER` bytes before it; which connections
+are let in at all, and the buffer budget of all of them, is the factory's
+(``admission.py``).  Every refusal has a ``refused_<reason>`` counter; every
+warning about a peer goes through one :class:`~tsrmon.peerlog.PeerLog` (per
+source address and reason) and quotes peer text through
+:func:`~tsrmon.peerlog.peer_text`.
+
+Frames and samples are counted once, on the hub's ``Machine``; a
+connection's own counts are derived from the machine's at its claim.
 """
 
 import hmac
-import ipaddress
 import socket
 
-from twisted.application import service
-from twisted.internet import defer, endpoints, protocol
+from twisted.internet import protocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from tsrmon.hub.machines import Refused
+from tsrmon.hub.records import DataFrame, FaultFrame, NameFrame
+from tsrmon.hub.registry import Refused
 from tsrmon.ingest import schema
 from tsrmon.ingest.framing import EVENT, OK, JsonLineFramer, PickleFramer
-from tsrmon.ingest.safepickle import EXPANSION_REASON, Limits
-from tsrmon.peerlog import PeerLog, peer_text
-from tsrmon.rooms import ICounters, IHealth, IReconfigurable
+from tsrmon.ingest.safepickle import EXPANSION_REASON
+from tsrmon.peerlog import peer_text
 
 KEEPALIVE_IDLE = 60
 KEEPALIVE_INTERVAL = 60
 KEEPALIVE_COUNT = 3
 PRE_NAME_BUFFER = 64 * 1024  # bytes a connection may buffer before its name frame
 # Opcodes walked in Python per reactor turn (~10-20 ms), shared by the
-# connections walking at the time (each at least _MIN_WALK): a frame of
+# connections walking at the time (each at least MIN_WALK): a frame of
 # millions of one-byte opcodes is walked over many turns.
 WALK_BUDGET = 4096
-_MIN_WALK = 64
+MIN_WALK = 64
 _REASON_CHARS = 240  # refusal reasons quote peer text: cut short in the log
 _DRAIN_READS = 1024
 _EARLIEST = 946684800.0  # 2000-01-01T00:00:00Z
 _FUTURE_SLACK = 3600.0  # DAQ clocks drift; an hour ahead is still plausible
-
-
-def limits_of(config):
-    daq = config["DAQ"]
-    return Limits(max_frame_bytes=daq["MAX_FRAME_BYTES"], max_samples=daq["MAX_SAMPLES_PER_FRAME"])
 
 
 def set_keepalive(transport):
@@ -71,6 +60,10 @@ def set_keepalive(transport):
         if hasattr(socket, opt):
             sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
     return True
+
+
+def _counts(machine):
+    return (machine.frames, machine.samples, machine.dropped_bytes, machine.dropped_nonfinite)
 
 
 class DAQProtocol(protocol.Protocol):
@@ -92,13 +85,11 @@ class DAQProtocol(protocol.Protocol):
         self.closing = False
         self.connected_since = None
         self.last_frame = None
-        # counters of this connection
+        # counters of this connection (frames, samples and drops are the
+        # machine's, counted once: see _since_claim)
         self.bytes = 0
-        self.frames = 0
-        self.samples = 0
         self.refused_frames = 0
-        self.dropped_bytes = 0
-        self.dropped_nonfinite = 0
+        self._claimed_at = None  # the machine's counts when this connection claimed it
         # backpressure
         self.congested = False
         self.paused_at = None
@@ -359,49 +350,37 @@ class DAQProtocol(protocol.Protocol):
         else:
             self._refused_frame(item[1])
             return
-        kind = event[0]
-        # The frame's own time: (DATA, sensors, bad, nonfinite, t, meta), (FAULT, score, threshold, t).
-        t = event[4] if kind == schema.DATA else event[3] if kind == schema.FAULT else None
-        if t is not None:
-            problem = self._time_problem(t)
+        kind = type(event)
+        if kind is not NameFrame and event.t is not None:  # the frame's own time
+            problem = self._time_problem(event.t)
             if problem is not None:
                 self._refused_frame(problem)
                 return
         machine = self.machine
         if machine is None:
-            if kind == schema.NAME:
-                self._claim(event[1], event[2])
+            if kind is NameFrame:
+                self._claim(event.name, event.token)
             else:
-                self._refused_frame(f"{kind} before the name frame")
+                self._refused_frame(f"{schema.DATA if kind is DataFrame else schema.FAULT} before the name frame")
             return
-        counters = self.factory.counters
-        self.frames += 1
-        counters["frames"] += 1
         self.last_frame = self.clock.seconds()
-        if kind == schema.DATA:
-            _, sensors, bad, nonfinite, t, meta = event
+        if kind is DataFrame:
             if self.dropping and not self.draining:
-                self.dropped_bytes += nbytes
+                machine.frames += 1
                 machine.dropped_bytes += nbytes
-                counters["dropped_bytes"] += nbytes
                 return
-            if bad:
-                self._bad_sensors(bad)
-            if nonfinite:
-                self.dropped_nonfinite += nonfinite
-                machine.dropped_nonfinite += nonfinite
-                counters["dropped_nonfinite"] += nonfinite
-            for s in sensors:
-                self.samples += len(s[2])
-            if t is None:
-                self.hub.data(machine, sensors, meta=meta)
+            if event.bad:
+                self._bad_sensors(event.bad)
+            if event.nonfinite:
+                machine.dropped_nonfinite += event.nonfinite
+            if event.t is None:
+                self.hub.data(machine, event.sensors, meta=event.meta)
             else:
-                self.hub.data(machine, sensors, t=t, late=True, meta=meta)
-        elif kind == schema.FAULT:
-            _, score, threshold, t = event
-            self.hub.fault(machine, score, threshold, t)
-        elif event[1] != machine.name:
-            self._refused_frame(f"a second name frame ({peer_text(event[1])}) on a connection named "
+                self.hub.data(machine, event.sensors, t=event.t, late=True, meta=event.meta)
+        elif kind is FaultFrame:
+            self.hub.fault(machine, event.score, event.threshold, event.t)
+        elif event.name != machine.name:
+            self._refused_frame(f"a second name frame ({peer_text(event.name)}) on a connection named "
                                 f"{machine.name!r}")
 
     def _time_problem(self, t):
@@ -436,6 +415,7 @@ class DAQProtocol(protocol.Protocol):
             return
         self._cancel_name_timer()
         self.machine = machine
+        self._claimed_at = _counts(machine)
         machine.bytes += self.bytes
         # The hub may have called storage_congested(True) inside claim.
 
@@ -495,6 +475,18 @@ class DAQProtocol(protocol.Protocol):
                 self.framer.budget = None  # shutdown: walk what is left at once
             self._frames(self.framer.finish())
 
+    def _since_claim(self):
+        """This connection's frames, samples and drops: the machine's counts
+        since the claim (one DAQ connection per machine at a time)."""
+        if self.machine is None or self._claimed_at is None:
+            return (0, 0, 0, 0)
+        return tuple(now - then for now, then in zip(_counts(self.machine), self._claimed_at))
+
+    frames = property(lambda self: self._since_claim()[0])
+    samples = property(lambda self: self._since_claim()[1])
+    dropped_bytes = property(lambda self: self._since_claim()[2])
+    dropped_nonfinite = property(lambda self: self._since_claim()[3])
+
     def status(self):
         return {
             "peer": self.peer,
@@ -513,284 +505,3 @@ class DAQProtocol(protocol.Protocol):
             "budget_paused": self.budget_paused is not None,
             "dropping": self.dropping,
         }
-
-
-class DAQFactory(protocol.Factory):
-    log = Logger()
-    noisy = False
-
-    COUNTERS = (
-        "connections", "refused_connections", "refused_allow", "refused_max_connections", "refused_per_host",
-        "evicted_unnamed", "refused_name_timeout", "refused_unnamed_buffer", "refused_buffer",
-        "refused_buffer_budget", "refused_undecodable", "refused_token", "refused_names",
-        "refused_name_bad", "refused_name_not_allowed", "refused_name_max_machines", "refused_name_in_use",
-        "refused_name_case", "frames", "refused_frames", "refused_expansion", "bytes", "dropped_bytes",
-        "dropped_nonfinite", "paused", "budget_paused", "errors")
-
-    def __init__(self, config, hub, clock):
-        self.hub = hub
-        self.clock = clock
-        self.connections = set()
-        self._order = {}  # the same connections, oldest first (conn -> None)
-        self.per_host = {}  # peer host -> number of open connections
-        self.buffered_total = 0  # bytes buffered by every connection together
-        self.budget_paused = set()  # connections not read for the buffer budget
-        self.walking = set()  # connections walking a long frame in turns
-        self.counters = dict.fromkeys(self.COUNTERS, 0)
-        self.peerlog = PeerLog(self.log, clock)
-        self._lost_waiters = []
-        self._budget_timer = None
-        self.reconfigure(config)
-
-    def reconfigure(self, config):
-        self.config = config
-        self.limits = limits_of(config)
-        self.allow = [ipaddress.ip_network(c, strict=False) for c in config["DAQ"]["ALLOW"]]
-        self.check_budget()
-
-    def buildProtocol(self, addr):
-        return DAQProtocol(self)
-
-    def admit(self, conn):
-        """None, or (reason, text) why this connection is refused.
-
-        DAQ.ALLOW first; then the per-host and the global cap, each of which
-        closes the oldest unnamed connection (of that host, or of all) to
-        make room before it refuses anyone."""
-        counters = self.counters
-        daq = self.config["DAQ"]
-        host = conn.peer_host
-        if self.allow:
-            try:
-                address = ipaddress.ip_address(host)
-            except ValueError:
-                address = None
-            if address is not None and address.version == 6 and address.ipv4_mapped:
-                address = address.ipv4_mapped
-            if address is None or not any(address in net for net in self.allow):
-                counters["refused_connections"] += 1
-                counters["refused_allow"] += 1
-                return "refused_allow", f"{host} is not in DAQ.ALLOW"
-        per_host = daq["MAX_CONNECTIONS_PER_HOST"]
-        if self.per_host.get(host, 0) >= per_host and not self._evict_unnamed(host):
-            counters["refused_connections"] += 1
-            counters["refused_per_host"] += 1
-            return "refused_per_host", f"DAQ.MAX_CONNECTIONS_PER_HOST ({per_host}) reached for {host}"
-        cap = daq["MAX_CONNECTIONS"]
-        if len(self.connections) >= cap and not self._evict_unnamed(None):
-            counters["refused_connections"] += 1
-            counters["refused_max_connections"] += 1
-            return "refused_max_connections", f"DAQ.MAX_CONNECTIONS ({cap}) reached"
-        self.connections.add(conn)
-        self._order[conn] = None
-        self.per_host[host] = self.per_host.get(host, 0) + 1
-        counters["connections"] += 1
-        return None
-
-    def _evict_unnamed(self, host):
-        """Close the oldest connection without a name (of ``host`` if given)."""
-        for old in self._order:
-            if old.machine is None and not old.closing and (host is None or old.peer_host == host):
-                self.counters["evicted_unnamed"] += 1
-                self.peerlog.warn(old.peer_host, "evicted_unnamed",
-                                  "closing DAQ connection from {peer}: no name frame yet and the "
-                                  "connection table is full", peer=old.peer)
-                old._close()
-                self._remove(old)  # its slot is free now, not when the socket is gone
-                return True
-        return False
-
-    def _remove(self, conn):
-        if conn in self.connections:
-            self.connections.discard(conn)
-            self._order.pop(conn, None)
-            n = self.per_host.get(conn.peer_host, 0) - 1
-            if n > 0:
-                self.per_host[conn.peer_host] = n
-            else:
-                self.per_host.pop(conn.peer_host, None)
-
-    # -- the global buffer budget ------------------------------------------
-    def buffer_changed(self, conn, buffered):
-        """``conn`` now buffers ``buffered`` bytes (0 once it closes)."""
-        self.buffered_total += buffered - conn.buffered
-        conn.buffered = buffered
-        budget = self.config["DAQ"]["MAX_TOTAL_BUFFER_BYTES"]
-        if self.buffered_total > budget:
-            if buffered and conn.budget_paused is None and not conn.closing:
-                conn.budget_paused = self.clock.seconds()
-                self.budget_paused.add(conn)
-                self.counters["budget_paused"] += 1
-                conn.update_reading()
-                self.peerlog.warn(conn.peer_host, "budget_paused",
-                                  "{total} bytes buffered over all DAQ connections exceed "
-                                  "DAQ.MAX_TOTAL_BUFFER_BYTES ({budget}): reading from {peer} paused",
-                                  total=self.buffered_total, budget=budget, peer=conn.peer)
-                self._arm_budget_timer()
-        elif self.budget_paused:
-            self._resume_budget()
-
-    def _paused_for_budget(self):
-        return [c for c in self.budget_paused if not c.closing]
-
-    def _resume_budget(self):
-        paused, self.budget_paused = self.budget_paused, set()
-        for c in paused:
-            c.budget_paused = None
-            c.update_reading()
-
-    def _arm_budget_timer(self):
-        if self._budget_timer is None or not self._budget_timer.active():
-            wait = max(float(self.config["DAQ"]["MAX_PAUSE"]), 1.0)
-            self._budget_timer = self.clock.callLater(wait, self._budget_expired)
-
-    def _budget_expired(self):
-        """Still over the budget after DAQ.MAX_PAUSE: the paused connection
-        holding the most is closed so the others can finish their frames."""
-        self._budget_timer = None
-        budget = self.config["DAQ"]["MAX_TOTAL_BUFFER_BYTES"]
-        paused = self._paused_for_budget()
-        if self.buffered_total > budget and paused:
-            victim = max(paused, key=lambda c: c.buffered)
-            victim._refuse_connection(
-                "buffer_budget", f"{victim.buffered} bytes of an unfinished frame held while all DAQ "
-                f"connections buffer more than DAQ.MAX_TOTAL_BUFFER_BYTES ({budget})")
-        self.check_budget()
-
-    def check_budget(self):
-        if self.buffered_total <= self.config["DAQ"]["MAX_TOTAL_BUFFER_BYTES"]:
-            self._resume_budget()
-        elif self._paused_for_budget():
-            self._arm_budget_timer()
-
-    def walk_budget(self):
-        """Opcodes one connection may walk this turn (WALK_BUDGET shared)."""
-        return max(_MIN_WALK, WALK_BUDGET // max(1, len(self.walking)))
-
-    def forget(self, conn):
-        self.buffer_changed(conn, 0)
-        self.budget_paused.discard(conn)
-        self.walking.discard(conn)
-        self._remove(conn)
-        if not self.connections:
-            if self._budget_timer is not None and self._budget_timer.active():
-                self._budget_timer.cancel()
-            self._budget_timer = None
-            waiters, self._lost_waiters = self._lost_waiters, []
-            for d in waiters:
-                d.callback(None)
-
-    def when_no_connections(self):
-        if not self.connections:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._lost_waiters.append(d)
-        return d
-
-
-@implementer(IHealth, ICounters, IReconfigurable)
-class DAQListenerService(service.Service):
-    """Listens on the DAQ port; ``stopService`` drains and closes connections."""
-
-    log = Logger()
-    name = "daq"
-    health_key = "daq"  # IHealth: its /healthz check
-    counters_key = "ingest"  # ICounters: its /metrics prefix
-
-    def __init__(self, config, hub, reactor):
-        self.config = config
-        self.hub = hub
-        self.reactor = reactor
-        self.factory = DAQFactory(config, hub, reactor)
-        self.port = None
-        self.listen_error = None
-        self.listening = None
-
-    def local_address(self):
-        """(host, port) a local client dials to reach the listener (the demo
-        DAQs), or None before it listens."""
-        if self.port is None:
-            return None
-        host = self.port.getHost()
-        wildcard = host.host in ("0.0.0.0", "::", "")
-        return ("127.0.0.1" if wildcard else host.host, host.port)
-
-    def endpoint_description(self):
-        server = self.config["SERVER"]
-        if server["TCP_ENDPOINT"]:
-            return server["TCP_ENDPOINT"]
-        host = server["HOST"].replace(":", "\\:")
-        return f"tcp:port={server['TCP_PORT']}:interface={host}"
-
-    def startService(self):
-        super().startService()
-        description = self.endpoint_description()
-        endpoint = endpoints.serverFromString(self.reactor, description)
-        d = endpoint.listen(self.factory)
-
-        def listening(port):
-            self.port = port
-            self.log.info("DAQ feed listening on {address}", address=port.getHost())
-            return port
-
-        def failed(failure):
-            # The top service reports it in one critical line and stops the
-            # daemon (exit status 1): no traceback for a port in use.
-            self.listen_error = failure.getErrorMessage()
-            return failure
-
-        d.addCallbacks(listening, failed)
-        self.listening = d
-
-    def reconfigure(self, config):
-        self.config = config
-        self.factory.reconfigure(config)
-
-    @defer.inlineCallbacks
-    def stopService(self):
-        super().stopService()
-        port, self.port = self.port, None
-        if port is not None:
-            yield port.stopListening()
-        conns = list(self.factory.connections)
-        for conn in conns:
-            conn.drain()
-        for conn in conns:
-            conn._close()
-        if conns:
-            waiting = self.factory.when_no_connections()
-            timeout = self.reactor.callLater(5, self._abort_all)
-            yield waiting
-            if timeout.active():
-                timeout.cancel()
-
-    def _abort_all(self):
-        for conn in list(self.factory.connections):
-            self.log.warn("DAQ connection from {peer} did not close: aborting", peer=conn.peer)
-            conn.transport.abortConnection()
-
-    def healthy(self):
-        return {
-            "ok": self.port is not None and self.listen_error is None,
-            "listening": str(self.port.getHost()) if self.port is not None else None,
-            "error": self.listen_error,
-            "connections": len(self.factory.connections),
-        }
-
-    health = healthy  # IHealth
-
-    def counters(self):
-        out = dict(self.factory.counters)
-        # Refusals decided by the hub (sensor names) are DAQ refusals too.
-        out.update(getattr(self.hub, "counters", None) or {})
-        out["open_connections"] = len(self.factory.connections)
-        out["unnamed_now"] = sum(1 for c in self.factory.connections if c.machine is None)
-        out["buffered_bytes_now"] = self.factory.buffered_total
-        out["budget_paused_now"] = sum(1 for c in self.factory.connections if c.budget_paused is not None)
-        out["paused_now"] = sum(1 for c in self.factory.connections if c.paused_at is not None)
-        out["dropping_now"] = sum(1 for c in self.factory.connections if c.dropping)
-        return out
-
-    def connection_status(self):
-        """Per-connection counters (REST and metrics)."""
-        return [c.status() for c in self.factory.connections]

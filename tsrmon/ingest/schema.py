@@ -1,15 +1,15 @@
-"""The three DAQ events, checked: a decoded value in, an event tuple out.
+"""The three DAQ events, checked: a decoded value in, a named event out
+(``hub/records.py``; both encodings):
 
-Events (both encodings):
-
-- ``(NAME, machine, token)``
-- ``(DATA, sensors, bad_sensors, nonfinite, t, meta)`` where ``sensors`` is a
-  list of ``(sensor, type, finite values)`` ready for ``MachineHub.data``,
-  ``bad_sensors`` a list of ``(sensor, why)`` dropped from the frame and
-  ``meta`` None or ``{sensor: {"rate"?, "unit"?, "rpm"?}}``, the sensor
-  metadata a JSON frame may carry beside ``type`` and ``data`` (checked by
-  the sensor catalog; a bad value costs the metadata, never the samples);
-- ``(FAULT, score, threshold, t)`` with float score and threshold.
+- :class:`NameFrame` ``(name, token)``;
+- :class:`DataFrame` ``(sensors, bad, nonfinite, t, meta)`` where ``sensors``
+  is a list of :class:`SensorSamples` ``(sensor, stype, finite values)``
+  ready for ``MachineHub.data``, ``bad`` a list of ``(sensor, why)`` dropped
+  from the frame and ``meta`` None or ``{sensor: {"rate"?, "unit"?, "rpm"?}}``,
+  the sensor metadata a JSON frame may carry beside ``type`` and ``data``
+  (checked by the sensor catalog; a bad value costs the metadata, never the
+  samples);
+- :class:`FaultFrame` ``(score, threshold, t)`` with float score and threshold.
 
 ``t`` is None (stamp on arrival) or the frame's own time in epoch seconds
 (JSON ``"time"``).  Anything else raises :class:`FrameRefused`.
@@ -20,6 +20,7 @@ import math
 
 import numpy as _np
 
+from tsrmon.hub.records import DataFrame, FaultFrame, NameFrame, SensorSamples
 from tsrmon.names import name_problem
 
 NAME, DATA, FAULT = "name", "DataUpdate", "FaultDetect"
@@ -58,7 +59,7 @@ def from_pickle(value, trusted, known_names):
     if event == DATA:
         return data_event(data, trusted, known_names, None)
     if event == NAME:
-        return (NAME, data, None)
+        return NameFrame(data, None)
     if event == FAULT:
         return fault_event(data, None)
     raise FrameRefused(f"unknown event {_short(event)}")
@@ -79,7 +80,7 @@ def from_json(value, known_names):
         token = value.get("token")
         if token is not None and type(token) is not str:
             raise FrameRefused("token must be a string")
-        return (NAME, data, token)
+        return NameFrame(data, token)
     if event == FAULT:
         return fault_event(data, t)
     raise FrameRefused(f"unknown event {_short(event)}")
@@ -118,7 +119,7 @@ def _number(v, what):
 def fault_event(data, t):
     if type(data) is not dict:
         raise FrameRefused(f"FaultDetect data must be a dict, got {type(data).__name__}")
-    return (FAULT, _number(data.get("score"), "score"), _number(data.get("threshold"), "threshold"), t)
+    return FaultFrame(_number(data.get("score"), "score"), _number(data.get("threshold"), "threshold"), t)
 
 
 _FLOATS = {float}
@@ -232,7 +233,7 @@ def data_event(data, trusted, known_names, t, arrays=False):
                     if not finite.all():
                         arr = arr[finite]
                         nonfinite += len(values) - len(arr)
-                    sensors.append((sensor, stype, arr))
+                    sensors.append(SensorSamples(sensor, stype, arr))
                     continue
             values = _checked_values(values, sensor)
         try:
@@ -243,5 +244,5 @@ def data_event(data, trusted, known_names, t, arrays=False):
             kept = [v for v in values if _isfinite(v)]
             nonfinite += len(values) - len(kept)
             values = kept
-        sensors.append((sensor, stype, values))
-    return (DATA, sensors, bad, nonfinite, t, meta)
+        sensors.append(SensorSamples(sensor, stype, values))
+    return DataFrame(sensors, bad, nonfinite, t, meta)

@@ -17,10 +17,10 @@ an earlier run: ``latest`` (the last interval value per sensor), ``last_fault``
 (the last FaultDetect), ``last_anomaly`` (the last one over threshold) and
 ``last_seen`` (the last frame, or the newest stored minute or fault).  What
 this run has not seen comes from storage (``stored_summary``), read once per
-room on the first ``status`` request; a ``status`` request is answered after
+namespace on the first ``status`` request; a ``status`` request is answered after
 that read.
 
-A :class:`MachineRoom` lives as long as the service, independent of the DAQ
+A :class:`MachineNamespace` lives as long as the service, independent of the DAQ
 connection, so the cache survives reconnects and clients stay connected while
 the DAQ is away.
 """
@@ -37,7 +37,7 @@ from tsrmon.live.socketio import Namespace
 NAMESPACE_PREFIX = "/sio/"
 
 
-class MachineRoom(Namespace):
+class MachineNamespace(Namespace):
     """One machine's namespace: windows, cache and per-second subscribers."""
 
     def __init__(self, machine, service):
@@ -54,7 +54,7 @@ class MachineRoom(Namespace):
         self.spectrum_sent = {}  # sensor -> t0 of the minute last sent to the subscribers
         self._spectrum_reading = set()  # sensors whose stored spectrum is being read
 
-    # -- data from the hub -------------------------------------------------
+    # -- data from the live bus ---------------------------------------------
     def add_second(self, sensor, stype, t, sums):
         window = self.windows.get(sensor)
         if window is None:
@@ -115,7 +115,7 @@ class MachineRoom(Namespace):
         return super().broadcast(event, *args)
 
     def status_payload(self):
-        machine = self.service.hub.get(self.machine)
+        machine = self.service.registry.get(self.machine)
         stored = self.stored or {}
         text = self.service.time_text
         if machine is None:
@@ -151,7 +151,7 @@ class MachineRoom(Namespace):
         return payload
 
     def stored_ready(self):
-        """A Deferred that fires once storage was asked (at most once per room)."""
+        """A Deferred that fires once storage was asked (at most once per namespace)."""
         if self.stored is not None:
             return defer.succeed(None)
         read = getattr(self.service, "stored_status", None)

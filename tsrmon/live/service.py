@@ -1,7 +1,8 @@
 """``LiveService``: the hub's live sink and the ``/socket.io/`` endpoint.
 
-The hub calls :meth:`LiveService.second`, :meth:`anomaly` and
-:meth:`machine_status` (``hub/ports.py`` ``LiveSink``).  Seconds are merged
+The live bus (``hub/bus.py``) it attaches to calls :meth:`LiveService.second`
+(from statistics), :meth:`anomaly` and :meth:`machine_status` (from the hub)
+and :meth:`broadcast` (alarm rules): ``hub/sinks.py`` ``LiveSink``.  Seconds are merged
 into one window per sensor; a tick on the injected clock, 0.25 s after each
 LIVE.INTERVAL boundary (statistics hand a finished second over within 50 ms),
 closes the windows and broadcasts ``update`` (a sensor without samples in the
@@ -10,7 +11,7 @@ kept for ``initialize``; ``history(machine)`` (minute rows from storage)
 rebuilds them after a restart.
 
 Fan-out (issue 18): a tick corks the engine, so each client gets all of the
-tick's events (every room, every sensor) in one transport write; the
+tick's events (every namespace, every sensor) in one transport write; the
 ``second`` events of one statistics roll (one synchronous loop of
 :meth:`second` calls) are held until the reactor's next turn likewise.
 """
@@ -25,7 +26,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tsrmon.live.engineio import EngineServer
-from tsrmon.live.machines import NAMESPACE_PREFIX, MachineRoom, stored_summary
+from tsrmon.live.machines import NAMESPACE_PREFIX, MachineNamespace, stored_summary
 from tsrmon.live.socketio import Namespace, SocketServer
 from tsrmon.peerlog import PeerLog
 from tsrmon.rooms import ICounters, IHealth, IReconfigurable
@@ -47,8 +48,12 @@ class LiveService(service.Service):
     health_key = "live"  # IHealth: its /healthz check
     counters_key = "live"  # ICounters: its /metrics prefix
 
-    def __init__(self, config, clock, hub, history=None, policy=None, reader=None, spectra=None):
-        """``policy``: the daemon's one :class:`HttpPolicy` (CORS, API tokens),
+    def __init__(self, config, clock, registry, history=None, policy=None, reader=None, spectra=None,
+                 bus=None):
+        """``registry``: the machine registry (``hub/registry.py``: which
+        machines exist, their status).  ``bus``: the live bus this service
+        attaches itself to (None: events come by direct calls, as in tests).
+        ``policy``: the daemon's one :class:`HttpPolicy` (CORS, API tokens),
         shared with the REST gate and reloaded by its owner; without one the
         service builds and reloads its own.  ``reader`` (the SQLite reader):
         stored minutes refill the caches after a restart (unless ``history``
@@ -60,12 +65,12 @@ class LiveService(service.Service):
         self._own_policy = policy is None
         self.policy = HttpPolicy.from_config(config) if policy is None else policy
         self.clock = clock
-        self.hub = hub
+        self.registry = registry
         self.reader = reader
         if history is None and reader is not None:
             history = self._stored_history
         self.history = history
-        # Read by MachineRoom; None: nothing stored to tell.
+        # Read by MachineNamespace; None: nothing stored to tell.
         self.stored_status = self._stored_status if reader is not None else None
         live = config["LIVE"]
         self.interval = float(live["INTERVAL"])
@@ -73,7 +78,7 @@ class LiveService(service.Service):
         self.max_subscriptions = int(config["DAQ"]["MAX_SENSORS"])
         self.zone = zoneinfo.ZoneInfo(config["TIME"]["ZONE"])
         self._modes = {}
-        self.rooms = {}
+        self.namespaces = {}
         self.root = Namespace("/")  # accepted but unused, as deployed
         self._counters = {"updates_sent": 0, "anomalies": 0, "status_events": 0,
                           "events_emitted": 0, "windows_closed": 0, "history_rows": 0}
@@ -106,6 +111,8 @@ class LiveService(service.Service):
         self.spectra = spectra
         self.spectrum_reader = reader.spectrum if reader is not None else None
         self.spectrum_lines = SPECTRUM_LINES
+        if bus is not None:
+            bus.attach(self)  # last: the service is whole before events arrive
 
     def reconfigure(self, config):
         """SIGHUP: new API tokens and CORS origins for the next handshake and
@@ -135,7 +142,7 @@ class LiveService(service.Service):
                           "is no longer configured", n=revoked)
         return revoked
 
-    # -- helpers used by the rooms -------------------------------------------
+    # -- helpers used by the namespaces ----------------------------------------
     def mode(self, stype):
         mode = self._modes.get(stype)
         if mode is None:
@@ -163,20 +170,21 @@ class LiveService(service.Service):
 
     def broadcast(self, machine, event, payload):
         """``event`` to every client of ``machine``'s namespace (alarm rules)."""
-        self.room(machine).broadcast(event, payload)
+        self.namespace(machine).broadcast(event, payload)
 
-    def room(self, machine):
-        room = self.rooms.get(machine)
-        if room is None:
-            room = self.rooms[machine] = MachineRoom(machine, self)
-        return room
+    def namespace(self, machine):
+        """``machine``'s ``/sio/<machine>`` namespace (made on first use)."""
+        ns = self.namespaces.get(machine)
+        if ns is None:
+            ns = self.namespaces[machine] = MachineNamespace(machine, self)
+        return ns
 
     def resolve(self, nsp):
         """The namespace object for a CONNECT, or None (CONNECT_ERROR)."""
         if nsp.startswith(NAMESPACE_PREFIX):
             machine = nsp[len(NAMESPACE_PREFIX):]
-            if machine in self.rooms or self.hub.known(machine):
-                return self.room(machine)
+            if machine in self.namespaces or self.registry.known(machine):
+                return self.namespace(machine)
             return None
         if nsp == "/":
             return self.root
@@ -188,15 +196,15 @@ class LiveService(service.Service):
 
     # -- LiveSink ------------------------------------------------------------
     def second(self, machine, sensor, stype, t, sums):
-        room = self.rooms.get(machine) or self.room(machine)
-        if self._turns and not self._roll_corked and room.subscribers:
+        ns = self.namespaces.get(machine) or self.namespace(machine)
+        if self._turns and not self._roll_corked and ns.subscribers:
             # A statistics roll hands over every sensor's second in one
             # synchronous loop: hold the `second` events until the reactor's
             # next turn, so each subscriber gets the roll in one write.
             self._roll_corked = True
             self.engine.cork()
             self.clock.callLater(0, self._roll_done)
-        room.add_second(sensor, stype, t, sums)
+        ns.add_second(sensor, stype, t, sums)
 
     def _roll_done(self):
         self._roll_corked = False
@@ -204,14 +212,14 @@ class LiveService(service.Service):
 
     def anomaly(self, machine, score, threshold, t):
         self._counters["anomalies"] += 1
-        room = self.room(machine)
-        self._counters["events_emitted"] += room.broadcast(
+        ns = self.namespace(machine)
+        self._counters["events_emitted"] += ns.broadcast(
             "anomaly", {"score": float(score), "threshold": float(threshold)})
 
     def machine_status(self, machine):
-        room = self.room(machine.name)
+        ns = self.namespace(machine.name)
         self._counters["status_events"] += 1
-        self._counters["events_emitted"] += room.broadcast("status", room.status_payload())
+        self._counters["events_emitted"] += ns.broadcast("status", ns.status_payload())
 
     # -- the clock -------------------------------------------------------------
     TICK_OFFSET = 0.25
@@ -219,13 +227,13 @@ class LiveService(service.Service):
     def _tick(self):
         text = self.time_text(self.clock.seconds())
         sent = 0
-        # One write per client for the whole tick (every room, every sensor).
+        # One write per client for the whole tick (every namespace, every sensor).
         self.engine.cork()
         try:
-            for room in list(self.rooms.values()):
-                sent += room.close_window(text)
-                if room.spectrum_subscribers:
-                    room.push_spectra()
+            for ns in list(self.namespaces.values()):
+                sent += ns.close_window(text)
+                if ns.spectrum_subscribers:
+                    ns.push_spectra()
         finally:
             self.engine.uncork()
         self._counters["windows_closed"] += 1
@@ -268,7 +276,7 @@ class LiveService(service.Service):
             else:
                 entry[1].merge(sums)
         self._counters["history_rows"] += len(rows)
-        room = self.room(machine)
+        ns = self.namespace(machine)
         for sensor, windows in per_sensor.items():
             payloads = []
             for key in sorted(windows):
@@ -277,7 +285,7 @@ class LiveService(service.Service):
                     payloads.append({"sensor_name": sensor,
                                      "data": float(sums.value(self.mode(stype))),
                                      "time": self.time_text(key + step)})
-            room.prepend_history(sensor, payloads[-self.cache_size:] if self.cache_size else [])
+            ns.prepend_history(sensor, payloads[-self.cache_size:] if self.cache_size else [])
 
     # -- service ---------------------------------------------------------------
     def startService(self):
@@ -288,7 +296,7 @@ class LiveService(service.Service):
         # holds exactly the seconds before the boundary.
         self._schedule_tick()
         if self.history is not None:
-            for name in list(self.hub.machines):
+            for name in list(self.registry.machines):
                 self.rebuild(name)
 
     def stopService(self):
@@ -322,10 +330,10 @@ class LiveService(service.Service):
         out["sessions"] = polling + websocket
         out["clients_polling"] = polling
         out["clients_websocket"] = websocket
-        out["namespaces"] = len(self.rooms)
-        out["namespace_clients"] = sum(len(r.sockets) for r in self.rooms.values())
-        out["subscriptions"] = sum(len(s) for r in self.rooms.values() for s in r.subscribers.values())
-        out["cached_updates"] = sum(len(c) for r in self.rooms.values() for c in r.cache.values())
+        out["namespaces"] = len(self.namespaces)
+        out["namespace_clients"] = sum(len(n.sockets) for n in self.namespaces.values())
+        out["subscriptions"] = sum(len(s) for r in self.namespaces.values() for s in r.subscribers.values())
+        out["cached_updates"] = sum(len(c) for r in self.namespaces.values() for c in r.cache.values())
         return out
 
     def healthy(self):

@@ -4,12 +4,13 @@ Hot path (:meth:`StatsService.add`, once per sensor per frame): append the
 frame's value list to the pending list of its (machine, sensor, type) for the
 current second.  No numpy per frame.  When the clock leaves that second (seen
 by the next ``add`` or by the 1 s tick, whichever is first) every pending
-list is reduced with numpy into a :class:`PartialSums`, handed to
-``hub.second`` for the live layer and merged into the *deltas*: per
+list is reduced with numpy into a :class:`PartialSums`, handed to the
+second sinks it was built with (the live bus and alarm rules) and merged
+into the *deltas*: per
 (machine, sensor, type), the sums of each minute not yet flushed.
 
 Every ``DATABASE.FLUSH`` seconds the pending lists are reduced (even
-mid-second; the live layer still gets one ``hub.second`` per second), the
+mid-second; the second sinks still get one ``second`` per second), the
 deltas are expanded to the five calendar
 levels (minute, hour, day, month, year: ``stats/calendar.py``) and handed to
 the store as additive upserts, then the store commits.  Buckets are labelled
@@ -67,16 +68,23 @@ def reduce_values(chunks):
 
 @implementer(ICounters)
 class StatsService(service.Service):
-    """Implements the hub's ``StatsSink``; writes through an ``AggregateStore``."""
+    """Implements the hub's ``StatsSink``; writes through an ``AggregateStore``
+    and hands each finished second to its ``SecondSink``\ s (``stats/sinks.py``)."""
 
     log = Logger()
     name = "stats"
     counters_key = "stats"  # ICounters: its /metrics prefix
 
-    def __init__(self, config, clock, hub, store, tick=1.0):
+    def __init__(self, config, clock, seconds, store, tick=1.0):
+        """``seconds``: the sinks of each finished second, in order (the
+        daemon's live bus, then alarm rules); one sink alone is taken too."""
         self.config = config
         self.clock = clock
-        self.hub = hub
+        if seconds is None:
+            seconds = ()
+        elif hasattr(seconds, "second"):
+            seconds = (seconds,)
+        self.seconds = tuple(seconds)
         self.store = store
         self.calendar = Calendar(config["TIME"]["ZONE"])
         self.flush_interval = config["DATABASE"]["FLUSH"]
@@ -179,7 +187,7 @@ class StatsService(service.Service):
 
         A flush calls this mid-second too (so a SIGKILL loses at most one
         flush interval); what was reduced early is kept in ``_partial`` so
-        the live layer still gets ONE complete ``hub.second`` per second,
+        the second sinks still get ONE complete ``second`` per second,
         when the second is done.
         """
         pending = self._pending
@@ -212,15 +220,15 @@ class StatsService(service.Service):
             return
         self._partial = {}
         t = self._second_start
-        hub = self.hub
+        sinks = self.seconds
         for key, sums in partial.items():
             self.seconds_reduced += 1
-            if hub is not None:
-                machine, sensor, stype = key
+            machine, sensor, stype = key
+            for sink in sinks:
                 try:
-                    hub.second(machine, sensor, stype, t, sums)
+                    sink.second(machine, sensor, stype, t, sums)
                 except Exception:
-                    self.log.failure("{key}: live layer failed on a second", key=key)
+                    self.log.failure("{key}: {sink} failed on a second", key=key, sink=type(sink).__name__)
 
     def reference(self, machine, sensor, values=None):
         """The fixed reference c of a sensor's moments: the store's stored one,
