@@ -9,8 +9,10 @@ were made and the reactor never waits on the disk.
 """
 
 from twisted.internet import defer
+from zope.interface import implementer
 
 from tsrmon.alarms.engine import Alarm
+from tsrmon.store.contract import IAlarmTable
 from tsrmon.store.sidecar import SidecarFile, SidecarSchema
 
 FILE_NAME = ".alarms.sqlite"
@@ -48,6 +50,7 @@ _V1 = (
 SCHEMA = SidecarSchema("alarms", ((1, _V1),))
 
 
+@implementer(IAlarmTable)
 class AlarmStore(SidecarFile):
     """Reads and writes the alarm table; ``open``/``close`` bracket its life."""
 

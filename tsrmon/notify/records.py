@@ -10,6 +10,9 @@ The leading dot keeps the file out of every listing of machine databases.
 SQLite runs in adbapi's own single thread, so the reactor never waits on it.
 """
 
+from zope.interface import implementer
+
+from tsrmon.store.contract import IAttemptTable
 from tsrmon.store.sidecar import SidecarFile, SidecarSchema
 
 FILE_NAME = ".notifications.sqlite"
@@ -43,6 +46,7 @@ _V1 = (
 SCHEMA = SidecarSchema("notification_attempts", ((1, _V1),))
 
 
+@implementer(IAttemptTable)
 class AttemptRecords(SidecarFile):
     """Writes and reads the attempt history; ``open``/``close`` bracket its life."""
 

@@ -206,3 +206,7 @@ class IStoreTools(Interface):
 
     def backup(config, dest):
         """A consistent copy of every machine's data into ``dest``."""
+
+
+class ToolError(Exception):
+    """A tool's refusal or problem, worded for the operator (one line)."""

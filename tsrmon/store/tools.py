@@ -1,27 +1,32 @@
 """Offline storage tools for the CLI: ``rebuild-stats`` and ``backup``.
 
-Both are synchronous (the CLI runs them without a reactor).
+Both are synchronous (the CLI runs them without a reactor).  This module is
+the backend-neutral part (``contract.IStoreTools``): refusals, the raw CSV
+and the bucket deltas; ``sqlite_tools.py`` writes and copies the files.
+``rebuild-stats`` refuses while a daemon holds the instance lock, so the
+daemon's reader never misses one of its writes (docs/storage.md).
 """
 
 import datetime
 import gzip
 import os
 import re
-import shutil
-import sqlite3
 
 import numpy as np
-from twisted.logger import Logger
+from zope.interface import moduleProvides
 
-from tsrmon.lock import lock_owner
-from tsrmon.names import name_problem, quote_identifier
-from tsrmon.stats.calendar import Calendar
 from tsrmon.analytics.moments import Moments, choose_reference
+from tsrmon.lock import lock_owner
+from tsrmon.names import name_problem
+from tsrmon.stats.calendar import Calendar
 from tsrmon.stats.sums import PartialSums
-from tsrmon.store import migrate, schema, spool
-from tsrmon.store.sqlite_upsert import SensorCatalog, apply_sum_rows
+from tsrmon.store import spool
+from tsrmon.store.contract import IStoreTools, ToolError
+from tsrmon.store.sqlite_tools import SQLiteRebuild, backup, database_files
 
-log = Logger()
+__all__ = ["ToolError", "backup", "database_files", "parse_raw_csv", "raw_files", "rebuild_stats"]
+
+moduleProvides(IStoreTools)
 
 _CSV_NAME = re.compile(r"^(\d{8})_(.+)\.csv(\.gz)?$")
 # The levels a date's raw CSV decides wholly; months and years are then
@@ -29,8 +34,6 @@ _CSV_NAME = re.compile(r"^(\d{8})_(.+)\.csv(\.gz)?$")
 _REBUILT_LEVELS = ("minute", "hour", "day")
 
 
-class ToolError(Exception):
-    """A refusal or a problem, worded for the operator (one line)."""
 
 
 def _as_date(value, what):
@@ -197,27 +200,6 @@ def _text_range(day):
     return f"{day.isoformat()} 00:00:00", f"{nxt.isoformat()} 00:00:00"
 
 
-def _recompute_parent(conn, calendar, sensor, level, below, t_start, t_end, t0, offset, text, mode):
-    """Replace the counted ``level`` row starting at ``t0`` by the merge of the
-    counted ``below`` rows inside it (legacy rows are left alone)."""
-    src = quote_identifier(schema.stat_table(sensor, below))
-    dst = quote_identifier(schema.stat_table(sensor, level))
-    # Rows below share the sensor's one stored reference (the writer shifts
-    # every row to it), so their moment sums add up directly.
-    n, s, sa, lo, hi, sq, mc, s1, s2, s3, s4 = conn.execute(
-        f'SELECT SUM("count"), SUM("sum"), SUM("sum_abs"), MIN("min"), MAX("max"), SUM("sum_sq"), '
-        f'SUM(mcount), SUM(s1), SUM(s2), SUM(s3), SUM(s4) '
-        f'FROM {src} WHERE "count" > 0 AND t0 >= ? AND t0 < ? ', (t_start, t_end)).fetchone()
-    conn.execute(f"DELETE FROM {dst} WHERE t0 = ?", (t0,))
-    if n:
-        data = (sa if mode == "ABS" else s) / n
-        conn.execute(f'INSERT INTO {dst} (time, data, t0, utc_offset, "count", "sum", "sum_abs", '
-                     f'"min", "max", "sum_sq", mcount, s1, s2, s3, s4) '
-                     f'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-                     (text, data, t0, offset, n, s, sa, lo, hi, sq, mc or 0,
-                      s1 or 0.0, s2 or 0.0, s3 or 0.0, s4 or 0.0))
-
-
 def _refuse_if_spooled(config):
     """Rows spooled at the last stop are replayed by the next start; a rebuild
     before that replay would count them twice (once from raw CSV, once from
@@ -251,160 +233,51 @@ def rebuild_stats(config, machine, date_from, date_to, progress=None):
     total = sum(os.path.getsize(p) for _, _, p in files)
     done = 0
     calendar = Calendar(config["TIME"]["ZONE"])
-    os.makedirs(config["DATABASE"]["PATH"], exist_ok=True)
-    path = os.path.join(config["DATABASE"]["PATH"], f"{machine}.db")
-    try:
-        conn = migrate.open_database(path, log=log)
-    except migrate.DatabaseBroken as e:
-        raise ToolError(str(e)) from None
+    target = SQLiteRebuild(config["DATABASE"]["PATH"], machine)
     summary = {"machine": machine, "files": len(files), "samples": 0, "bad_lines": 0,
                "sensors": [], "days": 0}
     try:
-        catalog = SensorCatalog()
-        catalog.load(conn)
         touched = {}  # sensor -> set of (year, month)
         days = set()  # local dates rebuilt (several sensors share a day)
         if progress is not None:
             progress(0, total)
+        default_mode, _ = config.stat_mode("DEFAULT")
         for day, sensor, file_path in files:
-            minutes, bad = parse_raw_csv(file_path, calendar, day, catalog.refs.get(sensor))
+            minutes, bad = parse_raw_csv(file_path, calendar, day, target.reference(sensor))
             summary["bad_lines"] += bad
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if sensor not in catalog.modes:
-                    mode, _ = config.stat_mode("DEFAULT")
-                    catalog.ensure(conn, sensor, None, mode, None)
-                mode = catalog.mode(conn, sensor)
-                lo_text, hi_text = _text_range(day)
-                for level in _REBUILT_LEVELS:
-                    conn.execute(f"DELETE FROM {quote_identifier(schema.stat_table(sensor, level))} "
-                                 f"WHERE time >= ? AND time < ?", (lo_text, hi_text))
-                merged = {}
-                for m0 in sorted(minutes):
-                    sums = minutes[m0]
-                    for bucket in calendar.levels_of_minute(m0)[:3]:
-                        k = (bucket[0], bucket[1])
-                        got = merged.get(k)
-                        if got is None:
-                            merged[k] = (bucket, sums.copy())
-                        else:
-                            got[1].merge(sums)
-                    summary["samples"] += sums.count
-                rows = [(sensor,) + tuple(b) + s.as_tuple() + s.moment_tuple()
-                        for b, s in merged.values()]
-                apply_sum_rows(conn, catalog, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            merged = {}
+            for m0 in sorted(minutes):
+                sums = minutes[m0]
+                for bucket in calendar.levels_of_minute(m0)[:3]:
+                    k = (bucket[0], bucket[1])
+                    got = merged.get(k)
+                    if got is None:
+                        merged[k] = (bucket, sums.copy())
+                    else:
+                        got[1].merge(sums)
+                summary["samples"] += sums.count
+            rows = [(sensor,) + tuple(b) + s.as_tuple() + s.moment_tuple()
+                    for b, s in merged.values()]
+            lo_text, hi_text = _text_range(day)
+            target.replace_days(sensor, _REBUILT_LEVELS, lo_text, hi_text, rows, default_mode)
             touched.setdefault(sensor, set()).add((day.year, day.month))
             days.add(day)
             summary["days"] = len(days)
             done += os.path.getsize(file_path)
             if progress is not None:
                 progress(done, total)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for sensor, months in touched.items():
-                mode = catalog.mode(conn, sensor)
-                for year, month in sorted(months):
-                    t_start, t_end = calendar.month_range(year, month)
-                    b = calendar.levels_of_minute(calendar.minute_start(t_start))[3]
-                    _recompute_parent(conn, calendar, sensor, "month", "day", t_start, t_end,
-                                      b[1], b[2], b[3], mode)
-                for year in sorted({y for y, _ in months}):
-                    t_start, t_end = calendar.year_range(year)
-                    b = calendar.levels_of_minute(calendar.minute_start(t_start))[4]
-                    _recompute_parent(conn, calendar, sensor, "year", "month", t_start, t_end,
-                                      b[1], b[2], b[3], mode)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        jobs = []
+        for sensor, months in touched.items():
+            for year, month in sorted(months):
+                t_start, t_end = calendar.month_range(year, month)
+                b = calendar.levels_of_minute(calendar.minute_start(t_start))[3]
+                jobs.append((sensor, "month", "day", t_start, t_end, b[1], b[2], b[3]))
+            for year in sorted({y for y, _ in months}):
+                t_start, t_end = calendar.year_range(year)
+                b = calendar.levels_of_minute(calendar.minute_start(t_start))[4]
+                jobs.append((sensor, "year", "month", t_start, t_end, b[1], b[2], b[3]))
+        target.recompute(jobs)
         summary["sensors"] = sorted(touched)
-    except sqlite3.DatabaseError as e:
-        raise ToolError(f"{path}: {e}") from None
     finally:
-        conn.close()
+        target.close()
     return summary
-
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-
-
-def _is_sqlite(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read(16) == _SQLITE_MAGIC
-    except OSError:
-        return False
-
-
-def database_files(folder):
-    """Every SQLite database directly in ``folder``, sorted: the machine
-    databases (``<machine>.db``) and the daemon's side files
-    (``.alarms.sqlite``, ``.notifications.sqlite``, and any added later),
-    found by their SQLite header rather than by name."""
-    out = []
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(("-wal", "-shm", "-journal", ".part")):
-            continue
-        path = os.path.join(folder, name)
-        if os.path.isfile(path) and _is_sqlite(path):
-            out.append(name)
-    return out
-
-
-def backup(config, dest):
-    """Online, consistent copies of every SQLite database in
-    ``DATABASE.PATH`` (machine databases and side files) into folder
-    ``dest`` (SQLite backup API: safe while the daemon writes).  Returns the
-    list of files written.  A missing source folder or an unusable
-    destination is a :class:`ToolError` with a one-line reason."""
-    src_folder = os.path.abspath(config["DATABASE"]["PATH"])
-    dest = os.path.abspath(dest)
-    if dest == src_folder:
-        raise ToolError(f"backup destination {dest} is the database folder itself")
-    try:
-        names = database_files(src_folder)
-    except FileNotFoundError:
-        raise ToolError(f"no database folder at {src_folder}") from None
-    except OSError as e:
-        raise ToolError(f"cannot read the database folder {src_folder}: {e.strerror or e}") from None
-    try:
-        os.makedirs(dest, exist_ok=True)
-        if not os.access(dest, os.W_OK | os.X_OK):
-            raise PermissionError(13, "Permission denied")
-    except OSError as e:
-        raise ToolError(f"backup destination {dest} is unusable: {e.strerror or e}") from None
-    written = []
-    for name in names:
-        src_path = os.path.join(src_folder, name)
-        dest_path = os.path.join(dest, name)
-        try:
-            src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
-        except sqlite3.Error as e:
-            raise ToolError(f"{src_path}: cannot open for backup ({e})") from None
-        try:
-            written.append(migrate.backup_copy(src, dest_path))
-        except OSError as e:
-            raise ToolError(f"backup destination {dest} is unusable: {e.strerror or e}") from None
-        except sqlite3.Error as e:
-            # The copy is made into dest_path.part: an error opening that is the
-            # destination's fault, anything else the source's.
-            if not os.access(dest, os.W_OK):
-                raise ToolError(f"backup destination {dest} is unusable: {e}") from None
-            raise ToolError(f"{src_path}: backup failed ({e})") from None
-        finally:
-            src.close()
-    # Rows spooled at the last stop are part of the store until replayed.
-    pending = spool.spool_files(spool.spool_dir(src_folder))
-    if pending:
-        spool_dest = spool.spool_dir(dest)
-        try:
-            os.makedirs(spool_dest, exist_ok=True)
-            for path in pending:
-                written.append(shutil.copy2(path, os.path.join(spool_dest, os.path.basename(path))))
-        except OSError as e:
-            raise ToolError(f"backup destination {dest} is unusable: {e.strerror or e}") from None
-    return written
