@@ -168,11 +168,10 @@ class LogFileService(service.Service):
 
         self.config = config
         self.publisher = publisher or globalLogPublisher
-        self.predicate = LogLevelFilterPredicate(defaultLogLevel=log_level(config["LOGGER"]["LEVEL"]))
-        self.file = DatedLogFile(
-            config["LOGGER"]["PATH"], config["LOGGER"]["NAME"],
-            config["LOGGER"]["RETENTION_DAYS"], zoneinfo.ZoneInfo(config["TIME"]["ZONE"]),
-        )
+        logger = config.logger
+        self.predicate = LogLevelFilterPredicate(defaultLogLevel=log_level(logger.level))
+        self.file = DatedLogFile(logger.path, logger.name, logger.retention_days,
+                                 zoneinfo.ZoneInfo(config.time.zone))
         self.observer = FilteringLogObserver(self.file, [self.predicate])
 
     def set_level(self, name):
@@ -180,7 +179,7 @@ class LogFileService(service.Service):
 
     def reconfigure(self, config):
         """SIGHUP: a new LOGGER.LEVEL takes effect at once."""
-        self.set_level(config["LOGGER"]["LEVEL"])
+        self.set_level(config.logger.level)
 
     def startService(self):
         super().startService()

@@ -109,7 +109,7 @@ def catalog_for(config, entries_meta):
 def test_iso_preset_judges_true_velocity_rms_or_says_why_not(tmp_path):
     rig = Rig(tmp_path, [{"name": "iso", "preset": "iso10816-3", "group": 2,
                           "foundation": "rigid", "window": 60, "for": 0}])
-    rig.config["SENSORS"] = [{"match": "M/vel", "unit": "mm/s"}]
+    rig.config = rig.config.replace(sensors=[{"match": "M/vel", "unit": "mm/s"}])
     yield rig.start()
     svc = rig.svc
     svc.catalog = catalog_for(rig.config, [("acc", "VIB", 25600), ("legacy", "VIB", 30),

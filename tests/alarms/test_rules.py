@@ -120,5 +120,6 @@ def test_message_template_is_safe():
 
 def test_rules_from_a_config_section(tmp_path):
     config = make_config(tmp_path, [{"name": "hot", "metric": "max", "above": 90}])
-    rules = by_name(parse_rules(config["ALARM"]["RULES"], config.source))
+    rules = by_name(parse_rules(config.alarm.rules, config.source))
+    assert by_name(config.alarm.parsed).keys() == rules.keys()  # parsed once at load
     assert rules["hot"].level == 90.0

@@ -113,7 +113,7 @@ def test_health_and_counters_shape(tmp_path, clock, receiver):
 def test_unusable_history_folder_is_unhealthy_but_notifies(tmp_path, clock, receiver):
     (tmp_path / "db").write_text("not a folder")
     config = make_config(tmp_path / "x", notify={"WEBHOOKS": [receiver.base + "/hook"]})
-    config["DATABASE"]["PATH"] = str(tmp_path / "db" / "sub")
+    config = config.replace(database={"path": str(tmp_path / "db" / "sub")})
     svc = NotifierService(config, clock, reactor)
     svc.startService()
     yield svc._opened

@@ -10,7 +10,7 @@ An entry of ``ALARM.RULES`` is one of three things (see ``docs/alarms.md``):
   built-in rule or disables it (``enabled: false``).
 
 Built-in rules are on by default; :func:`parse_rules` returns them with the
-configured rules.  Every problem is a :class:`tsrmon.config.ConfigError`
+configured rules.  Every problem is a :class:`tsrmon.config.checks.ConfigError`
 naming the entry (``ALARM.RULES[2] (pump-vibration)``) and what is wrong.
 """
 
@@ -19,9 +19,7 @@ import math
 import re
 import string
 
-# A module import, not ``from tsrmon.config import ConfigError``: config
-# validation may import this module while tsrmon.config is still loading.
-import tsrmon.config
+from tsrmon.config.checks import ConfigError
 from tsrmon.names import name_problem
 
 METRICS = ("mean", "mean_abs", "rms", "min", "max", "std", "range")
@@ -228,12 +226,12 @@ class _Bad(Exception):
 def parse_rules(raw_list, source=None):
     """``ALARM.RULES`` → list of :class:`Rule` (built-ins included unless disabled).
 
-    Raises :class:`tsrmon.config.ConfigError` for the first bad entry.
+    Raises :class:`tsrmon.config.checks.ConfigError` for the first bad entry.
     """
     if raw_list is None:
         raw_list = []
     if not isinstance(raw_list, list):
-        raise tsrmon.config.ConfigError(source, "ALARM.RULES", f"expected a list of rules, got {type(raw_list).__name__}")
+        raise ConfigError(source, "ALARM.RULES", f"expected a list of rules, got {type(raw_list).__name__}")
     rules = []
     builtin_given = {}
     names = {}
@@ -260,12 +258,12 @@ def parse_rules(raw_list, source=None):
                     raise _Bad(f"rule name {rule.name!r} is used twice (also ALARM.RULES[{names[rule.name]}])")
                 names[rule.name] = i
         except _Bad as e:
-            raise tsrmon.config.ConfigError(source, key, str(e)) from None
+            raise ConfigError(source, key, str(e)) from None
         rules.extend(r for r in made if r is not None and not _disabled(entry))
     for kind in BUILTIN_KINDS:
         if kind not in builtin_given:
             if kind in names:
-                raise tsrmon.config.ConfigError(source, f"ALARM.RULES[{names[kind]}] ({kind})",
+                raise ConfigError(source, f"ALARM.RULES[{names[kind]}] ({kind})",
                                   f"{kind!r} is the name of a built-in rule (use 'builtin: {kind}' to change it)")
             rules.append(_builtin(kind, {"builtin": kind}))
     return rules

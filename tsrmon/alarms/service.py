@@ -37,11 +37,11 @@ from zope.interface import implementer
 from tsrmon.alarms import engine
 from tsrmon.alarms.engine import ACTIVE, CLEAR, INACTIVE, PENDING, RAISE, Alarm, Tracker, WindowSums
 from tsrmon.alarms.rules import (DAQ_SILENT, FLATLINE, RATE_DROP, SEVERITIES, feature_value,
-                                 is_feature_metric, parse_rules, render)
+                                 is_feature_metric, render)
 from tsrmon.analytics import iso10816
 from tsrmon.analytics import meta as _meta
 from tsrmon.alarms.store import AlarmStore
-from tsrmon.config import ConfigError
+from tsrmon.config.checks import ConfigError
 from tsrmon.rooms import ICounters, IHealth, IReconfigurable
 
 CHECK_INTERVAL = 5.0
@@ -79,14 +79,14 @@ class AlarmService(service.Service):
         self.emit = emit
         self.notify = notify
         self.check_interval = float(check_interval)
-        self.zone = zoneinfo.ZoneInfo(config["TIME"]["ZONE"])
-        self.store = AlarmStore(config["DATABASE"]["PATH"], reactor if reactor is not None else clock)
+        self.zone = zoneinfo.ZoneInfo(config.time.zone)
+        self.store = AlarmStore(config.database.path, reactor if reactor is not None else clock)
         self.trackers = {}  # (rule name, machine, sensor) -> Tracker
         self.active_alarms = {}  # alarm id -> Alarm
         self._windows = {}  # (machine, sensor, stype, window) -> WindowSums
         self._bindings = {}  # (machine, sensor, stype) -> (windows, ((rule, window, tracker), ...))
         self._rates = {}  # machine -> FrameRate
-        self._set_rules(parse_rules(config["ALARM"]["RULES"], config.source))
+        self._set_rules(config.alarm.rule_objects(config.source))
         self._ready = False
         self._loaded = None
         self._loop = None
@@ -115,7 +115,7 @@ class AlarmService(service.Service):
         longer covers a machine or sensor, clears its alarms.
         """
         try:
-            rules = parse_rules(config["ALARM"]["RULES"], config.source)
+            rules = config.alarm.rule_objects(config.source)
         except ConfigError as e:
             self.log.error("alarm rules not reloaded: {error}", error=str(e))
             return
@@ -279,7 +279,7 @@ class AlarmService(service.Service):
                 "deliver velocity in mm/s)")
             return tracker.source
         why = iso10816.velocity_refusal(meta.rate, meta.unit)
-        spectra_on = self.config.get("SPECTRA", {}).get("ENABLED", True)
+        spectra_on = self.config.spectra.enabled
         if why is None and spectra_on:
             tracker.source, tracker.note = "velocity_rms", (
                 "judging true velocity RMS (10-1000 Hz, mm/s) from the spectra, once a minute")

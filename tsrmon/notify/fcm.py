@@ -21,7 +21,6 @@ it against firebase-admin's own encoder so the two cannot drift apart.
 
 import json
 import os
-import re
 import urllib.parse
 
 from firebase_admin import credentials as fb_credentials
@@ -32,6 +31,7 @@ from twisted.python.failure import Failure
 
 from tsrmon import __version__
 from tsrmon.notify.delivery import DeliveryError, post
+from tsrmon.notify.settings import topic_problem
 
 FCM_SEND_URL = "https://fcm.googleapis.com/v1/projects/{project}/messages:send"
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
@@ -40,18 +40,11 @@ JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_MARGIN = 300.0
 # Keys FCM refuses in a data payload.
 _RESERVED_DATA = ("from", "notification", "message_type")
-_TOPIC = re.compile(r"^[a-zA-Z0-9\-_.~%]{1,900}$")
 _RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)
 
 
 class CredentialProblem(Exception):
     """The service-account file cannot be used; the text says why."""
-
-
-def topic_problem(topic):
-    if not _TOPIC.match(topic) or topic.startswith("/"):
-        return "an FCM topic is 1-900 of the characters a-z A-Z 0-9 - _ . ~ %"
-    return None
 
 
 class ServiceAccount:
@@ -266,12 +259,12 @@ class FcmChannel:
         self.reason = "not started"
 
     def configure(self, section):
-        topic = section["TOPIC"]
+        topic = section.topic
         if topic is not None and topic_problem(topic):
             raise ValueError(f"FCM.TOPIC {topic!r}: {topic_problem(topic)}")
-        self.cred_path = section["CRED_PATH"]
+        self.cred_path = section.cred_path
         self.topic = topic
-        self.device_tokens = list(section["TOKENS"])
+        self.device_tokens = list(section.tokens)
 
     def load(self):
         """Read the credential file; returns the targets (empty when disabled)."""

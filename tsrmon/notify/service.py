@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tsrmon.config import ConfigError
+from tsrmon.config.checks import ConfigError
 from tsrmon.notify.delivery import Delivery, Notification, http_client
 from tsrmon.notify.fcm import FcmChannel
 from tsrmon.notify.records import HISTORY_LIMIT, AttemptRecords
@@ -24,10 +24,6 @@ from tsrmon.notify.throttle import Throttle
 from tsrmon.notify.webhook import parse_webhooks
 from tsrmon.rooms import ICounters, IHealth, IReconfigurable
 
-# Placeholders the FCM.TITLE / FCM.BODY templates may use.
-TEMPLATE_FIELDS = ("machine", "score", "threshold", "time", "kind", "suppressed")
-_SAMPLE = {"machine": "M", "score": 1.5, "threshold": 1.0, "time": "2024-01-01 00:00:00",
-           "kind": "fault", "suppressed": 0}
 # Said after the body when notifications were held back and the template
 # does not place {suppressed} itself ("and N more").
 SUPPRESSED_SUFFIX = " (외 {suppressed}건)"
@@ -35,14 +31,6 @@ SUPPRESSED_SUFFIX = " (외 {suppressed}건)"
 
 def _json_number(x):
     return x if math.isfinite(x) else repr(x)
-
-
-def _check_template(source, key, text):
-    try:
-        text.format(**_SAMPLE)
-    except (KeyError, IndexError, ValueError, AttributeError) as e:
-        raise ConfigError(source, key, f"bad template {text!r} ({e.__class__.__name__}: {e}); "
-                          f"placeholders: {', '.join('{' + f + '}' for f in TEMPLATE_FIELDS)}") from None
 
 
 @implementer(IHealth, ICounters, IReconfigurable)
@@ -63,7 +51,7 @@ class NotifierService(service.Service):
         # treq's HTTPClient on an Agent (injectable, e.g. with its own pool).
         self.http = http if http is not None else http_client(reactor)
         self.throttle = Throttle(clock, 0, 0)
-        self.records = AttemptRecords(config["DATABASE"]["PATH"], reactor)
+        self.records = AttemptRecords(config.database.path, reactor)
         self.fcm = None
         self._fcm_args = (fcm_send_url, fcm_timeout, fcm_retries)
         self.targets = []
@@ -81,12 +69,11 @@ class NotifierService(service.Service):
 
     # -- configuration -------------------------------------------------
     def _apply(self, config):
-        """Check and take the FCM/NOTIFY settings; raises ConfigError."""
-        fcm = config["FCM"]
-        _check_template(config.source, "FCM.TITLE", fcm["TITLE"])
-        _check_template(config.source, "FCM.BODY", fcm["BODY"])
+        """Take the FCM/NOTIFY settings (checked at load: templates and
+        topic by FcmSettings, every webhook field by NotifySettings)."""
+        fcm = config.fcm
         try:
-            webhooks = parse_webhooks(config["NOTIFY"]["WEBHOOKS"])
+            webhooks = parse_webhooks(config.notify.webhooks)
         except ValueError as e:
             raise ConfigError(config.source, "NOTIFY.WEBHOOKS", str(e)) from None
         try:
@@ -100,10 +87,10 @@ class NotifierService(service.Service):
         for hook in webhooks:
             hook.http, hook.clock = self.http, self.clock
         self.webhooks = webhooks
-        self.title_template = fcm["TITLE"]
-        self.body_template = fcm["BODY"]
-        self.zone = zoneinfo.ZoneInfo(config["TIME"]["ZONE"])
-        self.throttle.configure(fcm["TIMEOUT"], config["NOTIFY"]["MAX_PER_HOUR"])
+        self.title_template = fcm.title
+        self.body_template = fcm.body
+        self.zone = zoneinfo.ZoneInfo(config.time.zone)
+        self.throttle.configure(fcm.timeout, config.notify.max_per_hour)
         self.config = config
 
     def reconfigure(self, config):

@@ -30,11 +30,11 @@ class _Entry:
 
 class SensorCatalog:
     def __init__(self, config):
-        self.entries = config["SENSORS"]
+        self.entries = config.sensors
         self._sensors = {}   # (machine, sensor) -> _Entry
 
     def reconfigure(self, config):
-        self.entries = config["SENSORS"]
+        self.entries = config.sensors
         for e in self._sensors.values():
             e.meta = None
 

@@ -82,13 +82,13 @@ class SensorSpectra:
         self.meta = meta
         self.rate = meta.rate
         self.band = meta.envelope_band
-        mode = cfg["BLOCK"]
+        mode = cfg.block
         n = block_size(self.rate, mode)
         self.spectrum = MinuteSpectra(self.rate, follow_early=follow_early, n=n,
-                                      lines=cfg["LINES"])
+                                      lines=cfg.lines)
         self.envelope = None
-        if cfg["ENVELOPE"]:
-            fmax = min(float(cfg["ENVELOPE_FMAX"]), self.rate / 2.56)
+        if cfg.envelope:
+            fmax = min(float(cfg.envelope_fmax), self.rate / 2.56)
             # No overlap for the envelope (the spectrum keeps its 50 %): the
             # envelope is the costly analysis, and bearing tones only need
             # the average, not the overlap's variance reduction.
@@ -143,20 +143,20 @@ class SpectraService(service.Service):
     def __init__(self, config, clock, store, catalog, reactor=None, alarms=None,
                  max_backlog_bytes=64 * 2**20, thread=None, max_wait=0.1):
         self.config = config
-        self.cfg = config["SPECTRA"]
+        self.cfg = config.spectra
         self.clock = clock
         self.reactor = reactor if reactor is not None else clock
         self.store = store
         self.catalog = catalog
         self.alarms = alarms
-        self.calendar = Calendar(config["TIME"]["ZONE"])
+        self.calendar = Calendar(config.time.zone)
         self.max_backlog_bytes = max_backlog_bytes
         self.max_wait = max_wait
         self._progress = threading.Event()   # set by the worker after each chunk
         self._stuck = False
         self.waits = 0
         self.wait_seconds = 0.0   # reactor time spent waiting for the worker
-        self.threaded = self.cfg["THREAD"] if thread is None else thread
+        self.threaded = self.cfg.thread if thread is None else thread
         self._sensors = {}       # (machine, sensor, late) -> SensorSpectra
         self._refused = set()    # (machine, sensor) told why no spectra (logged once)
         self._pool = None
@@ -222,7 +222,7 @@ class SpectraService(service.Service):
     def reconfigure(self, config):
         """SIGHUP: new SENSORS/SPECTRA; accumulators restart on new metadata."""
         self.config = config
-        self.cfg = config["SPECTRA"]
+        self.cfg = config.spectra
         self._refused.clear()
         # Accumulators whose rate or envelope band changed restart at their
         # next chunk (data() compares); the others keep their open minute.
@@ -234,7 +234,7 @@ class SpectraService(service.Service):
         # Late data (a DAQ's offline buffer) says nothing about the live rate.
         meta = self.catalog.meta(machine, sensor, stype) if late else \
             self.catalog.observe(machine, sensor, stype, n)
-        if not self.cfg["ENABLED"] or meta is None or n == 0:
+        if not self.cfg.enabled or meta is None or n == 0:
             return
         if meta.rate is None or meta.rate < _meta.SPECTRA_MIN_RATE:
             return
@@ -416,7 +416,7 @@ class SpectraService(service.Service):
             store.upsert_spectrum(machine, sensor, "envelope_minute", m_t0, m_off, m_text,
                                   env.blocks, env.rate, env.f0, env.df, pack(env))
         meta = self.catalog.meta(machine, sensor)
-        feats = _finite(_features(fine, meta, env, top=self.cfg["PEAKS"]))
+        feats = _finite(_features(fine, meta, env, top=self.cfg.peaks))
         doc = json.dumps(feats, allow_nan=False, separators=(",", ":"))
         store.upsert_features(machine, sensor, m_t0, m_off, m_text, lines.blocks,
                               feats.get("velocity_rms"), doc)
@@ -432,8 +432,8 @@ class SpectraService(service.Service):
     # -- retention -------------------------------------------------------------
     def prune(self):
         now = self.clock.seconds()
-        self.store.prune_spectra(int(now - self.cfg["MINUTE_DAYS"] * 86400),
-                                 int(now - self.cfg["HOUR_DAYS"] * 86400))
+        self.store.prune_spectra(int(now - self.cfg.minute_days * 86400),
+                                 int(now - self.cfg.hour_days * 86400))
 
     def counters(self):
         return {"chunks": self.chunks, "samples": self.samples, "minutes": self.minutes,
