@@ -8,7 +8,7 @@ to the very same floats.  Short runs only (about ``--seconds`` per method)::
     .venv/bin/python bench/csv_format.py --seconds 1 --frame 30
 
 Numbers are floats (= CSV rows) per second on one core.  The last rows time
-the real writer (:class:`tsrmon.store.rawcsv.RawCSVService`) writing 2 x 30
+the real writer (:class:`tsrmon.rawlog.service.RawCSVService`) writing 2 x 30
 float frames to files in a temp folder, in M samples/s: wall-clock
 throughput; per CPU-second of the daemon process (all its threads) and of
 the worker process; and what raw CSV adds to the daemon's CPU per sample
@@ -52,12 +52,12 @@ def percent_g17(values):
 
 
 def orjson_list_memoryview(values):
-    # what tsrmon.store.csvformat does: no copy for the brackets
+    # what tsrmon.rawlog.rows does: no copy for the brackets
     return b"".join([BPREFIX, memoryview(orjson.dumps(values).replace(b",", BSEP))[1:-1], b"\r\n"])
 
 
 def writer_format_values(values):
-    from tsrmon.store.csvformat import format_values
+    from tsrmon.rawlog.rows import format_values
     out = []
     format_values(BPREFIX, values, out)
     return b"".join(out)
@@ -176,7 +176,7 @@ def bench_service(seconds, frame, sensors):
 
     from bench.proc import cpu_seconds
     from tsrmon.config import build_config
-    from tsrmon.store.rawcsv import RawCSVService
+    from tsrmon.rawlog.service import RawCSVService
 
     rng = random.Random(2)
     chunk = 5000  # frames per sensor per flush: 0.1 s at 50,000 frames/s

@@ -1,4 +1,4 @@
-"""The raw CSV writer service (tsrmon.store.rawcsv), driven by a Clock.
+"""The raw CSV writer service (tsrmon.rawlog.service), driven by a Clock.
 
 Most tests run the file jobs inline (no reactor given); one runs them in the
 reactor's thread pool.  Files are real, in ``tmp_path``.
@@ -17,8 +17,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from tsrmon.config import build_config
-from tsrmon.store.csvfiles import open_for_append
-from tsrmon.store.rawcsv import RawCSVService
+from tsrmon.rawlog.files import open_for_append
+from tsrmon.rawlog.service import RawCSVService
 
 MB = 1024 * 1024
 SEOUL = zoneinfo.ZoneInfo("Asia/Seoul")

@@ -7,9 +7,9 @@ import shutil
 import pytest_twisted
 from twisted.logger import Logger
 
-from tests.store.test_rawcsv import Harness, rows
-from tsrmon.store.csvfiles import open_for_append
-from tsrmon.store.rawcsv import RawCSVService
+from tests.rawlog.test_rawcsv import Harness, rows
+from tsrmon.rawlog.files import open_for_append
+from tsrmon.rawlog.service import RawCSVService
 
 DAY = "20261126"
 

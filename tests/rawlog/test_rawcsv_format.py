@@ -1,4 +1,4 @@
-"""Row formatting of the raw CSV log (tsrmon.store.csvformat)."""
+"""Row formatting of the raw CSV log (tsrmon.rawlog.rows)."""
 
 import datetime
 import math
@@ -9,7 +9,7 @@ import zoneinfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tsrmon.store import csvformat
+from tsrmon.rawlog import rows as csvformat
 
 SEOUL = zoneinfo.ZoneInfo("Asia/Seoul")
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")

@@ -1,0 +1,463 @@
+"""The raw CSV log: every sample as a row of ``DATA.PATH/<machine>/YYYYMMDD_<sensor>.csv``.
+
+The deployed layout (docs/legacy.md §2.6): header ``time,data``, one row
+per sample, CRLF line ends, local arrival time ``HH:MM:SS`` (or local
+ISO-8601 with milliseconds and offset when ``DATA.TIME_FORMAT`` is ``iso``).
+The date in the file name is the local date (``TIME.ZONE``) of the rows it
+holds, so files switch at local midnight.
+
+How it stays off the ingest path, and within bounded memory:
+
+- :meth:`RawCSVService.write` (called by the hub for every frame) copies the
+  samples into flat float64 columns per sensor
+  (:class:`~tsrmon.rawlog.buffers.FrameBuffer`): no Python object per
+  sample or frame is kept, so bursts cost the GC nothing.
+- Every ``FLUSH_INTERVAL`` seconds (injected clock), and as soon as
+  ``FLUSH_AT_SAMPLES`` are buffered, the columns are swapped out and handed
+  to one job of :class:`~tsrmon.rawlog.files.CSVFiles`: it formats the rows
+  (:mod:`tsrmon.rawlog.rows`), appends each file's rows and keeps the files
+  open between flushes.  Files idle for ``DATA.IDLE_CLOSE`` seconds are
+  closed, by the clock even when no rows arrive, so a deleted file frees its
+  space.  The job runs in a thread of the reactor's pool (``worker="thread"``)
+  or in a worker process (``worker="process"``, :mod:`tsrmon.rawlog.worker`),
+  where formatting gets a core of its own instead of competing for the GIL.
+  Jobs run one at a time, so open files have one owner; the job reports
+  back, and the reactor thread updates counters and logs.
+- When the jobs fall behind (every flush slot busy) and ``MAX_BUFFER_SAMPLES``
+  wait, the service asks for backpressure (``backpressure(True)``: the hub
+  pauses DAQ reading, so a burst waits in the kernel and the DAQ) and
+  releases it when the buffer is down to half.  A burst is thus written
+  whole at the disk's pace.  Without backpressure, past ``MAX_BACKLOG_SAMPLES``
+  (or ``MAX_BACKLOG_FRAMES``) waiting, or when the pause lasts
+  ``MAX_CONGESTED`` s (a stalled disk, not a burst), the waiting rows are
+  dropped and counted instead until the writer catches up: the raw log may
+  slow ingest for a moment but never costs statistics a sample, and never
+  holds unbounded memory.
+- Low free space on ``DATA.PATH`` (below ``DATA.MIN_FREE_MB``) or a failing
+  write (ENOSPC, EIO ...) drops the rows concerned, counted, the transition
+  logged once; statistics carry on untouched.  A failed write is cut back to
+  the file's previous end, so no half row is left.  A file that fails for
+  its own reason only *degrades* its sensor (:mod:`tsrmon.rawlog.health`).
+"""
+
+import errno
+import os
+import sys
+import zoneinfo
+
+from twisted.application import service
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from tsrmon.rawlog import rows as csvformat
+from tsrmon.rawlog.buffers import FrameBuffer, batch_frames, batch_samples, pack_batch
+from tsrmon.rawlog.files import CSVFiles
+from tsrmon.rawlog.health import FileHealth
+from tsrmon.rawlog.maintenance import DiskCare
+from tsrmon.rooms import ICounters, IHealth
+
+_MB = 1024 * 1024
+WORKERS = ("thread", "process")
+# Write errors that concern the file system as a whole (the raw log is
+# failing); any other errno (a name too long, a folder where the file goes,
+# permissions of one file) degrades only that sensor's file.
+GLOBAL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS,
+                                      errno.EIO) if e is not None)
+
+
+def _synchronously(fn, *args):
+    """Run a job on the calling thread (tests and benchmarks without a reactor)."""
+    return defer.maybeDeferred(fn, *args)
+
+
+@implementer(IHealth, ICounters)
+class RawCSVService(FileHealth, DiskCare, service.Service):
+    """Buffered writer of the raw CSV log; implements the hub's ``RawSink``.
+
+    ``clock`` drives the flush, free-space and day-change timers;
+    ``reactor`` provides the thread pool (and spawns the worker process).
+    Without a reactor, thread jobs run inline (tests and benchmarks).
+    ``free_space(path)`` (bytes) and ``open_file(path)`` are injectable for
+    tests (thread worker only: they do not cross into a process).
+    ``backpressure(congested)``, if given (or set before start), is told
+    when the writer falls behind and when it caught up.
+    """
+
+    log = Logger()
+    name = "rawcsv"
+    health_key = "raw_csv"  # IHealth: its /healthz check
+    counters_key = "raw"  # ICounters: its /metrics prefix
+
+    FLUSH_INTERVAL = 1.0
+    SPACE_INTERVAL = 10.0
+    # Files unused this long are closed (clock-driven, so a deleted file's
+    # space is freed even when no rows arrive); DATA.IDLE_CLOSE if set.
+    IDLE_CLOSE = 60.0
+    # A degraded file with no failure for this long is forgotten (its sensor
+    # is gone): /healthz recovers without a restart.
+    DEGRADED_EXPIRE = 3600.0
+    MAX_HEALTH_DETAIL = 20
+    MAX_OPEN_FILES = 256
+    # Memory bounds, in float64 samples (8 bytes each).  A flush starts early
+    # at FLUSH_AT_SAMPLES (8 MB) when a flush slot is free, so one job is
+    # never large; with every slot busy, MAX_BUFFER_SAMPLES (16 MB) waiting
+    # asks for backpressure, and MAX_BACKLOG_SAMPLES (64 MB) is dropped.
+    FLUSH_AT_SAMPLES = 1_000_000
+    MAX_BUFFER_SAMPLES = 2_000_000
+    MAX_BACKLOG_SAMPLES = 8_000_000
+    # Frames waiting behind a running job (16 bytes each besides their samples).
+    MAX_BACKLOG_FRAMES = 200_000
+    # Longest backpressure for the raw log alone: past it (or half of
+    # DAQ.MAX_PAUSE, after which ingest would drop whole frames), the raw log
+    # drops its own waiting rows instead, so a stalled disk never costs
+    # statistics anything.
+    MAX_CONGESTED = 2.0
+
+    def __init__(self, config, clock, reactor=None, *, worker="thread", free_space=None,
+                 open_file=None, run_in_thread=None, backpressure=None):
+        data = config["DATA"]
+        self.enabled = bool(data["ENABLED"])
+        self.root = os.path.abspath(data["PATH"])
+        self.time_format = data["TIME_FORMAT"]
+        self.tz = zoneinfo.ZoneInfo(config["TIME"]["ZONE"])
+        self.clock = clock
+        self.backpressure = backpressure
+        max_pause = float(config.get("DAQ", {}).get("MAX_PAUSE", 0) or 0)
+        self.max_congested = min(self.MAX_CONGESTED, max_pause / 2)
+        self._congestion_timer = None
+        DiskCare.__init__(self, data, free_space)
+        FileHealth.__init__(self)
+        if worker not in WORKERS:
+            raise ValueError(f"worker must be one of {WORKERS}, not {worker!r}")
+        if worker == "process" and (reactor is None or open_file is not None):
+            raise ValueError("the process worker needs a reactor and takes no open_file")
+        if worker == "process" and getattr(sys, "frozen", False):
+            raise ValueError("a frozen executable cannot start the worker process: use worker='thread'")
+        self.worker = worker
+        if run_in_thread is None:
+            if reactor is None:
+                run_in_thread = _synchronously
+            else:
+                def run_in_thread(fn, *args):
+                    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
+        self._run_in_thread = run_in_thread
+        self.idle_close = float(data.get("IDLE_CLOSE", self.IDLE_CLOSE))
+        files_args = (self.root, config["TIME"]["ZONE"], self.time_format, None,
+                      self.idle_close, self.MAX_OPEN_FILES)
+        if worker == "thread":
+            self.files = CSVFiles(*files_args)  # touched by one job at a time
+            if open_file is not None:
+                self.files.open_file = open_file
+            self._worker = None
+        else:
+            from tsrmon.rawlog.worker import CSVWorker
+            self.files = None
+            self._worker = CSVWorker(reactor, files_args, self.log, run_in_thread)
+        self._day_labels = csvformat.TimeLabels(self.tz, "hms")  # reactor thread only
+
+        self._buffers = {}  # (machine, sensor) -> FrameBuffer
+        self._buffered = 0  # samples in self._buffers
+        self._accepting = self.enabled  # False while paused or after stop
+        self._stopped = False
+        self._jobs = defer.DeferredLock()
+        self._flushes_pending = 0
+        # The worker process formats one batch while the next one is
+        # marshalled and sent; a thread job holds the GIL, so one at a time.
+        self._max_flushes = 1 if worker == "thread" else 2
+        self._loops = []
+        self._today = None
+        self._backlogged = False
+        self._congested = False
+        self._failing = False
+        self._failed_at_failure = 0
+        self._last_error = None
+        self._bad_logged = 0
+
+        self.rows_written = 0
+        self.bytes_written = 0
+        self.files_opened = 0
+        self.files_open = 0
+        self.flushes = 0
+        self.early_flushes = 0
+        self.backpressure_episodes = 0
+        self.write_errors = 0
+        self.dropped_write_error = 0
+        self.dropped_backlog = 0
+        self.dropped_bad_values = 0
+        self.dropped_refused = 0
+        self.dropped_stopped = 0
+
+    # -- the hub's side (reactor thread, hot path) ------------------------
+    def write(self, machine, sensor, values, t):
+        """Buffer the samples of one frame (``t``: seconds since the epoch).
+
+        ``values`` (a list, a tuple or a numpy array) is copied: the caller
+        may reuse it."""
+        if not self._accepting:
+            if self.enabled:
+                self._refuse(values)
+            return
+        buf = self._buffers.get((machine, sensor))
+        if buf is None:
+            buf = self._buffers[machine, sensor] = FrameBuffer()
+        n, bad = buf.add(t, values)
+        if bad:
+            self.dropped_bad_values += bad
+        self._buffered += n
+        if self._buffered >= self.FLUSH_AT_SAMPLES:
+            self._full()
+
+    def _refuse(self, values):
+        if self._stopped:
+            self.dropped_stopped += len(values)
+            if self.dropped_stopped == len(values):
+                self.log.warn("raw CSV: samples arrived after the writer stopped; they are dropped")
+        else:
+            self.dropped_low_space += len(values)
+
+    def _full(self):
+        """FLUSH_AT_SAMPLES are buffered: flush now, or hold the DAQs back, or drop."""
+        if self._flushes_pending < self._max_flushes:
+            self.early_flushes += 1
+            self.flush().addErrback(lambda f: self.log.failure("raw CSV: flush failed", f))
+        elif self._buffered >= self.MAX_BACKLOG_SAMPLES:
+            self._check_backlog()
+        elif self._buffered >= self.MAX_BUFFER_SAMPLES and not self._congested:
+            if self.backpressure is None or self._backlogged or self.max_congested <= 0:
+                self._check_backlog(force=True)  # nobody to hold the DAQs back: drop
+            else:
+                self._set_congested(True)
+
+    def _set_congested(self, congested):
+        self._congested = congested
+        if congested:
+            self.backpressure_episodes += 1
+            self._congestion_timer = self.clock.callLater(self.max_congested, self._congestion_expired)
+        elif self._congestion_timer is not None:
+            if self._congestion_timer.active():
+                self._congestion_timer.cancel()
+            self._congestion_timer = None
+        if self.backpressure is not None:
+            self.backpressure(congested)
+
+    def _congestion_expired(self):
+        """Held the DAQs back for ``max_congested`` s and still behind: the
+        disk is stalled, not a burst.  Drop our own rows until it catches up."""
+        self._congestion_timer = None
+        self._check_backlog(force=True)
+        self._set_congested(False)
+
+    # -- service -----------------------------------------------------------
+    def startService(self):
+        super().startService()
+        if not self.enabled:
+            self.log.info("raw CSV is off (DATA.ENABLED is false)")
+            return
+        os.makedirs(self.root, exist_ok=True)
+        self._stopped = False
+        self._accepting = not self._paused
+        self._today = self._day_labels.day(self.clock.seconds())
+        self._start_loop(self._tick, self.FLUSH_INTERVAL, now=False)
+        if self.min_free_bytes:
+            self._start_loop(self.check_space, self.SPACE_INTERVAL, now=True)
+        if self.gzip_after_days or self.retention_days:
+            self.maintain()
+
+    def _start_loop(self, fn, interval, now):
+        loop = task.LoopingCall(fn)
+        loop.clock = self.clock
+        d = loop.start(interval, now=now)
+        d.addErrback(lambda f: self.log.failure("raw CSV timer {fn} stopped", f, fn=fn.__name__))
+        self._loops.append(loop)
+
+    def stopService(self):
+        """Flush everything buffered and close every file (a Deferred)."""
+        super().stopService()
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops = []
+        if not self.enabled:
+            return defer.succeed(None)
+        d = self.flush()
+        self._stopped = True
+        self._accepting = False
+        if self._congested:
+            self._set_congested(False)
+        d.addErrback(lambda f: self.log.failure("raw CSV: final flush failed", f))
+        d.addCallback(lambda _: self._job("close_all"))
+        d.addCallback(self._closed)
+        d.addErrback(lambda f: self.log.failure("raw CSV: closing files failed", f))
+        if self._worker is not None:
+            d.addCallback(lambda _: self._worker.stop())
+        return d
+
+    def _job(self, method, *args):
+        """Run a :class:`CSVFiles` method where the files live; a Deferred.
+
+        Jobs run in the order they were asked for, one at a time: a lock for
+        the thread; for the worker process, its pipe and its single thread.
+        """
+        if self._worker is None:
+            if method == "ping":
+                return self._jobs.run(defer.succeed, None)
+            return self._jobs.run(self._run_in_thread, getattr(self.files, method), *args)
+        try:
+            if method != "write_batch":
+                return self._worker.call(method, *args)
+            batch, now = args
+            return self._worker.call("write_packed", pack_batch(batch), now)
+        except Exception:
+            # The worker could not be started (fork, pipe) or marshal refused
+            # something: this job fails like any other, the next one retries.
+            return defer.fail()
+
+    def _closed(self, closed):
+        self.files_open = 0
+        self.log.info("raw CSV stopped: {rows} rows written, {files} files closed",
+                      rows=self.rows_written, files=closed)
+
+    # -- flushing ----------------------------------------------------------
+    def _tick(self):
+        today = self._day_labels.day(self.clock.seconds())
+        if today != self._today:
+            self._today = today
+            if self.gzip_after_days or self.retention_days:
+                self.maintain()
+        if self._degraded:
+            self._expire_degraded()
+        if self.dropped_bad_values > self._bad_logged:
+            self.log.warn("raw CSV: {n} values were not numbers and were not written",
+                          n=self.dropped_bad_values - self._bad_logged)
+            self._bad_logged = self.dropped_bad_values
+        if self._flushes_pending >= self._max_flushes:
+            # The previous flush is still queued or writing: let the buffers
+            # wait, within bounds.
+            self._check_backlog()
+            return
+        self.flush().addErrback(lambda f: self.log.failure("raw CSV: flush failed", f))
+
+    def flush(self):
+        """Hand everything buffered to a write job; fires when it is written."""
+        batch = self._buffers
+        samples = self._buffered
+        self._buffers = {}
+        self._buffered = 0
+        self._flushes_pending += 1
+        if batch:
+            d = self._job("write_batch", batch, self.clock.seconds())
+            # Only the count is kept: the columns go as soon as the job has them.
+            d.addCallbacks(self._batch_done, self._batch_lost, errbackArgs=(samples,))
+            del batch
+        elif self.files_open:
+            # Nothing to write but files open: close the idle ones.
+            d = self._job("close_idle", self.clock.seconds())
+            d.addCallback(self._idle_closed)
+            d.addErrback(lambda f: self.log.debug("raw CSV: closing idle files: {error}",
+                                                  error=f.getErrorMessage()))
+        else:
+            d = self._job("ping")  # fires once the jobs before it are done
+            # Nothing was buffered, so nothing is lost; the batches around it
+            # report the worker's trouble.
+            d.addErrback(lambda f: self.log.debug("raw CSV: empty flush: {error}",
+                                                  error=f.getErrorMessage()))
+        d.addBoth(self._flush_finished)
+        return d
+
+    def _flush_finished(self, result):
+        self._flushes_pending -= 1
+        if self._buffered >= self.FLUSH_AT_SAMPLES and self._accepting:
+            self._full()  # keep the worker busy while a burst lasts
+        if self._congested and self._buffered <= self.MAX_BUFFER_SAMPLES // 2:
+            self._set_congested(False)
+        if self._backlogged and not self._flushes_pending:
+            self._backlogged = False
+            self.log.info("raw CSV: the disk caught up; {n} samples were dropped in all",
+                          n=self.dropped_backlog)
+        return result
+
+    def _check_backlog(self, force=False):
+        frames = batch_frames(self._buffers)
+        if not force and frames <= self.MAX_BACKLOG_FRAMES and self._buffered < self.MAX_BACKLOG_SAMPLES:
+            return
+        dropped = self._drop_buffers()
+        self.dropped_backlog += dropped
+        if not self._backlogged:
+            self._backlogged = True
+            self.log.error("raw CSV: the disk is not keeping up ({frames} frames waiting behind a "
+                           "write to {root}); dropping {dropped} samples, statistics are not affected",
+                           frames=frames, root=self.root, dropped=dropped)
+
+    def _drop_buffers(self):
+        batch = self._buffers
+        self._buffers = {}
+        self._buffered = 0
+        return batch_samples(batch)
+
+    def _idle_closed(self, result):
+        closed = self.files_open - result["files_open"]
+        if closed > 0:
+            self.idle_closes += closed
+        self.files_open = result["files_open"]
+        for note in result["notes"]:
+            self.log.warn("raw CSV: {note}", note=note)
+
+    def _batch_done(self, result):
+        """Reactor thread: account for a job and log what it met."""
+        self.flushes += 1
+        self.rows_written += result["rows"]
+        self.bytes_written += result["bytes"]
+        self.files_opened += result["opened"]
+        self.files_open = result["files_open"]
+        self.dropped_bad_values += result["bad_values"]
+        self.dropped_refused += result["refused_rows"]
+        for machine, sensor, text in result["failures"]:
+            self.log.critical("raw CSV: formatting {machine}/{sensor} failed; its rows of this "
+                              "flush are dropped:\n{traceback}",
+                              machine=machine, sensor=sensor, traceback=text)
+        if result["bad_values"]:
+            self.log.warn("raw CSV: {n} values were not numbers and were not written",
+                          n=result["bad_values"])
+            self._bad_logged += result["bad_values"]
+        for note in result["notes"]:
+            self.log.warn("raw CSV: {note}", note=note)
+        errors = result["errors"]
+        if errors:
+            self.write_errors += len(errors)
+            self.dropped_write_error += result["failed_rows"]
+            path, _, text = errors[0]
+            self._last_error = f"{path}: {text}"
+        now = self.clock.seconds()
+        for machine, sensor, path, eno, text, rows in result.get("file_errors", ()):
+            if eno not in GLOBAL_ERRNOS:
+                self._file_failed(machine, sensor, path, text, rows, now)
+        for machine, sensor in result.get("recovered", ()):
+            self._file_recovered(machine, sensor)
+        errors = [e for e in errors if e[1] in GLOBAL_ERRNOS]
+        if errors:
+            failed = sum(e[5] for e in result.get("file_errors", ()) if e[3] in GLOBAL_ERRNOS)
+            path, _, text = errors[0]
+            if not self._failing:
+                self._failing = True
+                self._failed_at_failure = self.dropped_write_error - failed
+                self.log.error("raw CSV: writing {path} failed ({error}); {rows} rows of this "
+                               "flush dropped ({files} files failed); retrying at every flush, "
+                               "statistics are not affected",
+                               path=path, error=text, rows=failed, files=len(errors))
+        elif self._failing and result["succeeded"]:
+            self._failing = False
+            self.log.info("raw CSV: writes succeed again; {rows} rows were dropped while they failed",
+                          rows=self.dropped_write_error - self._failed_at_failure)
+        return result
+
+    def _batch_lost(self, failure, lost):
+        """The job itself failed (the worker process died, or a bug): count, log, go on."""
+        self.write_errors += 1
+        self.dropped_write_error += lost
+        self._last_error = failure.getErrorMessage()
+        if not self._failing:
+            self._failing = True
+            self._failed_at_failure = self.dropped_write_error - lost
+            self.log.failure("raw CSV: a write job failed; {rows} rows of this flush dropped; "
+                             "retrying at every flush", failure, rows=lost)
