@@ -60,15 +60,16 @@ class HourCache:
 
 
 def merge_pending(pending, work):
-    """Add ``work`` (a list of ``(first_day, last_day)`` or :data:`RECHECK`) to
-    what is pending for one table."""
+    """Add ``work`` (a set of ``(first_day, last_day)`` or :data:`RECHECK`) to
+    what is pending for one table (a set: a table nobody reads for a while
+    keeps one entry per span, not one per commit)."""
     if pending is RECHECK or work is RECHECK:
         return RECHECK
-    return (pending or []) + work
+    return (pending or set()) | work
 
 
 def days_of(spans):
-    """The local dates in a list of ``(first_day, last_day)``, or None when
+    """The local dates in ``(first_day, last_day)`` spans, or None when
     they are too many to patch one by one."""
     days = set()
     for first, last in spans:

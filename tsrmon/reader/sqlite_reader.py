@@ -75,7 +75,7 @@ class SQLiteReader(AnalyticsReads, service.Service):
         self._lock = threading.Lock()
         self._path_locks = {}
         self._hour = {}     # (path, table) -> HourCache
-        self._pending = {}  # (path, table) -> [(first_day, last_day)] or hourcache.RECHECK
+        self._pending = {}  # (path, table) -> {(first_day, last_day)} or hourcache.RECHECK
         self._own_feed = None
         if feed is None:
             feed = self._own_feed = FileChangeFeed(config["DATABASE"]["PATH"])
@@ -153,7 +153,7 @@ class SQLiteReader(AnalyticsReads, service.Service):
             self._own_feed = None
         feed.subscribe(self._changed)
         with self._lock:
-            for key in self._hour:
+            for key in list(self._hour):
                 self._pending[key] = hourcache.RECHECK
 
     def written(self, change):
@@ -182,7 +182,7 @@ class SQLiteReader(AnalyticsReads, service.Service):
             if sensor is None:
                 continue
             if kind == "hour" and span[2] is not None:
-                w = [(span[2], span[3])]
+                w = {(span[2], span[3])}
             elif kind == SENSORS:
                 w = hourcache.RECHECK
             else:
@@ -190,13 +190,14 @@ class SQLiteReader(AnalyticsReads, service.Service):
             table = schema.stat_table(sensor, "hour")
             work[table] = hourcache.merge_pending(work.get(table), w)
         with self._lock:
-            if change.everything:
-                for key in self._hour:
-                    if key[0] == path:
-                        self._pending[key] = hourcache.RECHECK
-            for table, w in work.items():
-                key = (path, table)
-                self._pending[key] = hourcache.merge_pending(self._pending.get(key), w)
+            # Only cached tables: a table not cached yet is loaded whole by
+            # its first read (it is in ``_hour`` before that read's SELECT).
+            for key in list(self._hour):
+                if key[0] != path:
+                    continue
+                w = hourcache.RECHECK if change.everything else work.get(key[1])
+                if w is not None:
+                    self._pending[key] = hourcache.merge_pending(self._pending.get(key), w)
 
     def _take_pending(self, key):
         with self._lock:
