@@ -18,19 +18,28 @@ Nothing here is used by the typed API itself.  Leaf module: no imports.
 """
 
 
+_NAMES = {}  # class -> {YAML name: attribute name}
+
+
+def _names(cls, table):
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = {key: f.name for key, f in table().items()}
+    return names
+
+
 class SectionCompat:
     """Item access to a section by its YAML keys (``section["PATH"]``)."""
 
     __slots__ = ()
 
     def _field_name(self, key):
-        f = self.settings().get(key)
-        if f is None:
-            raise KeyError(key)
-        return f.name
+        return _names(type(self), self.settings)[key]  # KeyError as a dict's
 
     def __getitem__(self, key):
-        return getattr(self, self._field_name(key))
+        # On hot paths until they read attributes: one dict lookup, one getattr.
+        names = _NAMES.get(type(self)) or _names(type(self), self.settings)
+        return getattr(self, names[key])
 
     def get(self, key, default=None):
         try:
@@ -71,13 +80,11 @@ class ConfigCompat:
     __slots__ = ()
 
     def _section_field(self, name):
-        f = self.sections().get(name)
-        if f is None:
-            raise KeyError(name)
-        return f
+        return self.sections()[name]  # KeyError as a dict's
 
     def __getitem__(self, name):
-        return getattr(self, self._section_field(name).name)
+        names = _NAMES.get(type(self)) or _names(type(self), self.sections)
+        return getattr(self, names[name])
 
     def get(self, name, default=None):
         try:

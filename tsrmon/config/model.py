@@ -68,7 +68,8 @@ class Config(ConfigCompat):
     @classmethod
     def sections(cls):
         """``{YAML section name: attrs field}`` in the file's order."""
-        return {f.metadata[SECTION]: f for f in attrs.fields(cls) if SECTION in f.metadata}
+        return _SECTIONS
+
 
     def stat_mode(self, sensor_type):
         """``ABS`` or ``REAL`` for a sensor type, and whether it was named."""
@@ -101,6 +102,8 @@ class Config(ConfigCompat):
             return value
         return f.metadata[BUILD](value, self.source, self.base_dir).finish(self.source)
 
+
+_SECTIONS = {f.metadata[SECTION]: f for f in attrs.fields(Config) if SECTION in f.metadata}
 
 # Checks across keys run once every section is built, in this order (a file
 # with several problems names the same one first as before the split).

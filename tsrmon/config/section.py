@@ -21,6 +21,7 @@ from tsrmon.config.compat import SectionCompat
 
 # attrs field metadata: the YAML key, its check, whether it is a path.
 KEY, CHECK, PATH = "tsrmon.key", "tsrmon.check", "tsrmon.path"
+_SETTINGS = {}  # section class -> Section.settings()
 
 
 def setting(key, default, check, *, path=False):
@@ -40,8 +41,12 @@ class Section(SectionCompat):
 
     @classmethod
     def settings(cls):
-        """``{YAML key: attrs field}`` in declaration order."""
-        return {f.metadata[KEY]: f for f in attrs.fields(cls) if KEY in f.metadata}
+        """``{YAML key: attrs field}`` in declaration order (built once per
+        class: the transitional item access asks on every read)."""
+        table = _SETTINGS.get(cls)
+        if table is None:
+            table = _SETTINGS[cls] = {f.metadata[KEY]: f for f in attrs.fields(cls) if KEY in f.metadata}
+        return table
 
     @classmethod
     def from_yaml(cls, given, source=None, base_dir=None):
