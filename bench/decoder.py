@@ -31,7 +31,8 @@ import time
 
 from tsrmon.ingest import schema
 from tsrmon.ingest.framing import PickleFramer
-from tsrmon.ingest.safepickle import DONE, Limits, PickleWalk
+from tsrmon.ingest.opcodes import DONE, Limits
+from tsrmon.ingest.safepickle import PickleWalk
 
 
 class _NoGlobals(pickle.Unpickler):

@@ -13,7 +13,7 @@ from tests.conftest import expected, fixture_bytes
 from tsrmon.hub.records import DataFrame, NameFrame, SensorSamples
 from tsrmon.ingest import schema
 from tsrmon.ingest.framing import OK, REFUSED, JsonLineFramer, PickleFramer
-from tsrmon.ingest.safepickle import ALLOWED, Limits
+from tsrmon.ingest.opcodes import ALLOWED, Limits
 
 EXPECTED = expected()
 
@@ -301,7 +301,8 @@ def test_struct_fast_path_gives_the_schema_events(name):
 
 def test_fast_path_plan_refuses_shapes_it_cannot_describe():
     from tsrmon.ingest.fastpath import plan_for
-    from tsrmon.ingest.safepickle import PickleWalk, DONE
+    from tsrmon.ingest.opcodes import DONE
+    from tsrmon.ingest.safepickle import PickleWalk
 
     def plan(value):
         frame = pickle.dumps(value, protocol=4)

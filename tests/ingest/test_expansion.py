@@ -9,7 +9,8 @@ from tsrmon.config import build_config
 from tsrmon.ingest import framing
 from tsrmon.ingest.framing import EVENT, OK, REFUSED, PickleFramer
 from tsrmon.ingest.admission import limits_of
-from tsrmon.ingest.safepickle import DONE, Limits, PickleWalk
+from tsrmon.ingest.opcodes import DONE, Limits
+from tsrmon.ingest.safepickle import PickleWalk
 
 
 class CountingLoads:

@@ -16,7 +16,7 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 
 from tsrmon.ingest.protocol import MIN_WALK, WALK_BUDGET, DAQProtocol
-from tsrmon.ingest.safepickle import Limits
+from tsrmon.ingest.opcodes import Limits
 from tsrmon.peerlog import PeerLog
 
 

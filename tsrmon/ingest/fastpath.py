@@ -1,6 +1,6 @@
 """DataUpdates of a known shape decoded with ``struct``, without the pickle VM.
 
-A frame that matches a cached :class:`~tsrmon.ingest.safepickle.Shape` walks
+A frame that matches a cached :class:`~tsrmon.ingest.shapes.Shape` walks
 exactly like the frame the shape came from; only the 8-byte BINFLOAT
 arguments differ.  Which float argument ends up in which sensor's ``data``
 list is fixed by the skeleton, not by the values (the pickle VM never

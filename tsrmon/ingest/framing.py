@@ -10,7 +10,7 @@ most one incomplete frame buffered and return, per :meth:`feed`, a list of
   its values have the same types (only floats differ) and the schema check
   may take its fast path;
 - ``(EVENT, event, nbytes)`` (only with ``events=True``): a DataUpdate of a
-  known shape decoded straight into the schema's DATA event;
+  known shape decoded straight into the schema's DataFrame;
 - ``(REFUSED, reason, nbytes)``: a frame skipped whole, or undecodable
   bytes skipped up to the next resynchronisation point.
 
@@ -21,7 +21,9 @@ resynchronised.
 import orjson
 
 from tsrmon.ingest.fastpath import plan_for, plan_from_skeleton
-from tsrmon.ingest.safepickle import BAD, DONE, EXPANSION_REASON, YIELD, Limits, PickleWalk, ShapeCache, loads
+from tsrmon.ingest.opcodes import BAD, DONE, EXPANSION_REASON, YIELD, Limits
+from tsrmon.ingest.safepickle import PickleWalk, loads
+from tsrmon.ingest.shapes import ShapeCache
 
 OK, REFUSED, EVENT = "ok", "refused", "event"
 

@@ -30,7 +30,7 @@ from tsrmon.hub.records import DataFrame, FaultFrame, NameFrame
 from tsrmon.hub.registry import Refused
 from tsrmon.ingest import schema
 from tsrmon.ingest.framing import EVENT, OK, JsonLineFramer, PickleFramer
-from tsrmon.ingest.safepickle import EXPANSION_REASON
+from tsrmon.ingest.opcodes import EXPANSION_REASON
 from tsrmon.peerlog import peer_text
 
 KEEPALIVE_IDLE = 60
