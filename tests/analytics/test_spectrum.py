@@ -1,4 +1,4 @@
-"""Spectra (tsrmon/analytics/spectrum.py): analytic answers and streaming."""
+"""Spectra (tsrmon/analytics/spectrum/: welch, minutes, readings): analytic answers and streaming."""
 
 import math
 

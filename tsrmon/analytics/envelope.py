@@ -31,7 +31,8 @@ import math
 
 import numpy as np
 
-from tsrmon.analytics.spectrum import Spectrum, WelchSpectrum, amplitude_near, hann
+from tsrmon.analytics.spectrum.readings import amplitude_near
+from tsrmon.analytics.spectrum.welch import Spectrum, WelchSpectrum, hann
 
 DEFECTS = ("bpfo", "bpfi", "bsf", "ftf")
 

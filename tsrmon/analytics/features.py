@@ -5,7 +5,7 @@ figure out and say why in ``notes`` rather than guess."""
 
 from tsrmon.analytics import iso10816, meta as _meta
 from tsrmon.analytics.envelope import bearing_tones
-from tsrmon.analytics.spectrum import band_rms, orders, peaks, velocity_rms
+from tsrmon.analytics.spectrum.readings import band_rms, orders, peaks, velocity_rms
 
 
 def velocity_mm_s(spec, unit, rpm=None):
