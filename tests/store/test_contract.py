@@ -74,6 +74,7 @@ def test_an_upsert_adds_a_delta_two_deltas_equal_their_merge(tmp_path):
             'mcount, s1, s2, s3, s4 FROM "vib_hour_avg"').fetchall()
         conn.close()
     assert got["Apart"] == got["Merged"]
+    assert store.known_machines() == ["Apart", "Merged"] and store.known_sensors("Apart") == ["vib"]
     (r,) = got["Apart"]
     assert r[4:10] == (5, 6.75, 10.75, -2.0, 4.0, 1 + 4 + 12.25 + 16 + 0.0625)
     assert r[1] == 10.75 / 5 and r[10] == 5

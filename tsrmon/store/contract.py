@@ -55,6 +55,9 @@ class IAggregateStore(Interface):
     def known_machines():
         """Machines that have stored data (the hub remembers them)."""
 
+    def known_sensors(machine):
+        """The sensor names stored for ``machine`` (read at start-up)."""
+
     def healthy():
         """False when a machine's storage is broken."""
 

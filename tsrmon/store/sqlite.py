@@ -286,6 +286,11 @@ class SQLiteStore(service.Service):
         """Machines with a database file (for ``hub.remember``)."""
         return schema.machine_names(self.folder)
 
+    def known_sensors(self, machine):
+        """The sensor names a machine's file records (read-only, at start-up:
+        the registry refuses new names that differ from them only in case)."""
+        return schema.stored_sensor_names(self.folder, machine)
+
     # -- AggregateStore ------------------------------------------------------------
     def ensure_sensor(self, machine, sensor, stype, mode):
         self.database(machine).enqueue(("sensor", sensor, stype, mode, self.clock.seconds()), 1)
