@@ -211,6 +211,9 @@ def test_replace_checks_values_as_the_file_would(tmp_path):
     assert "DATA.IDLE_CLOSE: must be at least 1, got 0.5" in str(info.value)
     with pytest.raises(TypeError):
         c.replace(data={"idle_closed": 5})
+    with pytest.raises(TypeError):
+        c.replace(datas={"idle_close": 5})
+    assert c.replace(stat={"PRESSURE": "ABS"}).stat_mode("PRESSURE") == ("ABS", True)
     # finish() runs again: a replaced alarm rule list is parsed and checked.
     with pytest.raises(ConfigError) as info:
         c.replace(alarm={"rules": [{"name": "hot", "metric": "loudness", "above": 3}]})

@@ -10,8 +10,9 @@ Three sources, highest first (each field separately):
 
 The operator's config wins so that a benchmark sending faster than real
 time, or a DAQ that reports a wrong rate, can be corrected without touching
-the DAQ.  Pure functions over plain dicts: config.py validates with
-:func:`validate_entries` and the hub calls :func:`resolve`.
+the DAQ.  Pure functions over plain dicts: the SENSORS section
+(``tsrmon/spectra/settings.py``) validates with :func:`validate_entries` at
+load and the hub calls :func:`resolve`.
 """
 
 import fnmatch

@@ -17,6 +17,7 @@ import yaml
 from tsrmon.alarms.settings import AlarmSettings
 from tsrmon.config.checks import ConfigError
 from tsrmon.config.compat import ConfigCompat
+from tsrmon.config.section import Section
 from tsrmon.config.sections import LoggerSettings, ServerSettings, TimeSettings
 from tsrmon.ingest.settings import DaqSettings
 from tsrmon.live.settings import LiveSettings
@@ -88,11 +89,17 @@ class Config(ConfigCompat):
         section (each checked as the file's value would be); a section
         object or a list (SENSORS) replaces it whole.  Cross-section checks
         (paths, listeners) run only at load."""
+        fields = attrs.fields_dict(Config)
         changes = {}
         for name, value in sections.items():
+            f = fields.get(name)
+            if f is None or BUILD not in f.metadata:
+                raise TypeError(f"Config has no section {name!r}")
             current = getattr(self, name)
-            if isinstance(value, dict) and hasattr(current, "replace"):
+            if isinstance(value, dict) and isinstance(current, Section):
                 value = current.replace(self.source, self.base_dir, **value)
+            elif isinstance(value, dict):  # STAT: the mapping as the file gives it
+                value = f.metadata[BUILD](value, self.source, self.base_dir).finish(self.source)
             changes[name] = value
         return attrs.evolve(self, **changes)
 
