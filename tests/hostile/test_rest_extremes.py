@@ -1,6 +1,6 @@
 """REST never answers 500 to input: extreme dates and odd parameters on every route.
 
-Supported dates are 1970-01-01 … 9998-12-31 (tsrmon.web.rest.MIN_DATE/MAX_DATE);
+Supported dates are 1970-01-01 … 9998-12-31 (tsrmon.web.routes.params.MIN_DATE/MAX_DATE);
 any other date is a 400 whose JSON body names that range.  A hypothesis test
 sends generated dates and parameters to every route of a real RestAPI (real
 SQLite files with deployed-layout rows, a real notifier and alarm service);
@@ -23,8 +23,8 @@ from tests.web.conftest import clock, config, db_dir, hub, serve  # noqa: F401 (
 from tests.web.dbs import make_deployed_db
 from tsrmon.alarms.service import AlarmService
 from tsrmon.notify.service import NotifierService
-from tsrmon.store.reader import SQLiteReader
-from tsrmon.web import rest
+from tsrmon.reader.sqlite_reader import SQLiteReader
+from tsrmon.web.routes.params import parse_date
 
 RANGE_TEXT = "1970-01-01 … 9998-12-31"
 LO, HI = date(1970, 1, 1), date(9998, 12, 31)
@@ -172,7 +172,7 @@ def _date_texts():
 
 def _parsed(text):
     try:
-        return rest.parse_date(text)
+        return parse_date(text)
     except (ValueError, OverflowError):
         return None
 

@@ -12,7 +12,7 @@ from twisted.web.server import Site
 
 from tsrmon.config import build_config
 from tsrmon.hub.machines import MachineHub
-from tsrmon.store.reader import SQLiteReader
+from tsrmon.reader.sqlite_reader import SQLiteReader
 from tsrmon.web.rest import RestAPI
 
 ZONE = "Asia/Seoul"

@@ -17,7 +17,7 @@ from tests.conftest import expected
 from tests.web.conftest import FakeDAQ, make_config
 from tests.web.dbs import fill_from_messages, make_deployed_db
 from tsrmon.hub.machines import MachineHub
-from tsrmon.store.reader import SQLiteReader
+from tsrmon.reader.sqlite_reader import SQLiteReader
 from tsrmon.web.rest import RestAPI
 
 T0 = 1_795_571_940  # 2026-11-25 10:59:00 Asia/Seoul

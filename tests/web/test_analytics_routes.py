@@ -16,7 +16,7 @@ from twisted.web.server import Site
 
 from tests.web.analytics_db import RATE, VELOCITY, fill
 from tsrmon.analytics import iso10816
-from tsrmon.store.reader import SQLiteReader
+from tsrmon.reader.sqlite_reader import SQLiteReader
 from tsrmon.web.rest import RestAPI
 
 DAY = "2026-12-07"

@@ -361,7 +361,7 @@ def test_hour_cache_sees_new_and_updated_rows(serve, db_dir):
 
 
 def test_floats_are_never_nan_or_infinite():
-    from tsrmon.store.reader import _item, encode_items
+    from tsrmon.reader.series import _item, encode_items
     assert _item({"time": "2026-01-01 00:00:00", "data": math.nan}) is None
     assert _item({"time": "2026-01-01 00:00:00", "data": math.inf}) is None
     assert _item({"time": "2026-01-01 00:00:00", "data": None}) is None

@@ -18,7 +18,7 @@ from twisted.web.server import Site
 
 from tests.conftest import ROOT
 from tests.web.analytics_db import fill
-from tsrmon.store.reader import SQLiteReader
+from tsrmon.reader.sqlite_reader import SQLiteReader
 from tsrmon.web.rest import RestAPI
 
 BEFORE = "9d4bad5"  # the last commit before issue 17's REST routes

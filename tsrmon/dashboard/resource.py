@@ -149,7 +149,7 @@ def dashboard_resource(config, static_dir=None):
     """The dashboard for ``/`` of the HTTP site (a Klein ``branch=True`` route
     may return it, or a plain Resource tree may ``putChild`` its children).
 
-    ``config`` is taken for symmetry with the other rooms; nothing in it
+    ``config`` is taken for symmetry with the other parts of the site; nothing in it
     changes how the files are served today.
     """
     return DashboardResource(static_dir or STATIC_DIR)

@@ -2,7 +2,8 @@
 
 Every 200 response has a schema with required keys and concrete types, so
 a client generator (and schemathesis) can trust it.  ``tests/web`` fails
-when a Klein route of :class:`tsrmon.web.rest.RestAPI` is missing here.
+when a Klein route of :class:`tsrmon.web.rest.RestAPI` (its routes are in
+``tsrmon/web/routes/``) is missing here.
 """
 
 import copy
@@ -10,7 +11,7 @@ import copy
 from tsrmon.store.schema import LEGACY_LEVELS
 
 MAX_MINUTES = 7 * 24 * 60
-# Issue 17: the opt-in statistics of /stat/{level}?fields= (tsrmon.store.reader
+# Issue 17: the opt-in statistics of /stat/{level}?fields= (tsrmon.reader.analytics
 # moment_stats), and the size bounds of /spectrum/waterfall.
 STAT_FIELDS = ("mean", "std", "rms", "skewness", "kurtosis", "peak", "peak_to_peak", "crest",
                "moments_count")
@@ -21,7 +22,7 @@ _INSTANT = ("Epoch seconds, YYYY-MM-DDTHH:MM[:SS] (local TIME.ZONE unless it car
 _AMPLITUDE = ("Amplitude convention: `amplitude` is \"rms\": every value is the RMS amplitude per "
               "line in the sensor's unit, window energy corrected; a sine of peak amplitude A "
               "shows A/√2 (its energy may split over two adjacent lines). Line k is at f0 + k·df Hz.")
-# The dates a query may name (tsrmon.web.rest.MIN_DATE / MAX_DATE); any other
+# The dates a query may name (tsrmon.web.routes.params.MIN_DATE / MAX_DATE); any other
 # date is answered 400 naming this range.
 MIN_DATE = "1970-01-01"
 MAX_DATE = "9998-12-31"

@@ -25,7 +25,7 @@ from tsrmon.web.routes.faults import FaultRoutes
 from tsrmon.web.routes.health import HealthRoutes
 from tsrmon.web.routes.machines import MachineRoutes
 from tsrmon.web.routes.notifications import NotificationRoutes
-from tsrmon.web.routes.params import MAX_DATE, MIN_DATE, BadParameter, parse_date  # noqa: F401 (the API's dates)
+from tsrmon.web.routes.params import BadParameter
 from tsrmon.web.routes.spectra import SpectraRoutes
 from tsrmon.web.routes.stats import StatRoutes
 

@@ -10,7 +10,7 @@ import orjson
 from twisted.internet import defer
 
 from tsrmon.store import schema
-from tsrmon.store.reader import align_series, legacy_item
+from tsrmon.reader.series import align_series, legacy_item
 from tsrmon.web.routes import app
 from tsrmon.web.routes.answers import CSV, JSON, Answers, cell, content_disposition, csv_bytes
 from tsrmon.web.routes.params import MAX_DATE, BadParameter, Params
