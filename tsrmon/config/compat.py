@@ -119,7 +119,9 @@ class ConfigCompat:
         """A mapping given for a section is checked as the file's would be
         (missing keys take their defaults); a section object is taken."""
         f = self._section_field(name)
-        object.__setattr__(self, f.name, self.section_value(f, value))
+        if not (isinstance(value, f.type) or f.type is list):
+            value = f.metadata["tsrmon.build"](value, self.source, self.base_dir).finish(self.source)
+        object.__setattr__(self, f.name, value)
 
 
 def schema_table(config_class):

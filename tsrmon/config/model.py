@@ -71,7 +71,6 @@ class Config(ConfigCompat):
         """``{YAML section name: attrs field}`` in the file's order."""
         return _SECTIONS
 
-
     def stat_mode(self, sensor_type):
         """``ABS`` or ``REAL`` for a sensor type, and whether it was named."""
         return self.stat.mode(sensor_type)
@@ -102,12 +101,6 @@ class Config(ConfigCompat):
                 value = f.metadata[BUILD](value, self.source, self.base_dir).finish(self.source)
             changes[name] = value
         return attrs.evolve(self, **changes)
-
-    def section_value(self, f, value):
-        """What ``config["NAME"] = value`` stores (see compat)."""
-        if isinstance(value, f.type) or f.type is list:
-            return value
-        return f.metadata[BUILD](value, self.source, self.base_dir).finish(self.source)
 
 
 _SECTIONS = {f.metadata[SECTION]: f for f in attrs.fields(Config) if SECTION in f.metadata}
