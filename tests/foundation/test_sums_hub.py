@@ -140,3 +140,16 @@ def test_congestion_reaches_every_connection_including_new_ones(tmp_path):
     assert a.congested and b.congested
     hub.storage_congested(False)
     assert not a.congested and not b.congested
+
+
+def test_a_run_of_frames_counts_each_frame_and_hands_spectra_one_chunk_per_frame(tmp_path):
+    import numpy as np
+    stats, raw, spectra = Sink(), Sink(), Sink()
+    hub = make_hub(tmp_path, dict(stats=stats, raw=raw, spectra=spectra))
+    m = hub.claim("M", Conn("h"))
+    hub.data(m, [("a", "VIB", np.arange(6.0))], frames=3)
+    assert m.frames == 3 and m.samples == 6
+    assert [(c[0], list(c[4])) for c in stats.calls] == [("add", [0.0, 1.0, 2.0, 3.0, 4.0, 5.0])]
+    assert [(c[0], len(c[3])) for c in raw.calls] == [("write", 6)]
+    # The spectra room learns a sensor's rate from its chunk length: one per frame.
+    assert [list(c[4]) for c in spectra.calls] == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]

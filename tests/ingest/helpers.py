@@ -16,7 +16,8 @@ class Recorder:
     """Every room at once: records what the hub hands it."""
 
     def __init__(self):
-        self.added = []  # (machine, sensor, stype, values, t, late)
+        self.added = []  # (machine, sensor, stype, values, t, late): runs of frames come whole
+        self.chunks = []  # the same, one entry per frame and sensor (the spectra side)
         self.raw = []
         self.faults = []
         self.anomalies = []
@@ -29,6 +30,17 @@ class Recorder:
 
     def add_late(self, machine, sensor, stype, values, t):
         self.added.append((machine, sensor, stype, list(values), t, True))
+
+    # the spectra room's side: one chunk per frame and sensor
+    def data(self, machine, sensor, stype, values, t, late=False):
+        self.chunks.append((machine, sensor, stype, list(values), t, late))
+
+    def per_sensor(self, entries):
+        """``{sensor: every sample}`` of ``added`` or ``chunks``, in order."""
+        out = {}
+        for e in entries:
+            out.setdefault(e[1], []).extend(e[3])
+        return out
 
     # RawSink
     def write(self, machine, sensor, values, t):
@@ -65,7 +77,7 @@ def make_config(tmp_path, daq=None, server=None):
 
 def make_hub(config):
     rec = Recorder()
-    hub = MachineHub(config, reactor, stats=rec, raw=rec, faults=rec, live=rec, notifier=Notifier())
+    hub = MachineHub(config, reactor, stats=rec, raw=rec, faults=rec, live=rec, notifier=Notifier(), spectra=rec)
     return hub, rec
 
 
@@ -138,3 +150,19 @@ def pieces_of(data, mode, rng=None):
         out.append(data[i:i + k])
         i += k
     return out
+
+
+def per_frame(event):
+    """A decoded event as frames: a run of frames of one shape (``frames`` >
+    1, arrays holding every frame's samples in turn) split back into one
+    DataFrame per frame, with float lists; anything else as it is."""
+    import numpy as np
+
+    from tsrmon.hub.records import DataFrame, SensorSamples
+    if type(event) is not DataFrame or event.frames == 1:
+        return [event]
+    k = event.frames
+    return [event._replace(frames=1, sensors=[
+        SensorSamples(n, t, [float(x) for x in np.asarray(v).reshape(k, -1)[i]]) for n, t, v in event.sensors])
+        for i in range(k)]
+

@@ -277,11 +277,17 @@ def _events(framer, data, step):
         if item[0] == "event":
             event = item[1]
             if type(event) is DataFrame:
-                # Long chunks come as float64 arrays on the fast path: the
+                # Long chunks come as float64 arrays on the fast path, and a
+                # run of frames of one shape as one event whose arrays hold
+                # every frame's samples, frame after frame: split back, the
                 # same samples as the pickle path's lists, in the same order.
-                sensors = [SensorSamples(n, t, [float(x) for x in v] if isinstance(v, np.ndarray) else v)
-                           for n, t, v in event.sensors]
-                event = event._replace(sensors=sensors)
+                k = event.frames
+                for i in range(k):
+                    sensors = [SensorSamples(n, t, [float(x) for x in np.asarray(v).reshape(k, -1)[i]]
+                                             if isinstance(v, np.ndarray) else v)
+                               for n, t, v in event.sensors]
+                    out.append(event._replace(sensors=sensors, frames=1))
+                continue
             out.append(event)
         elif item[0] == OK:
             out.append(schema.from_pickle(item[1], item[2], known))
@@ -355,3 +361,28 @@ def test_fast_path_follows_memo_references_by_provenance():
     assert second[0][0] == "event"
     assert second[0][1].sensors == [("s", "VIB", [-2.0, -2.0])]
     assert pickle.loads(frame(-2.0))[1]["s"]["data"] == [-2.0, -2.0]
+
+
+def test_a_run_of_frames_of_one_shape_is_one_event():
+    """Frames of a known shape that arrive together are decoded by one strided
+    view: one DataFrame with ``frames`` = their count, each sensor's samples
+    frame after frame; a run with a non-finite sample goes frame by frame."""
+    def data(k, bad=False):
+        vib = [k + i / 100 for i in range(30)]
+        if bad:
+            vib[3] = float("nan")
+        return pickle.dumps(("DataUpdate", {"a": {"type": "VIB", "data": vib},
+                                            "b": {"type": "TEMP", "data": [float(k)] * 3}}), protocol=4) + b"\\o"
+    framer = PickleFramer(events=True)
+    items = framer.feed(b"".join(data(k) for k in range(20)))
+    assert [i[0] for i in items] == [OK, "event"]  # the first frame is walked, the other 19 are one run
+    run = items[1][1]
+    assert type(run) is DataFrame and run.frames == 19 and run.nonfinite == 0
+    assert items[1][2] == 19 * (len(data(0)) - 2)
+    a, b = run.sensors
+    assert (a.sensor, a.stype, b.sensor, b.stype) == ("a", "VIB", "b", "TEMP")
+    assert a.values.dtype == np.float64 and a.values.tolist() == [k + i / 100 for k in range(1, 20) for i in range(30)]
+    assert b.values.tolist() == [float(k) for k in range(1, 20) for _ in range(3)]
+    items = framer.feed(b"".join(data(k, bad=k == 5) for k in range(10)))
+    assert [i[1].frames for i in items] == [1] * 10  # not all finite: frame by frame
+    assert items[5][1].nonfinite == 1 and len(items[5][1].sensors[0].values) == 29

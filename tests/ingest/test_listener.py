@@ -172,7 +172,8 @@ def test_stop_drains_what_was_received_while_paused(tmp_path):
     assert rec.added == []  # paused: nothing read yet
     assert svc.counters()["paused_now"] == 1
     yield svc.stopService()
-    assert [a[3][0] for a in rec.added] == [float(i) for i in range(50)]
+    assert [a[3][0] for a in rec.chunks] == [float(i) for i in range(50)]
+    assert rec.per_sensor(rec.added) == rec.per_sensor(rec.chunks)
     assert svc.factory.connections == set()
     assert not hub.machines["M1"].connected
     yield wait_until(lambda: daq.lost)

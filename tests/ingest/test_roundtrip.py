@@ -7,6 +7,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.ingest.helpers import per_frame
 from tsrmon.ingest import schema
 from tsrmon.ingest.framing import EVENT, OK, JsonLineFramer, PickleFramer
 
@@ -43,7 +44,7 @@ def decoded_events(items, json_mode):
     out = []
     for item in items:
         if item[0] == EVENT:
-            out.append(item[1])
+            out.extend(per_frame(item[1]))
             continue
         assert item[0] == OK, item
         if json_mode:

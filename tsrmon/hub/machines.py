@@ -94,7 +94,7 @@ class MachineHub(service.Service):
             self.live.machine_status(machine)
 
     # -- data ------------------------------------------------------------
-    def data(self, machine, sensors, t=None, late=False, meta=None, raw_csv=True):
+    def data(self, machine, sensors, t=None, late=False, meta=None, raw_csv=True, frames=1):
         """One DataUpdate: ``sensors`` is a sequence of
         :class:`~tsrmon.hub.records.SensorSamples` (or plain
         ``(name, type, finite values)`` tuples).
@@ -103,12 +103,16 @@ class MachineHub(service.Service):
         samples (``late=True``); otherwise now.  ``meta``: the DAQ's own
         sensor metadata (JSON ``rate``/``unit``/``rpm``) by sensor name.
         ``raw_csv=False``: samples that are not raw data (the demo's
-        backfilled history) skip the raw CSV log.
+        backfilled history) skip the raw CSV log.  ``frames`` > 1: a run of
+        frames of one shape that arrived together, each sensor's samples
+        of all of them in one array (statistics and raw CSV take it whole;
+        the spectra room still sees one chunk per frame, since it learns a
+        sensor's rate from the chunk length).
         """
         now = self.clock.seconds()
         if t is None:
             t = now
-        machine.frames += 1
+        machine.frames += frames
         machine.last_frame = now
         known = machine.sensors
         stats = self.stats
@@ -132,7 +136,11 @@ class MachineHub(service.Service):
             if write is not None:
                 write(name, sensor, values, t)
             if spectra is not None:
-                spectra.data(name, sensor, stype, values, t, late)
+                if frames == 1:
+                    spectra.data(name, sensor, stype, values, t, late)
+                else:
+                    for chunk in values.reshape(frames, -1):
+                        spectra.data(name, sensor, stype, chunk, t, late)
         machine.samples += samples
 
     def _report_meta(self, machine, sensor, stype, reported):

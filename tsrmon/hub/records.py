@@ -20,13 +20,18 @@ class SensorSamples(NamedTuple):
 class DataFrame(NamedTuple):
     """A decoded DataUpdate: the sensors kept, the sensors refused as
     ``(sensor, why)``, how many non-finite samples were dropped, the frame's
-    own time (None: now) and the DAQ's sensor metadata (JSON frames)."""
+    own time (None: now) and the DAQ's sensor metadata (JSON frames).
+
+    ``frames`` > 1: a run of that many frames of one shape that arrived
+    together, each sensor's samples of all of them in one float64 array,
+    frame after frame (``ingest/fastpath.py``, ``DataPlan.decode_run``)."""
 
     sensors: Sequence[SensorSamples]
     bad: Sequence[tuple]
     nonfinite: int
     t: Optional[float]
     meta: Optional[dict]
+    frames: int = 1
 
 
 class FaultFrame(NamedTuple):

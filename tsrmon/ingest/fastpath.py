@@ -78,7 +78,32 @@ class DataPlan:
                 nonfinite += len(values) - len(kept)
                 values = kept
             out.append(_new(SensorSamples, (sensor, stype, values)))
-        return _new(DataFrame, (out, self.bad, nonfinite, None, None))
+        return _new(DataFrame, (out, self.bad, nonfinite, None, None, 1))
+
+    def decode_run(self, buf, s, k, stride):
+        """One :class:`DataFrame` for ``k`` frames of this shape at ``s``,
+        ``s + stride``, ...: each sensor's samples of all of them as one
+        float64 array (frame after frame), read through one strided view of
+        the buffer; no Python float per sample and one event, not ``k``.
+        None when a sensor is refused or a sample is not finite: those frames
+        are decoded one by one (their counts are per frame)."""
+        if self.bad:
+            return None
+        out = []
+        for sensor, stype, runs, total in self.sensors:
+            if not runs:
+                a = _np.empty(0)
+            elif len(runs) == 1:
+                offset, count, _ = runs[0]
+                a = _np.ndarray((k, count), _BIG_F8, buf, s + offset + 1, (stride, 9)).astype(_np.float64)
+            else:
+                a = _np.concatenate([_np.ndarray((k, count), _BIG_F8, buf, s + offset + 1, (stride, 9))
+                                     for offset, count, _ in runs], axis=1).astype(_np.float64)
+            a = a.reshape(-1)
+            if not _isfinite(a.sum()):
+                return None
+            out.append(_new(SensorSamples, (sensor, stype, a)))
+        return _new(DataFrame, (out, self.bad, 0, None, None, k))
 
 
 _MARKER = struct.Struct(">d")

@@ -83,7 +83,11 @@ class PickleFramer:
             if walk is None:
                 s = self.pos
                 # Hot path: frames with the skeleton of an accepted frame.
+                # Consecutive frames of one planned shape at one stride are
+                # held as a run [plan, first, count, stride, last, length]
+                # and decoded together (one strided view, one event).
                 hits = 0
+                run = None
                 while s < n:
                     first = buf[s]
                     if first == 0x5C:  # terminator after the previous frame
@@ -106,10 +110,19 @@ class PickleFramer:
                             else:
                                 hits += 1
                                 plan = shape.plan
-                                if plan is not None:
-                                    append((EVENT, plan.decode(buf, s), length))
-                                else:
+                                if plan is None:
+                                    if run is not None:
+                                        run = self._emit_run(run, buf, append)
                                     append(self._decode(buf, s, end))
+                                elif run is not None and run[0] is plan and (
+                                        s - run[4] == run[3] or run[2] == 1):
+                                    run[3] = s - run[4]
+                                    run[2] += 1
+                                    run[4] = s
+                                else:
+                                    if run is not None:
+                                        self._emit_run(run, buf, append)
+                                    run = [plan, s, 1, 0, s, length]
                                 s = end
                                 continue
                     shape = shapes.find_shape(buf, s)
@@ -119,11 +132,15 @@ class PickleFramer:
                         break
                     end = s + shape.length
                     hits += 1
+                    if run is not None:
+                        run = self._emit_run(run, buf, append)
                     if shape.plan is not None:
-                        append((EVENT, shape.plan.decode(buf, s), shape.length))
+                        run = [shape.plan, s, 1, 0, s, shape.length]
                     else:
                         append(self._decode(buf, s, end))
                     s = end
+                if run is not None:
+                    self._emit_run(run, buf, append)
                 self.shape_hits += hits
                 self.pos = s
                 if s >= n or self.wait_until or (buf[s] == 0x5C and s + 1 >= n):
@@ -185,6 +202,19 @@ class PickleFramer:
         self.finishing = True
         self.wait_until = 0
         return self.feed(b"")
+
+    @staticmethod
+    def _emit_run(run, buf, append):
+        """Append the event(s) of a held run of planned frames; returns None."""
+        plan, s, k, stride, _, length = run
+        if k > 1:
+            event = plan.decode_run(buf, s, k, stride)
+            if event is not None:
+                append((EVENT, event, k * length))
+                return None
+        for i in range(k):
+            append((EVENT, plan.decode(buf, s + i * stride), length))
+        return None
 
     @staticmethod
     def _decode(buf, s, end):

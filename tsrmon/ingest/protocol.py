@@ -366,7 +366,7 @@ class DAQProtocol(protocol.Protocol):
         self.last_frame = self.clock.seconds()
         if kind is DataFrame:
             if self.dropping and not self.draining:
-                machine.frames += 1
+                machine.frames += event.frames
                 machine.dropped_bytes += nbytes
                 return
             if event.bad:
@@ -374,7 +374,7 @@ class DAQProtocol(protocol.Protocol):
             if event.nonfinite:
                 machine.dropped_nonfinite += event.nonfinite
             if event.t is None:
-                self.hub.data(machine, event.sensors, meta=event.meta)
+                self.hub.data(machine, event.sensors, meta=event.meta, frames=event.frames)
             else:
                 self.hub.data(machine, event.sensors, t=event.t, late=True, meta=event.meta)
         elif kind is FaultFrame:

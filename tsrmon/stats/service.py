@@ -55,7 +55,7 @@ def as_array(chunks):
     """
     if len(chunks) == 1:
         return np.asarray(chunks[0], dtype=np.float64).ravel()
-    if isinstance(chunks[0], np.ndarray):
+    if any(type(c) is not list for c in chunks):  # arrays: long chunks, runs of frames
         return np.concatenate([np.asarray(c, dtype=np.float64).ravel() for c in chunks])
     n = sum(map(len, chunks))
     return np.fromiter(itertools.chain.from_iterable(chunks), dtype=np.float64, count=n)
