@@ -176,3 +176,37 @@ def test_flush_mid_second_stores_everything_and_live_gets_one_second(tmp_path):
     assert sums.total_sq == pytest.approx(want.total_sq, rel=1e-12)
     rig.stats.stopService()
     assert_matches_oracle(rig.store, zone, rig.fed)
+
+
+def test_long_arrays_are_reduced_as_they_arrive_with_the_same_sums(tmp_path):
+    """A full-rate chunk (an array of StatsService.REDUCE_AT samples or more)
+    is folded at once: nothing is held for the tick, and the second's sums
+    are those of every sample, short lists of the same second included."""
+    import numpy as np
+    from twisted.internet import task
+
+    from tests.stats.helpers import LiveRecorder
+    from tsrmon.stats.memory import MemoryStore
+    from tsrmon.stats.service import StatsService
+    clock = task.Clock()
+    clock.advance(1_800_000_000.2)
+    live = LiveRecorder()
+    stats = StatsService(config(tmp_path, "UTC"), clock, [live], MemoryStore())
+    rng = np.random.default_rng(7)
+    big = [rng.normal(size=StatsService.REDUCE_AT + k) for k in (0, 5)]
+    small = [0.5] * 30
+    t = clock.seconds()
+    stats.add("M", "vib", "VIB", big[0], t)
+    assert stats._pending == {}  # folded, not held
+    stats.add("M", "vib", "VIB", small, t)
+    stats.add("M", "vib", "VIB", big[1], t)
+    clock.advance(1)
+    stats.add("M", "vib", "VIB", [1.0], clock.seconds())  # rolls the second
+    (second,) = [s for s in live.seconds if s[1] == "vib"][:1]
+    sums = second[-1]
+    every = np.concatenate(big + [np.array(small)])
+    assert sums.count == every.size
+    assert sums.minimum == every.min() and sums.maximum == every.max()
+    assert math.isclose(sums.total, every.sum(), rel_tol=1e-12, abs_tol=1e-9)
+    assert math.isclose(sums.total_sq, float(every @ every), rel_tol=1e-12)
+    assert sums.moments.count == every.size

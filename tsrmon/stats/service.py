@@ -147,10 +147,18 @@ class StatsService(service.Service):
         self.log.failure("statistics {what} loop stopped", failure, what=what)
 
     # -- StatsSink -------------------------------------------------------------
+    # An array at least this long (a full-rate chunk, not the deployed
+    # 30-sample frames) is reduced as it arrives: no copy into one array per
+    # second, nothing held until the tick, the chunk still in the cache.
+    REDUCE_AT = 8192
+
     def add(self, machine, sensor, stype, values, t):
         if not (self._second_start <= t < self._second_end):
             self._roll(t)
         key = (machine, sensor, stype)
+        if len(values) >= self.REDUCE_AT and type(values) is np.ndarray:
+            self._fold(key, self.calendar.minute_start(self._second_start), (values,))
+            return
         chunks = self._pending.get(key)
         if chunks is None:
             self._pending[key] = [values]
@@ -191,31 +199,12 @@ class StatsService(service.Service):
         when the second is done.
         """
         pending = self._pending
-        partial = self._partial
         if pending:
             self._pending = {}
             m0 = self.calendar.minute_start(self._second_start)
             for key, chunks in pending.items():
-                try:
-                    a = as_array(chunks)
-                    sums = PartialSums.of(a)
-                    if sums:
-                        sums.moments = self._moments(key[0], key[1], a)
-                except (TypeError, ValueError):
-                    # The hub hands finite floats only; anything else is a bug
-                    # upstream, logged with context and not allowed to stop others.
-                    self.log.failure("{key}: cannot reduce {n} value lists", key=key, n=len(chunks))
-                    continue
-                if not sums:
-                    continue
-                self.samples += sums.count
-                self._announce(key)
-                self._merge_delta(key, m0, sums.copy())
-                got = partial.get(key)
-                if got is None:
-                    partial[key] = sums
-                else:
-                    got.merge(sums)
+                self._fold(key, m0, chunks)
+        partial = self._partial
         if not second_done or not partial:
             return
         self._partial = {}
@@ -229,6 +218,30 @@ class StatsService(service.Service):
                     sink.second(machine, sensor, stype, t, sums)
                 except Exception:
                     self.log.failure("{key}: {sink} failed on a second", key=key, sink=type(sink).__name__)
+
+    def _fold(self, key, m0, chunks):
+        """Reduce ``chunks`` of ``key`` into the deltas of minute ``m0`` and
+        the sums of the current second (``_partial``)."""
+        try:
+            a = as_array(chunks)
+            sums = PartialSums.of(a)
+            if sums:
+                sums.moments = self._moments(key[0], key[1], a)
+        except (TypeError, ValueError):
+            # The hub hands finite floats only; anything else is a bug
+            # upstream, logged with context and not allowed to stop others.
+            self.log.failure("{key}: cannot reduce {n} value lists", key=key, n=len(chunks))
+            return
+        if not sums:
+            return
+        self.samples += sums.count
+        self._announce(key)
+        self._merge_delta(key, m0, sums.copy())
+        got = self._partial.get(key)
+        if got is None:
+            self._partial[key] = sums
+        else:
+            got.merge(sums)
 
     def reference(self, machine, sensor, values=None):
         """The fixed reference c of a sensor's moments: the store's stored one,
