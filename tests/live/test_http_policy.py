@@ -34,9 +34,9 @@ class PolicySite:
         self.registry = MachineRegistry(self.config, reactor)
         self.registry.remember(["m1"])
         self.policy = HttpPolicy.from_config(self.config) if shared else None
-        bus = LiveBus()
-        self.live = LiveService(self.config, reactor, self.registry, policy=self.policy, bus=bus)
-        self.hub = MachineHub(self.config, reactor, registry=self.registry, live=bus)
+        self.bus = LiveBus()  # statistics' side: tests hand seconds to it
+        self.live = LiveService(self.config, reactor, self.registry, policy=self.policy, bus=self.bus)
+        self.hub = MachineHub(self.config, reactor, registry=self.registry, live=self.bus)
         self.rest = RestAPI(self.config, reactor, self.hub, None, live=self.live, policy=self.policy)
         # The order of makeService's rooms: the policy before live and rest.
         self.rooms = ([self.policy] if shared else []) + [self.live, self.rest]

@@ -128,7 +128,7 @@ def test_moments_match_numpy_at_every_level_across_a_restart(tmp_path):
 
 
 def test_the_sine_figures_per_second_reach_the_live_layer(tmp_path):
-    """hub.second carries the moments: crest √2 and kurtosis 1.5 for a tone."""
+    """A second handed to the live sink carries the moments: crest √2 and kurtosis 1.5 for a tone."""
     cfg = config(tmp_path, ZONE)
     rig = Rig(cfg, epoch(ZONE, "2026-06-01 12:00:00"), store=MemoryStore())
     i = np.arange(25600)

@@ -32,6 +32,7 @@ import numpy as np
 from twisted.internet import defer
 
 from tsrmon.analytics import spectrum as _spectrum
+from tsrmon.hub.registry import LastFault
 from tsrmon.live.socketio import Namespace
 
 NAMESPACE_PREFIX = "/sio/"
@@ -49,7 +50,7 @@ class MachineNamespace(Namespace):
         self.subscribers = {}  # sensor -> set of NamespaceSocket
         self.stored = None  # stored_summary() once read (None: not yet, or no storage)
         self._stored_waiters = None  # Deferreds waiting for the read in flight
-        self.live_anomaly = None  # (score, threshold, t) of the last anomaly of this run
+        self.live_anomaly = None  # the LastFault of the last anomaly of this run
         self.spectrum_subscribers = {}  # sensor -> set of NamespaceSocket (issue 17)
         self.spectrum_sent = {}  # sensor -> t0 of the minute last sent to the subscribers
         self._spectrum_reading = set()  # sensors whose stored spectrum is being read
@@ -111,7 +112,7 @@ class MachineNamespace(Namespace):
             # Every FaultDetect is broadcast; remember the last one over threshold.
             a = args[0]
             if a.get("score", 0.0) > a.get("threshold", 0.0):
-                self.live_anomaly = (a["score"], a["threshold"], self.service.clock.seconds())
+                self.live_anomaly = LastFault(a["score"], a["threshold"], self.service.clock.seconds())
         return super().broadcast(event, *args)
 
     def status_payload(self):
@@ -401,19 +402,19 @@ def _float(value):
 
 
 def _score(fault, text):
-    """``(score, threshold, t)`` → the JSON of ``last_fault`` / ``last_anomaly``."""
+    """A :class:`LastFault` → the JSON of ``last_fault`` / ``last_anomaly``."""
     if fault is None:
         return None
-    score, threshold, t = fault
-    return {"score": float(score), "threshold": float(threshold), "t": t,
-            "time": text(t) if t is not None else None, "over": score > threshold}
+    t = fault.t
+    return {"score": float(fault.score), "threshold": float(fault.threshold), "t": t,
+            "time": text(t) if t is not None else None, "over": fault.score > fault.threshold}
 
 
 @defer.inlineCallbacks
 def stored_summary(reader, machine, now, mode, zone, retention_days=7):
     """What storage knows of ``machine`` for its first ``status``:
     ``{"latest": {sensor: {"data", "time"}}, "last_seen": epoch or None,
-    "last_fault": (score, threshold, t) or None, "last_anomaly": same or None}``.
+    "last_fault": a LastFault or None, "last_anomaly": same or None}``.
 
     ``reader`` is the SQLite reader (every read runs in its threads); the
     newest day is read first and older data only when that day is empty.
@@ -436,17 +437,17 @@ def stored_summary(reader, machine, now, mode, zone, retention_days=7):
         faults = yield reader.faults(machine, start=start)
         if faults:
             time_text, t, score, threshold = faults[-1]
-            last_fault = (score, threshold, t if t is not None else _epoch(time_text, zone))
+            last_fault = LastFault(score, threshold, t if t is not None else _epoch(time_text, zone))
             break
     for days in (1, 30, None):
         start = None if days is None else text(now - days * 86400)[:10]
         anomalies = yield reader.anomalies(machine, start=start)
         if anomalies:
             _, time_text, score, threshold = anomalies[-1]
-            last_anomaly = (score, threshold, _epoch(time_text, zone))
+            last_anomaly = LastFault(score, threshold, _epoch(time_text, zone))
             break
-    if last_fault is not None and last_fault[2] is not None:
-        last_seen = last_fault[2] if last_seen is None else max(last_seen, last_fault[2])
+    if last_fault is not None and last_fault.t is not None:
+        last_seen = last_fault.t if last_seen is None else max(last_seen, last_fault.t)
     return {"latest": latest, "last_seen": last_seen, "last_fault": last_fault,
             "last_anomaly": last_anomaly}
 

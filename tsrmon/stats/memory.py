@@ -1,4 +1,4 @@
-"""An in-memory :class:`~tsrmon.stats.ports.AggregateStore` (tests, dry runs).
+"""An in-memory :class:`~tsrmon.stats.sinks.AggregateStore` (tests, dry runs).
 
 It applies deltas exactly as the SQLite store does, so statistics tests can
 check rows without a database.

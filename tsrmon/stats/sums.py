@@ -125,7 +125,7 @@ class PartialSums:
 # -- sum rows ------------------------------------------------------------------
 # A sum row is ``(sensor, level, t0, utc_offset, time, count, sum, sum_abs,
 # min, max, sum_sq)`` optionally followed by the moment columns
-# ``(mcount, ref, s1, s2, s3, s4)`` (stats/ports.py).
+# ``(mcount, ref, s1, s2, s3, s4)`` (stats/sinks.py).
 
 def row_moments(row):
     """The :class:`Moments` of a sum row, or None (11 columns, or mcount 0)."""
