@@ -14,7 +14,7 @@ import requests
 
 from tests.daemon.harness import Daemon
 from tests.dashboard.helpers import ARTIFACTS, HERE, chromium
-from tsrmon import simulate
+from tsrmon.daqside.demo import DEMO_FULL_RATE
 
 DRIVER = os.path.join(HERE, "analytics.cjs")
 MACHINE = "CoolingFan"
@@ -43,7 +43,7 @@ def test_demo_machine_page_shows_spectrum_waterfall_and_velocity_with_iso_zones(
         assert daemon.stop() == 0
 
     (card,) = [c for c in out["cards"] if c["sensor"] == SENSOR]
-    fr = simulate.DEMO_FULL_RATE[MACHINE]["rpm"] / 60
+    fr = DEMO_FULL_RATE[MACHINE]["rpm"] / 60
     # The spectrum: 1,600 RMS lines; its strongest peak is the unbalance 1×,
     # labelled, and the orders 1×, 2×, 3× are labelled at n × running speed.
     spec = card["spectrum"]
