@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tsrmon.peerlog import peer_text
-from tsrmon.store import migrate, spectra
+from tsrmon.store import migrate, sqlite_spectra
 from tsrmon.store.deltas import compact_ops, op_rows
 from tsrmon.store.feed import change_of
 from tsrmon.store.sqlite_upsert import SensorCatalog, apply_fault, apply_sum_rows, prune_minutes
@@ -207,7 +207,7 @@ class MachineDatabase:
                 elif kind == "prune":
                     prune_minutes(conn, self._catalog, op[1])
                 else:
-                    spectra.apply(conn, self._catalog, op)
+                    sqlite_spectra.apply(conn, self._catalog, op)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
