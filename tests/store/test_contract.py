@@ -133,3 +133,34 @@ def test_the_file_feed_publishes_a_foreign_commit_once(tmp_path):
     assert got == [Change("M", everything=True)]
     conn.close()
     feed.close()
+
+
+def _imports(path):
+    import ast
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+    return out
+
+
+def test_the_reader_and_the_writer_meet_only_through_the_contract_and_the_feed():
+    import pathlib
+
+    import tsrmon
+    root = pathlib.Path(tsrmon.__file__).parent
+    writer = ("tsrmon.store.sqlite", "tsrmon.store.sqlite_machine", "tsrmon.store.sqlite_upsert",
+              "tsrmon.store.sqlite_spectra", "tsrmon.store.sqlite_tools", "tsrmon.store.deltas",
+              "tsrmon.store.migrate", "tsrmon.store.spool", "tsrmon.store.tools")
+    for path in (root / "reader").glob("*.py"):
+        bad = {m for m in _imports(path) if m in writer}
+        assert not bad, f"{path.name} imports writer code {bad}"
+    for path in (root / "store").glob("*.py"):
+        if path.name == "reader.py":
+            continue  # the re-export shim for callers not yet moved
+        bad = {m for m in _imports(path) if m.startswith("tsrmon.reader")}
+        assert not bad, f"{path.name} imports the reader {bad}"
