@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import expected, fixture_bytes
+from tests.ingest.helpers import per_frame
 from tsrmon.hub.records import DataFrame, NameFrame, SensorSamples
 from tsrmon.ingest import schema
 from tsrmon.ingest.framing import OK, REFUSED, JsonLineFramer, PickleFramer
@@ -386,3 +387,18 @@ def test_a_run_of_frames_of_one_shape_is_one_event():
     items = framer.feed(b"".join(data(k, bad=k == 5) for k in range(10)))
     assert [i[1].frames for i in items] == [1] * 10  # not all finite: frame by frame
     assert items[5][1].nonfinite == 1 and len(items[5][1].sensors[0].values) == 29
+
+
+def test_a_run_stops_at_a_frame_of_another_shape_and_keeps_the_order():
+    def data(k, n=30):
+        return pickle.dumps(("DataUpdate", {"a": {"type": "VIB", "data": [k + i / 100 for i in range(n)]}}),
+                            protocol=4) + b"\\o"
+    framer = PickleFramer(events=True)
+    framer.feed(data(-1) + data(-1, 31))  # both shapes known (walked once each)
+    stream = b"".join(data(k) for k in range(10)) + data(10, 31) + b"".join(data(k) for k in range(11, 40))
+    items = framer.feed(stream)
+    assert all(i[0] == "event" for i in items)
+    frames = [f for i in items for f in per_frame(i[1])]
+    assert len(frames) == 40 and len(items) < 10  # runs, not one event a frame
+    assert [f.sensors[0].values[0] for f in frames] == [float(k) for k in range(40)]
+    assert [len(f.sensors[0].values) for f in frames] == [30] * 10 + [31] + [30] * 29

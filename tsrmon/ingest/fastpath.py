@@ -100,7 +100,7 @@ class DataPlan:
                 a = _np.concatenate([_np.ndarray((k, count), _BIG_F8, buf, s + offset + 1, (stride, 9))
                                      for offset, count, _ in runs], axis=1).astype(_np.float64)
             a = a.reshape(-1)
-            if not _isfinite(a.sum()):
+            if not _np.isfinite(a).all():
                 return None
             out.append(_new(SensorSamples, (sensor, stype, a)))
         return _new(DataFrame, (out, self.bad, 0, None, None, k))

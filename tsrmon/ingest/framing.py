@@ -116,9 +116,17 @@ class PickleFramer:
                                     append(self._decode(buf, s, end))
                                 elif run is not None and run[0] is plan and (
                                         s - run[4] == run[3] or run[2] == 1):
-                                    run[3] = s - run[4]
+                                    stride = run[3] = s - run[4]
                                     run[2] += 1
                                     run[4] = s
+                                    # The rest of the run in one numpy check.
+                                    more = shape.count_run(buf, s + stride, n, stride,
+                                                           bytes(buf[s - stride + length:s]))
+                                    if more:
+                                        hits += more
+                                        run[2] += more
+                                        run[4] = s + more * stride
+                                        end = run[4] + length
                                 else:
                                     if run is not None:
                                         self._emit_run(run, buf, append)

@@ -10,6 +10,8 @@ of slice comparisons instead of a walk.  A shape may carry the
 ``fastpath.DataPlan`` that decodes its frames without ``pickle.loads``.
 """
 
+import numpy as _np
+
 
 class Shape:
     """The opcode skeleton of one accepted frame (see the module docstring).
@@ -19,7 +21,7 @@ class Shape:
     bytes of each BINFLOAT run (step 9, all ``G``).
     """
 
-    __slots__ = ("length", "checks", "key", "head", "plan")
+    __slots__ = ("length", "checks", "key", "head", "plan", "_fixed")
 
     KEY_BYTES = 12
 
@@ -37,8 +39,35 @@ class Shape:
         if at < self.length:
             checks.append((at, self.length, 1, bytes(frame[at:self.length])))
         self.checks = checks
+        self._fixed = {}  # gap bytes -> (positions, values) for count_run
         self.key = bytes(frame[:self.KEY_BYTES])
         self.head = checks[0][3][:64] if checks[0][2] == 1 else b""
+
+    def count_run(self, buf, s, n, stride, gap, limit=4096):
+        """How many frames of this shape follow one another from ``s``, one
+        every ``stride`` bytes, each preceded by the ``gap`` bytes (the
+        terminator seen between the run's first frames): every checked byte
+        of all of them compared in one numpy operation, not a slice
+        comparison per check and frame."""
+        room = n - s
+        if room < self.length:
+            return 0
+        m = min((room - self.length) // stride + 1, limit)
+        fixed = self._fixed.get(gap)
+        if fixed is None:
+            if len(self._fixed) >= 4:
+                self._fixed.clear()
+            positions, values = list(range(len(gap))), list(gap)
+            for a, z, step, expected in self.checks:
+                positions.extend(range(len(gap) + a, len(gap) + z, step))
+                values.extend(expected)
+            fixed = self._fixed[gap] = (_np.array(positions, _np.intp), _np.array(values, _np.uint8))
+        positions, values = fixed
+        # Rows of gap + frame bytes, one per candidate frame (a strided view).
+        rows = _np.ndarray((m, len(gap) + self.length), _np.uint8, buf, s - len(gap), (stride, 1))
+        ok = (rows[:, positions] == values).all(axis=1)
+        del rows  # the view holds the buffer: the caller may resize it next
+        return m if ok.all() else int(ok.argmin())
 
     def matches(self, buf, s):
         if len(buf) - s < self.length:
