@@ -75,15 +75,16 @@ def make_config(tmp_path, daq=None, server=None):
     return build_config(raw, None, str(tmp_path))
 
 
-def make_hub(config):
+def make_hub(config, catalog=None):
     rec = Recorder()
-    hub = MachineHub(config, reactor, stats=rec, raw=rec, faults=rec, live=rec, notifier=Notifier(), spectra=rec)
+    hub = MachineHub(config, reactor, stats=rec, raw=rec, faults=rec, live=rec, notifier=Notifier(), spectra=rec,
+                     catalog=catalog)
     return hub, rec
 
 
-def start_listener(tmp_path, daq=None, server=None):
+def start_listener(tmp_path, daq=None, server=None, catalog=None):
     config = make_config(tmp_path, daq, server)
-    hub, rec = make_hub(config)
+    hub, rec = make_hub(config, catalog)
     svc = DAQListenerService(config, hub, reactor)
     svc.startService()
     return svc, hub, rec

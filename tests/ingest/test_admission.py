@@ -19,12 +19,12 @@ from tsrmon.ingest.protocol import PRE_NAME_BUFFER
 
 
 class Rig:
-    def __init__(self, tmp_path, **daq):
+    def __init__(self, tmp_path, stats=None, **daq):
         self.tmp_path = tmp_path
         self.clock = Clock()
         self.config = build_config({"DAQ": daq}, None, str(tmp_path))
         self.rec = Recorder()
-        self.hub = MachineHub(self.config, self.clock, stats=self.rec, raw=self.rec)
+        self.hub = MachineHub(self.config, self.clock, stats=stats or self.rec, raw=self.rec)
         self.factory = DAQFactory(self.config, self.hub, self.clock)
         self.port = 40000
 
@@ -262,8 +262,6 @@ def test_expansion_refusal_is_counted_and_named(tmp_path, events):
 
 
 def test_frame_that_trips_a_bug_is_counted_and_logged_rate_limited(tmp_path, events):
-    rig = Rig(tmp_path)
-
     class Broken:
         def add(self, *args):
             raise RuntimeError("a bug in a room")
@@ -271,7 +269,7 @@ def test_frame_that_trips_a_bug_is_counted_and_logged_rate_limited(tmp_path, eve
         def write(self, *args):
             pass
 
-    rig.hub.stats = Broken()
+    rig = Rig(tmp_path, stats=Broken())
     p = rig.connect("10.0.0.9", name="M1")
     for _ in range(20):
         p.dataReceived(frame("DataUpdate", {"v": {"type": "VIB", "data": [1.0]}}))

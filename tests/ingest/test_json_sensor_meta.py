@@ -32,9 +32,8 @@ def test_schema_collects_metadata_from_json_only():
 
 @pytest_twisted.inlineCallbacks
 def test_json_metadata_reaches_the_catalog_and_bad_values_keep_the_samples(tmp_path):
-    svc, hub, rec = start_listener(tmp_path)
     config = build_config({"SENSORS": [{"match": "M1/pinned", "rate": 8192}]}, None, str(tmp_path))
-    hub.catalog = SensorCatalog(config)
+    svc, hub, rec = start_listener(tmp_path, catalog=SensorCatalog(config))
     try:
         yield send(port_of(svc), [
             json_line({"event": "name", "data": "M1"}),
