@@ -25,10 +25,22 @@ def test_a_frame_buffer_holds_flat_untracked_columns_of_lists_and_arrays():
     assert times.tolist() == [10.0, 10.5, 11.0, 11.5]
     assert counts.tolist() == [2, 3, 2, 2]
     assert data.tolist() == [0.5, -1.25, 3.0, 4.0, 5.0, 6.0, 7.5, 8.0, 9.0]
-    # Three objects whatever the sample count: nothing per sample for the GC to walk.
-    for column in (buf.times, buf.counts, buf.data):
-        assert type(column) is array.array
-        assert all(isinstance(r, type) for r in gc.get_referents(column))
+    # Columns and segments, never a Python object per sample for the GC to walk.
+    assert type(buf.times) is array.array and type(buf.counts) is array.array
+    assert [type(seg) for seg in buf.segments] == [array.array, np.ndarray, array.array, np.ndarray]
+    for seg in buf.segments:
+        assert all(isinstance(r, type) for r in gc.get_referents(seg))
+
+
+def test_a_float64_array_is_kept_as_it_is_and_other_arrays_are_converted():
+    buf = FrameBuffer()
+    kept = np.arange(4.0)
+    buf.add(1.0, kept)
+    assert buf.segments[-1] is kept  # the RawSink contract: not changed afterwards, so no copy
+    buf.add(2.0, np.array(["1.5", "x"], dtype=object))  # not all numbers: the slow way
+    buf.add(3.0, np.arange(2, dtype=np.int32))
+    assert buf.columns()[2].tolist() == [0.0, 1.0, 2.0, 3.0, 1.5, 0.0, 1.0]
+    assert buf.columns()[1].tolist() == [4, 1, 2] and buf.samples == 7
 
 
 def started(tmp_path):

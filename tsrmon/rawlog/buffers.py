@@ -1,58 +1,67 @@
-"""The raw log's in-memory side: samples waiting for the next flush, as flat arrays.
+"""The raw log's in-memory side: samples waiting for the next flush, without a Python float each.
 
-One :class:`FrameBuffer` per (machine, sensor) holds three ``array.array``
-columns: the time of each frame, its sample count and all samples back to
-back as float64.  No Python object per sample or per frame stays alive, so
-a burst of millions of samples is a few contiguous blocks the cyclic GC
-never walks (lists of floats were 4x the memory and most of the ingest
-profile: docs/performance.md).  ``values`` handed in may be a list, a tuple
-or a numpy array; anything that is not a plain number is dropped and
-counted at the door.
+One :class:`FrameBuffer` per (machine, sensor) holds the time and sample
+count of each frame in two ``array.array`` columns, and the samples as
+segments: a float64 numpy array handed in is kept as it is (the hub's
+``RawSink`` contract: the caller does not change values afterwards; one
+``list.append``, no copy, and numpy arrays are not tracked by the cyclic
+GC), and list values are copied into a float64 ``array.array`` (Python
+floats are never kept: lists of floats were 4x the memory and most of the
+ingest profile, docs/performance.md).  Anything that is not a plain number
+is dropped and counted at the door.
 
-A batch crosses to the worker process as raw column bytes
-(:func:`pack_batch`): ``marshal`` of a few ``bytes`` is a copy, not a walk.
+At a flush the segments become one contiguous float64 array per sensor;
+a batch crosses to the worker process as raw column buffers
+(:func:`raw_buffers`), written to the pipe without another copy.
 """
 
 import array
 
 import numpy as np
 
-_F8 = np.dtype("<f8")
+_F8 = np.dtype(np.float64)
 
 
 class FrameBuffer:
     """One sensor's frames since the last flush."""
 
-    __slots__ = ("times", "counts", "data")
+    __slots__ = ("times", "counts", "segments", "samples", "_tail")
 
     def __init__(self):
         self.times = array.array("d")
         self.counts = array.array("q")
-        self.data = array.array("d")
+        self.segments = []  # float64 numpy arrays and array('d') runs of list values, in order
+        self.samples = 0
+        self._tail = None  # the array('d') that list values go to, while no numpy array came after it
 
     def add(self, t, values):
         """Append one frame; returns (samples kept, values that were not numbers)."""
-        data = self.data
-        before = len(data)
-        if type(values) is list:
-            try:
-                data.fromlist(values)  # all or nothing on a TypeError
-            except (TypeError, OverflowError):
-                return self._add_slowly(t, values)
-        elif isinstance(values, np.ndarray):
-            try:
-                # frombytes takes plain bytes only: a byte view of the array is one copy.
-                data.frombytes(memoryview(np.ascontiguousarray(values, dtype=_F8).reshape(-1)).cast("B"))
-            except (TypeError, ValueError):
-                return self._add_slowly(t, values)
+        if type(values) is np.ndarray:
+            if values.dtype is _F8 and values.ndim == 1:
+                segment = values  # the hot path: kept, not copied
+            else:
+                try:
+                    segment = np.ascontiguousarray(values, dtype=_F8).reshape(-1)
+                except (TypeError, ValueError):
+                    return self._add_slowly(t, values)
+            self.segments.append(segment)
+            self._tail = None
+            n = len(segment)
         else:
+            tail = self._tail
+            if tail is None:
+                tail = self._tail = array.array("d")
+                self.segments.append(tail)
+            before = len(tail)
             try:
-                data.fromlist(list(values))
+                # all or nothing on a TypeError
+                tail.fromlist(values if type(values) is list else list(values))
             except (TypeError, OverflowError):
                 return self._add_slowly(t, values)
-        n = len(data) - before
+            n = len(tail) - before
         self.times.append(t)
         self.counts.append(n)
+        self.samples += n
         return n, 0
 
     def _add_slowly(self, t, values):
@@ -63,27 +72,36 @@ class FrameBuffer:
                 kept.append(float(v))
             except (TypeError, ValueError, OverflowError):
                 bad += 1
-        self.data.fromlist(kept)
+        if self._tail is None:
+            self._tail = array.array("d")
+            self.segments.append(self._tail)
+        self._tail.fromlist(kept)
         self.times.append(t)
         self.counts.append(len(kept))
+        self.samples += len(kept)
         return len(kept), bad
 
     def __len__(self):
         return len(self.times)
 
-    @property
-    def samples(self):
-        return len(self.data)
+    def data(self):
+        """Every sample as one contiguous float64 array (a copy unless one segment)."""
+        parts = [np.frombuffer(s, dtype=_F8) if type(s) is array.array else s for s in self.segments]
+        if not parts:
+            return np.empty(0, dtype=_F8)
+        if len(parts) == 1:
+            return np.ascontiguousarray(parts[0])
+        return np.concatenate(parts)
 
     def columns(self):
-        """``(times, counts, data)`` as numpy arrays (views, no copy)."""
+        """``(times, counts, data)`` as numpy arrays."""
         return (np.frombuffer(self.times, dtype=np.float64),
                 np.frombuffer(self.counts, dtype=np.int64),
-                np.frombuffer(self.data, dtype=np.float64))
+                self.data())
 
 
 def batch_samples(batch):
-    return sum(len(buf.data) for buf in batch.values())
+    return sum(buf.samples for buf in batch.values())
 
 
 def batch_frames(batch):
@@ -95,7 +113,26 @@ def pack_batch(batch):
     ``[(machine, sensor, times, counts, data), ...]``.  The columns stay
     ``array.array``: marshal writes any buffer as ``bytes`` (one copy, made
     straight into its output), and the worker reads them back as bytes."""
-    return [(machine, sensor, buf.times, buf.counts, buf.data) for (machine, sensor), buf in batch.items()]
+    return [(machine, sensor, buf.times, buf.counts, buf.data()) for (machine, sensor), buf in batch.items()]
+
+
+def raw_buffers(batch):
+    """``{(machine, sensor): FrameBuffer}`` -> (keys, buffers): the columns
+    themselves, three per key, for a raw pipe write (no copy here)."""
+    keys = []
+    buffers = []
+    for key, buf in batch.items():
+        keys.append(key)
+        buffers.extend((buf.times, buf.counts, buf.data()))
+    return keys, buffers
+
+
+def columns_from_raw(keys, raw):
+    """The inverse of :func:`raw_buffers` (in the worker): ``{key: (times, counts, data)}``."""
+    return {tuple(key): (np.frombuffer(raw[3 * i], dtype=np.float64),
+                         np.frombuffer(raw[3 * i + 1], dtype=np.int64),
+                         np.frombuffer(raw[3 * i + 2], dtype=np.float64))
+            for i, key in enumerate(keys)}
 
 
 def unpack_batch(packed):

@@ -17,7 +17,7 @@ import traceback
 import zoneinfo
 
 from tsrmon.rawlog import rows as csvformat
-from tsrmon.rawlog.buffers import FrameBuffer, columns_of_entries, unpack_batch
+from tsrmon.rawlog.buffers import FrameBuffer, columns_from_raw, columns_of_entries, unpack_batch
 
 FILE_NAME = re.compile(r"^(\d{8})_(.+)\.csv(\.gz)?$")
 
@@ -80,6 +80,12 @@ class CSVFiles:
         """:meth:`write_batch` for a batch sent as column bytes
         (:func:`tsrmon.rawlog.buffers.pack_batch`, from the worker's pipe)."""
         return self.write_batch(unpack_batch(packed), now)
+
+    def write_raw(self, keys, now, raw):
+        """:meth:`write_batch` for a batch sent as raw column buffers:
+        ``keys`` ``[(machine, sensor), ...]``, ``raw`` three buffers per key
+        (:func:`tsrmon.rawlog.buffers.raw_buffers`)."""
+        return self.write_batch(columns_from_raw(keys, raw), now)
 
     def write_batch(self, batch, now):
         """Format and append ``{(machine, sensor): frames}``, where frames are

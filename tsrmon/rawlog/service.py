@@ -51,7 +51,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tsrmon.rawlog import rows as csvformat
-from tsrmon.rawlog.buffers import FrameBuffer, batch_frames, batch_samples, pack_batch
+from tsrmon.rawlog.buffers import FrameBuffer, batch_frames, batch_samples, raw_buffers
 from tsrmon.rawlog.files import CSVFiles
 from tsrmon.rawlog.health import FileHealth
 from tsrmon.rawlog.maintenance import DiskCare
@@ -307,7 +307,8 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
             if method != "write_batch":
                 return self._worker.call(method, *args)
             batch, now = args
-            return self._worker.call("write_packed", pack_batch(batch), now)
+            keys, buffers = raw_buffers(batch)
+            return self._worker.call("write_raw", keys, now, buffers=buffers)
         except Exception:
             # The worker could not be started (fork, pipe) or marshal refused
             # something: this job fails like any other, the next one retries.

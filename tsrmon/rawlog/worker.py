@@ -26,7 +26,7 @@ import traceback
 from twisted.internet import defer, protocol
 
 _HEAD = struct.Struct("<I")
-_METHODS = frozenset({"write_batch", "write_packed", "old_files", "maintain_one", "close_all",
+_METHODS = frozenset({"write_batch", "write_packed", "write_raw", "old_files", "maintain_one", "close_all",
                       "close_idle"})
 
 
@@ -127,10 +127,17 @@ class CSVWorker:
         return self.next_id
 
     @staticmethod
-    def _encode(call_id, method, args):
-        """(length prefix, message): two pieces, so a batch of megabytes is not copied once more."""
-        data = marshal.dumps((call_id, method, args))  # ValueError: not plain data
-        return _HEAD.pack(len(data)), data
+    def _encode(call_id, method, args, buffers=()):
+        """The pieces of one message: length prefix, marshalled call, then
+        ``buffers`` (bytes-like, e.g. array columns) raw, after the call
+        that names their sizes: a batch's samples are not copied on the
+        reactor thread at all, only by the pipe write."""
+        if not buffers:
+            data = marshal.dumps((call_id, method, args))  # ValueError: not plain data
+            return _HEAD.pack(len(data)), data
+        views = [memoryview(b).cast("B") for b in buffers]
+        data = marshal.dumps((call_id, method, args, [len(v) for v in views]))
+        return (_HEAD.pack(len(data)), data, *views)
 
     def _write(self, generation, data):
         with self._send_lock:
@@ -143,7 +150,7 @@ class CSVWorker:
                 while view:
                     view = view[os.write(self.stdin, view):]
 
-    def call(self, method, *args):
+    def call(self, method, *args, buffers=()):
         """Send one call; the Deferred fires with the worker's answer.
 
         ``args`` are marshalled here, on the calling (reactor) thread: in a
@@ -151,12 +158,14 @@ class CSVWorker:
         starved the worker (measured).  Only the pipe write, which releases
         the GIL, runs in a thread.  Raises ValueError at once if ``args``
         cannot be marshalled; the Deferred fails with :class:`WorkerGone` if
-        the worker dies first.
+        the worker dies first.  ``buffers`` follow the call raw and reach
+        the method as one more argument, a list of bytes; they must not
+        change until the call is written.
         """
         if self.protocol is None:
             self._start()
         call_id = self._new_id()
-        data = self._encode(call_id, method, args)
+        data = self._encode(call_id, method, args, buffers)
         d = self.pending[call_id] = defer.Deferred()
         # Writes go out in call order (the worker answers in that order):
         # each starts in a pool thread when the one before it is written.
@@ -253,7 +262,10 @@ def serve(inp, out):
             head = _read_exact(inp, _HEAD.size)
             if not head:
                 break
-            call_id, method, args = marshal.loads(_read_exact(inp, _HEAD.unpack(head)[0]))
+            call = marshal.loads(_read_exact(inp, _HEAD.unpack(head)[0]))
+            call_id, method, args = call[:3]
+            if len(call) == 4:  # raw buffers follow: one more argument
+                args = (*args, [_read_exact(inp, n) for n in call[3]])
             try:
                 if method == "init":
                     files = CSVFiles(*args)
