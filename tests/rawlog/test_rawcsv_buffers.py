@@ -206,3 +206,19 @@ def test_the_process_worker_writes_arrays_and_lists_alike(tmp_path):
     assert rows(h.file("M", "20261126_s.csv")) == [
         (b"10:00:00", b"0.5"), (b"10:00:00", b"0.25"), (b"10:00:00", b"1e-7"),
         (b"10:00:00", b"-0.0"), (b"10:00:00", b"1.7976931348623157e+308"), (b"10:00:01", b"nan")]
+
+
+def test_a_large_batch_is_formatted_and_appended_in_pieces_in_order(tmp_path, monkeypatch):
+    from tsrmon.rawlog import files
+
+    monkeypatch.setattr(files, "PIECE_SAMPLES", 25)
+    h = started(tmp_path)
+    t = h.clock.seconds()
+    for k in range(10):  # 10 frames of 10: pieces of 2 frames (20 samples)
+        h.svc.write("M", "s", np.arange(10.0) + 10 * k, t + k)
+    h.svc.write("M", "s", np.arange(100.0, 160.0), t + 10)  # a frame longer than a piece: a piece of its own
+    h.svc.flush()
+    values = [float(v) for _, v in rows(h.file("M", "20261126_s.csv"))]
+    assert values == [float(v) for v in range(160)]
+    assert h.svc.counters()["rows_written"] == 160
+    h.svc.stopService()

@@ -16,6 +16,8 @@ import shutil
 import traceback
 import zoneinfo
 
+import numpy as np
+
 from tsrmon.rawlog import rows as csvformat
 from tsrmon.rawlog.buffers import FrameBuffer, columns_from_raw, columns_of_entries, unpack_batch
 
@@ -52,6 +54,26 @@ def new_result():
         # previous attempt and were written now.
         "file_errors": [], "recovered": [],
     }
+
+
+# Samples formatted and appended per piece (about 8 MB of text).
+PIECE_SAMPLES = 262_144
+
+
+def _pieces(times, counts, data):
+    """``(times, counts, data)`` cut at frame boundaries into pieces of about
+    :data:`PIECE_SAMPLES` samples (a longer frame is a piece of its own)."""
+    n = len(times)
+    ends = np.cumsum(counts)
+    if n == 0 or ends[-1] <= PIECE_SAMPLES:
+        yield times, counts, data
+        return
+    first = lo = 0
+    while first < n:
+        last = max(int(np.searchsorted(ends, lo + PIECE_SAMPLES, side="right")), first + 1)
+        hi = int(ends[last - 1])
+        yield times[first:last], counts[first:last], data[lo:hi]
+        first, lo = last, hi
 
 
 def _columns(frames):
@@ -95,39 +117,49 @@ class CSVFiles:
         for (machine, sensor), entries in batch.items():
             try:
                 columns, dropped = _columns(entries)
-                by_day, _, bad = csvformat.render_columns(*columns, self.labels)
-                bad += dropped
             except Exception:
                 result["failures"].append((machine, sensor, traceback.format_exc()))
                 continue
-            result["bad_values"] += bad
-            for day, (count, chunks) in by_day.items():
-                if not count:
-                    continue  # every value unusable (counted): no file for it
-                try:
-                    path = self.path(machine, sensor, day)
-                except ValueError as e:
-                    result["refused_rows"] += count
-                    result["notes"].append(f"{e}; {count} rows dropped")
-                    continue
-                try:
-                    written = self._append(path, chunks, now, result)
-                except OSError as e:
-                    text = e.strerror or str(e)
-                    result["failed_rows"] += count
-                    result["errors"].append((path, e.errno, text))
-                    result["file_errors"].append((machine, sensor, path, e.errno, text, count))
-                    self.failing.add((machine, sensor))
-                else:
-                    result["rows"] += count
-                    result["bytes"] += written
-                    result["succeeded"] += 1
-                    if self.failing and (machine, sensor) in self.failing:
-                        self.failing.discard((machine, sensor))
-                        result["recovered"].append((machine, sensor))
+            result["bad_values"] += dropped
+            # A piece at a time: the text of a large batch (3-4x its float64
+            # bytes) is never held whole.
+            for piece in _pieces(*columns):
+                self._write_piece(machine, sensor, piece, now, result)
         self._close_idle(now, result)
         result["files_open"] = len(self.files)
         return result
+
+    def _write_piece(self, machine, sensor, columns, now, result):
+        try:
+            by_day, _, bad = csvformat.render_columns(*columns, self.labels)
+        except Exception:
+            result["failures"].append((machine, sensor, traceback.format_exc()))
+            return
+        result["bad_values"] += bad
+        for day, (count, chunks) in by_day.items():
+            if not count:
+                continue  # every value unusable (counted): no file for it
+            try:
+                path = self.path(machine, sensor, day)
+            except ValueError as e:
+                result["refused_rows"] += count
+                result["notes"].append(f"{e}; {count} rows dropped")
+                continue
+            try:
+                written = self._append(path, chunks, now, result)
+            except OSError as e:
+                text = e.strerror or str(e)
+                result["failed_rows"] += count
+                result["errors"].append((path, e.errno, text))
+                result["file_errors"].append((machine, sensor, path, e.errno, text, count))
+                self.failing.add((machine, sensor))
+            else:
+                result["rows"] += count
+                result["bytes"] += written
+                result["succeeded"] += 1
+                if self.failing and (machine, sensor) in self.failing:
+                    self.failing.discard((machine, sensor))
+                    result["recovered"].append((machine, sensor))
 
     def close_idle(self, now):
         """Close files unused for ``idle_close`` seconds (a timer calls this
