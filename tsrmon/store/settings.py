@@ -1,10 +1,11 @@
-"""The storage sections: DATABASE (the per-machine SQLite files) and DATA
-(the raw CSV log).  Checked once at load (:mod:`tsrmon.config`); paths are
-absolute by then (resolved against the daemon's working directory)."""
+"""The storage sections: DATABASE (the aggregate store: per-machine SQLite
+files, or one shared PostgreSQL database) and DATA (the raw CSV log).
+Checked once at load (:mod:`tsrmon.config`); paths are absolute by then
+(resolved against the daemon's working directory)."""
 
 import attrs
 
-from tsrmon.config.checks import boolean, choice, integer, number, string
+from tsrmon.config.checks import ConfigError, boolean, choice, integer, number, optional_string, string
 from tsrmon.config.section import Section, setting
 
 
@@ -15,6 +16,29 @@ class DatabaseSettings(Section):
     path: str = setting("PATH", "db", string, path=True)
     flush: float = setting("FLUSH", 10, number(0.1, 3600))
     minute_retention_days: int = setting("MINUTE_RETENTION_DAYS", 7, integer(1, 3650))
+    # sqlite: PATH/<machine>.db (default, no service); postgresql: one shared
+    # database reached through DSN (docs/scale-out.md).  PATH still holds the
+    # spool and the side files of a PostgreSQL node.
+    backend: str = setting("BACKEND", "sqlite", choice("sqlite", "postgresql"))
+    dsn: str = setting("DSN", None, optional_string)
+
+    @classmethod
+    def from_yaml(cls, given, source=None, base_dir=None):
+        # BACKEND and DSN are checked together at load, with the other keys.
+        return super().from_yaml(given, source, base_dir).finish(source)
+
+    def finish(self, source):
+        if self.backend == "postgresql":
+            if not self.dsn:
+                raise ConfigError(source, "DATABASE.DSN", "required with DATABASE.BACKEND: postgresql "
+                                  "(e.g. postgresql://tsrmon@db.example/tsrmon)")
+            if not self.dsn.startswith(("postgresql://", "postgres://")) and "=" not in self.dsn:
+                raise ConfigError(source, "DATABASE.DSN", "expected a postgresql:// URI or "
+                                  "'key=value' connection string")
+        elif self.dsn:
+            raise ConfigError(source, "DATABASE.DSN", "only used with DATABASE.BACKEND: postgresql "
+                              f"(BACKEND is {self.backend})")
+        return self
 
 
 @attrs.frozen
