@@ -15,6 +15,7 @@ import attrs
 import yaml
 
 from tsrmon.alarms.settings import AlarmSettings
+from tsrmon.cluster.settings import ClusterSettings
 from tsrmon.config.checks import ConfigError
 from tsrmon.config.compat import ConfigCompat
 from tsrmon.config.section import Section
@@ -62,6 +63,8 @@ class Config(ConfigCompat):
     # Issue 17: a list of metadata entries (analytics/meta.py), not keys.
     sensors: list = attrs.field(factory=list, metadata={SECTION: "SENSORS", BUILD: sensor_entries})
     spectra: SpectraSettings = _section(SpectraSettings)
+    # Issue 16: the Redis that cluster nodes share (empty: a single node).
+    cluster: ClusterSettings = _section(ClusterSettings)
     # Where it came from; not part of equality (same settings, same config).
     source: str | None = attrs.field(default=None, kw_only=True, eq=False)
     base_dir: str | None = attrs.field(default=None, kw_only=True, eq=False)
@@ -107,7 +110,7 @@ _SECTIONS = {f.metadata[SECTION]: f for f in attrs.fields(Config) if SECTION in 
 
 # Checks across keys run once every section is built, in this order (a file
 # with several problems names the same one first as before the split).
-FINISH_ORDER = ("time", "alarm", "fcm", "server")
+FINISH_ORDER = ("time", "alarm", "fcm", "server", "cluster")
 
 
 def build_config(raw, source=None, base_dir=None):

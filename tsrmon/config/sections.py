@@ -24,6 +24,8 @@ class ServerSettings(Section):
     tcp_endpoint: str | None = setting("TCP_ENDPOINT", None, checks.endpoint)
     cors_origins: list = setting("CORS_ORIGINS", ["*"], checks.string_list)
     shutdown_timeout: float = setting("SHUTDOWN_TIMEOUT", 30, checks.number(0.1, 3600))
+    # Issue 16: load balancers whose PROXY header / X-Forwarded-For is believed.
+    trusted_proxies: list = setting("TRUSTED_PROXIES", [], checks.cidr_list)
 
     def listen_addresses(self):
         """The two listeners as ``(key, kind, where)``: the key that sets
