@@ -9,7 +9,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from tests.rawlog.test_rawcsv import Harness, rows
-from tsrmon.rawlog.buffers import FrameBuffer, pack_batch, unpack_batch
+from tsrmon.rawlog.buffers import FrameBuffer, columns_from_raw, raw_buffers
 from tsrmon.rawlog.service import RawCSVService
 
 
@@ -62,13 +62,12 @@ def test_values_that_are_not_numbers_are_dropped_at_the_door_and_counted(tmp_pat
     h.svc.stopService()
 
 
-def test_a_batch_crosses_the_pipe_as_column_bytes():
-    import marshal
-
+def test_a_batch_crosses_the_pipe_as_raw_column_buffers():
     buf = FrameBuffer()
     buf.add(5.0, [1.0, 2.0])
     buf.add(6.0, np.arange(3.0))
-    back = unpack_batch(marshal.loads(marshal.dumps(pack_batch({("M", "s"): buf}), 2)))
+    keys, buffers = raw_buffers({("M", "s"): buf})
+    back = columns_from_raw(keys, [bytes(memoryview(b).cast("B")) for b in buffers])
     times, counts, data = back["M", "s"]
     assert times.tolist() == [5.0, 6.0] and counts.tolist() == [2, 3]
     assert data.tolist() == [1.0, 2.0, 0.0, 1.0, 2.0]

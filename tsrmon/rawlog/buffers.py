@@ -108,14 +108,6 @@ def batch_frames(batch):
     return sum(len(buf.times) for buf in batch.values())
 
 
-def pack_batch(batch):
-    """``{(machine, sensor): FrameBuffer}`` -> plain data for ``marshal``:
-    ``[(machine, sensor, times, counts, data), ...]``.  The columns stay
-    ``array.array``: marshal writes any buffer as ``bytes`` (one copy, made
-    straight into its output), and the worker reads them back as bytes."""
-    return [(machine, sensor, buf.times, buf.counts, buf.data()) for (machine, sensor), buf in batch.items()]
-
-
 def raw_buffers(batch):
     """``{(machine, sensor): FrameBuffer}`` -> (keys, buffers): the columns
     themselves, three per key, for a raw pipe write (no copy here)."""
@@ -133,14 +125,6 @@ def columns_from_raw(keys, raw):
                          np.frombuffer(raw[3 * i + 1], dtype=np.int64),
                          np.frombuffer(raw[3 * i + 2], dtype=np.float64))
             for i, key in enumerate(keys)}
-
-
-def unpack_batch(packed):
-    """The inverse of :func:`pack_batch` (in the worker): ``{key: (times, counts, data)}``."""
-    return {(machine, sensor): (np.frombuffer(times, dtype=np.float64),
-                                np.frombuffer(counts, dtype=np.int64),
-                                np.frombuffer(data, dtype=np.float64))
-            for machine, sensor, times, counts, data in packed}
 
 
 def columns_of_entries(entries):

@@ -19,7 +19,7 @@ import zoneinfo
 import numpy as np
 
 from tsrmon.rawlog import rows as csvformat
-from tsrmon.rawlog.buffers import FrameBuffer, columns_from_raw, columns_of_entries, unpack_batch
+from tsrmon.rawlog.buffers import FrameBuffer, columns_from_raw, columns_of_entries
 
 FILE_NAME = re.compile(r"^(\d{8})_(.+)\.csv(\.gz)?$")
 
@@ -98,11 +98,6 @@ class CSVFiles:
         self.failing = set()  # (machine, sensor) whose last append failed
 
     # -- appending --------------------------------------------------------------
-    def write_packed(self, packed, now):
-        """:meth:`write_batch` for a batch sent as column bytes
-        (:func:`tsrmon.rawlog.buffers.pack_batch`, from the worker's pipe)."""
-        return self.write_batch(unpack_batch(packed), now)
-
     def write_raw(self, keys, now, raw):
         """:meth:`write_batch` for a batch sent as raw column buffers:
         ``keys`` ``[(machine, sensor), ...]``, ``raw`` three buffers per key

@@ -1,9 +1,10 @@
 """Running :class:`~tsrmon.rawlog.files.CSVFiles` in a worker process.
 
 Formatting floats as text is the raw log's cost, and it holds the GIL in a
-thread.  In a child process it runs on another core: the daemon only
-``marshal``-s each flush's batch (its float64 columns as bytes: a copy, 8
-bytes per sample) and a pool thread writes it into the worker's stdin.
+thread.  In a child process it runs on another core: the daemon sends a
+small marshalled call naming the sensors and a pool thread writes each
+sensor's float64 columns into the worker's stdin as raw buffers behind it
+(no copy on the reactor thread).
 
 Both ends speak length-prefixed ``marshal`` messages: the parent sends
 ``(call id, method, args)``, the child answers ``(call id, ok, result or
@@ -26,7 +27,7 @@ import traceback
 from twisted.internet import defer, protocol
 
 _HEAD = struct.Struct("<I")
-_METHODS = frozenset({"write_batch", "write_packed", "write_raw", "old_files", "maintain_one", "close_all",
+_METHODS = frozenset({"write_batch", "write_raw", "old_files", "maintain_one", "close_all",
                       "close_idle"})
 
 
