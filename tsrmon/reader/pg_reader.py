@@ -1,0 +1,370 @@
+"""The PostgreSQL reader: the reads of the REST API and the live layer on
+the shared store (``contract.IStatsReader``), served exactly like
+:class:`~tsrmon.reader.sqlite_reader.SQLiteReader`'s (same rules of
+``docs/storage.md``, same items, chunks and series of ``reader/series.py``,
+so the same JSON rows).
+
+Reads run on a small thread pool of its own, each thread holding one
+autocommit psycopg connection.  Served hour rows are cached per machine
+and sensor, by month (``reader/hourcache.py``), and follow the change
+feed: the store's ``PgChangeFeed`` hears every node's commits, so node B's
+cache re-serves the days node A wrote.
+"""
+
+import datetime
+import math
+import threading
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from tsrmon.names import is_valid_name
+from tsrmon.reader import hourcache
+from tsrmon.reader.series import Chunk, StatSeries, _finite, _item, align_series
+from tsrmon.rooms import IReconfigurable
+from tsrmon.stats.sums import PartialSums
+from tsrmon.store import schema as sqlite_schema
+from tsrmon.store.contract import IStatsReader
+from tsrmon.store.feed import SENSORS
+from tsrmon.store.postgres.schema import LEVEL_TABLES
+from tsrmon.store.serving import _BELOW, _group, _next_text
+
+_ROW = "time, data, count, sum, sum_abs, min, max, sum_sq"
+
+
+def _range(start, end):
+    lo = f"{start} 00:00:00" if start else None
+    hi = None
+    if end:
+        hi = (datetime.date.fromisoformat(end) + datetime.timedelta(days=1)).isoformat() + " 00:00:00"
+    return lo, hi
+
+
+def _where(lo, hi, args, column="time"):
+    sql = ""
+    if lo is not None:
+        sql += f" AND {column} >= %s"
+        args.append(lo)
+    if hi is not None:
+        sql += f" AND {column} < %s"
+        args.append(hi)
+    return sql
+
+
+def served(cur, machine, sensor, level, mode, lo=None, hi=None):
+    """``[(time, value dict)]`` of one sensor's level in a text range, by the
+    serving rules: counted rows of one ``time`` merged by their sums,
+    legacy (migrated deployed) rows averaged and losing to counted ones, a
+    bucket holding legacy rows of the level below served as their mean."""
+    args = [machine, sensor]
+    sql = (f"SELECT {_ROW} FROM {LEVEL_TABLES[level]} WHERE machine = %s AND sensor = %s "
+           f"AND data IS NOT NULL{_where(lo, hi, args)} ORDER BY time, t0")
+    cur.execute(sql, args)
+    grouped = {}
+    for r in cur.fetchall():
+        grouped.setdefault(r[0], []).append(r)
+    args = [machine, sensor, level]
+    cur.execute(f"SELECT time, data, NULL, NULL, NULL, NULL, NULL, NULL FROM stat_legacy "
+                f"WHERE machine = %s AND sensor = %s AND level = %s AND data IS NOT NULL"
+                f"{_where(lo, hi, args)} ORDER BY time, id", args)
+    for r in cur.fetchall():
+        grouped.setdefault(r[0], []).append(r)
+    below = _BELOW.get(level)
+    legacy_below = []
+    if below:
+        args = [machine, sensor, below]
+        try:
+            upper = None if hi is None else _next_text("year", hi)
+        except ValueError:
+            upper = None
+        cur.execute(f"SELECT DISTINCT time FROM stat_legacy WHERE machine = %s AND sensor = %s "
+                    f"AND level = %s AND data IS NOT NULL{_where(lo, upper, args)} ORDER BY time", args)
+        legacy_below = [r[0] for r in cur.fetchall()]
+    out = []
+    for time_text in sorted(grouped):
+        value = None
+        if legacy_below:
+            try:
+                nxt = _next_text(level, time_text)
+            except ValueError:
+                nxt = None
+            if nxt is not None and any(time_text <= t < nxt for t in legacy_below):
+                values = [v["data"] for _, v in served(cur, machine, sensor, below, mode, time_text, nxt)]
+                if values:
+                    value = {"data": sum(values) / len(values), "count": None, "min": None,
+                             "max": None, "rms": None, "std": None}
+        if value is None:
+            value = _group(grouped[time_text], mode)
+        if value is not None:
+            out.append((time_text, value))
+    return out
+
+
+def served_items(cur, machine, sensor, level, mode, start=None, end=None):
+    lo, hi = _range(start, end)
+    name = sqlite_schema.stat_table(sensor, level)
+    items = []
+    for t, v in served(cur, machine, sensor, level, mode, lo, hi):
+        it = _item(dict({"name": name, "time": t}, **v))
+        if it is not None:
+            items.append(it)
+    return items
+
+
+@implementer(IReconfigurable, IStatsReader)
+class PgReader(service.Service):
+    """Reads of the shared PostgreSQL store for REST and live."""
+
+    log = Logger()
+    name = "pg-reader"
+    warm_hour_cache = True
+
+    def __init__(self, config, reactor, feed, dsn=None, threads=2):
+        self.config = config
+        self.reactor = reactor
+        self.dsn = dsn or config.database.dsn
+        self._threads = threads
+        self._pool = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._machine_locks = {}
+        self._hour = {}      # (machine, sensor) -> HourCache
+        self._pending = {}   # (machine, sensor) -> pending work
+        self._conns = []
+        self.feed = feed
+        self.feed.subscribe(self._changed)
+
+    # -- service -----------------------------------------------------------
+    def startService(self):
+        super().startService()
+        self._ensure_pool()
+        if self.warm_hour_cache:
+            self._run(self._warm).addErrback(lambda f: self.log.failure("warming the hour cache", f))
+
+    def stopService(self):
+        super().stopService()
+        self.feed.unsubscribe(self._changed)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
+        for conn in self._conns:
+            try:
+                conn.close()
+            except Exception:
+                pass
+        self._conns = []
+        return defer.succeed(None)
+
+    def reconfigure(self, config):
+        self.config = config
+
+    def _ensure_pool(self):
+        if self._pool is None:
+            self._pool = ThreadPool(minthreads=1, maxthreads=self._threads, name="tsrmon-pg-read")
+            self._pool.start()
+        return self._pool
+
+    def _run(self, fn, *args, then=None):
+        return deferToThreadPool(self.reactor, self._ensure_pool(), self._call, fn, args, then)
+
+    def _call(self, fn, args, then):
+        import psycopg
+
+        try:
+            result = fn(*args)
+        except psycopg.OperationalError:
+            # A broken connection: drop it, the next read opens another.
+            self._local.conn = None
+            raise
+        return result if then is None else then(result)
+
+    def _cursor(self):
+        import psycopg
+
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._local.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=10)
+            with self._lock:
+                self._conns.append(conn)
+        return conn.cursor()
+
+    def _warm(self):
+        for machine in self._machines():
+            self._stats(machine, "hour", None, None, False)
+
+    # -- the feed ----------------------------------------------------------
+    def _changed(self, change):
+        work = {}
+        for (sensor, kind), span in change.spans.items():
+            if sensor is None:
+                continue
+            if kind == "hour" and span[2] is not None:
+                w = {(span[2], span[3])}
+            elif kind == SENSORS:
+                w = hourcache.RECHECK
+            else:
+                continue
+            work[sensor] = hourcache.merge_pending(work.get(sensor), w)
+        with self._lock:
+            for key in list(self._hour):
+                if key[0] != change.machine:
+                    continue
+                w = hourcache.RECHECK if change.everything else work.get(key[1])
+                if w is not None:
+                    self._pending[key] = hourcache.merge_pending(self._pending.get(key), w)
+
+    # -- public API --------------------------------------------------------
+    def machines(self):
+        return self._run(self._machines)
+
+    def stats(self, machine, level, start=None, end=None, align=True, then=None):
+        return self._run(self._stats, machine, level, start, end, align, then=then)
+
+    def minutes(self, machine, since_t, until_t=None, then=None):
+        return self._run(self._minutes, machine, since_t, until_t, then=then)
+
+    def recent_minutes(self, machine, since_t):
+        return self._run(self._recent_minutes, machine, since_t)
+
+    def anomalies(self, machine, start=None, end=None):
+        return self._run(self._anomalies, machine, start, end)
+
+    def all_anomalies(self, start=None, end=None):
+        return self._run(self._all_anomalies, start, end)
+
+    def faults(self, machine, start=None, end=None):
+        return self._run(self._faults, machine, start, end)
+
+    # -- reads (reader threads) --------------------------------------------
+    def _machines(self):
+        with self._cursor() as cur:
+            cur.execute("SELECT DISTINCT machine FROM sensor ORDER BY machine")
+            return [m for (m,) in cur.fetchall() if is_valid_name(m)]
+
+    def _sensors(self, cur, machine):
+        cur.execute("SELECT name, type, mode FROM sensor WHERE machine = %s ORDER BY ord, first_seen, name",
+                    (machine,))
+        return cur.fetchall()
+
+    def _machine_lock(self, machine):
+        with self._lock:
+            lock = self._machine_locks.get(machine)
+            if lock is None:
+                lock = self._machine_locks[machine] = threading.Lock()
+            return lock
+
+    def _stats(self, machine, level, start, end, align):
+        if level == "minute":
+            raise ValueError("use minutes() for the minute level")
+        if not is_valid_name(machine):
+            raise ValueError(f"invalid machine name {machine!r}")
+        series = []
+        with self._cursor() as cur:
+            sensors = self._sensors(cur, machine)
+            with self._machine_lock(machine):
+                for sensor, _stype, mode in sensors:
+                    mode = mode or "REAL"
+                    table = sqlite_schema.stat_table(sensor, level)
+                    if level == "hour":
+                        chunks = self._hour_chunks(cur, machine, sensor, mode, table, start, end)
+                    else:
+                        items = served_items(cur, machine, sensor, level, mode, start, end)
+                        chunks = [Chunk(table, items)]
+                    series.append(StatSeries(sensor, table, chunks))
+        if align:
+            series = align_series(series, level)
+        return series
+
+    def _hour_chunks(self, cur, machine, sensor, mode, table, start, end):
+        key = (machine, sensor)
+        with self._lock:
+            pending = self._pending.pop(key, None)
+            cache = self._hour.get(key)
+            if cache is None:
+                cache = self._hour[key] = hourcache.HourCache(None)
+                pending = hourcache.RECHECK
+
+        def serve(sensor_, table_, level, s, e):
+            return served_items(cur, machine, sensor_, level, mode, s, e)
+
+        days = None if pending in (None, hourcache.RECHECK) else hourcache.days_of(pending)
+        if pending is hourcache.RECHECK or (pending and days is None):
+            cache.chunks = {}
+            by_key = {}
+            for it in serve(sensor, table, "hour", None, None):
+                by_key.setdefault(it[0][:7], []).append(it)
+            cache.chunks = {k: Chunk(table, v) for k, v in by_key.items()}
+        elif days:
+            hourcache.patch_days(cache, serve, sensor, table, days)
+        return cache.select(start, end)
+
+    def _minute_rows(self, cur, machine, sensor, since_t, until_t):
+        args = [machine, sensor, int(math.floor(since_t))]
+        sql = ("SELECT t0, utc_offset, time, data, count, sum, sum_abs, min, max, sum_sq FROM stat_minute "
+               "WHERE machine = %s AND sensor = %s AND t0 >= %s")
+        if until_t is not None:
+            sql += " AND t0 < %s"
+            args.append(int(math.ceil(until_t)))
+        cur.execute(sql + " AND count > 0 ORDER BY t0", args)
+        keys = ("t0", "utc_offset", "time", "data", "count", "sum", "sum_abs", "min", "max", "sum_sq")
+        out = []
+        for r in cur.fetchall():
+            d = dict(zip(keys, r), sensor=sensor)
+            count, sq = d["count"], _finite(d["sum_sq"])
+            d["rms"] = math.sqrt(sq / count) if count and sq is not None and sq >= 0 else None
+            out.append(d)
+        return out
+
+    def _minutes(self, machine, since_t, until_t):
+        series = []
+        with self._cursor() as cur:
+            for sensor, _stype, _mode in self._sensors(cur, machine):
+                table = sqlite_schema.stat_table(sensor, "minute")
+                items = [it for it in (_item(r) for r in self._minute_rows(cur, machine, sensor, since_t, until_t))
+                         if it is not None]
+                series.append(StatSeries(sensor, table, [Chunk(table, items)]))
+        return series
+
+    def _recent_minutes(self, machine, since_t):
+        out = []
+        with self._cursor() as cur:
+            for order, (sensor, stype, _mode) in enumerate(self._sensors(cur, machine)):
+                for r in self._minute_rows(cur, machine, sensor, since_t, None):
+                    vals = [r["count"], r["sum"], r["sum_abs"], r["min"], r["max"], r["sum_sq"]]
+                    if any(_finite(v) is None for v in vals[1:]):
+                        continue
+                    sums = PartialSums(int(vals[0]), *(float(v) for v in vals[1:]))
+                    out.append((r["t0"], order, sensor, stype or "VIB", sums))
+        out.sort(key=lambda x: (x[0], x[1]))
+        return [(sensor, stype, t0, sums) for t0, _, sensor, stype, sums in out]
+
+    def _score_rows(self, table, machine, start, end):
+        lo, hi = _range(start, end)
+        args = [machine]
+        with self._cursor() as cur:
+            cur.execute(f"SELECT time, t, score, threshold FROM {table} WHERE machine = %s"
+                        f"{_where(lo, hi, args)} ORDER BY time, id", args)
+            rows = cur.fetchall()
+        out = []
+        for t, epoch, score, threshold in rows:
+            score, threshold = _finite(score), _finite(threshold)
+            if score is not None and threshold is not None:
+                out.append((t, _finite(epoch), score, threshold))
+        return out
+
+    def _anomalies(self, machine, start, end):
+        return [(machine, t, s, th) for t, _e, s, th in self._score_rows("anomaly", machine, start, end)]
+
+    def _all_anomalies(self, start, end):
+        out = []
+        for machine in self._machines():
+            out.extend(self._anomalies(machine, start, end))
+        out.sort(key=lambda r: (r[1], r[0]), reverse=True)
+        return out
+
+    def _faults(self, machine, start, end):
+        return self._score_rows("fault_detect", machine, start, end)

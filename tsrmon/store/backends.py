@@ -1,0 +1,44 @@
+"""The store backend of ``DATABASE.BACKEND``: the aggregate store, its change
+feed and the REST reader, built together so the reader follows the store's
+feed (``store/contract.py``).
+
+``sqlite`` (default): ``SQLiteStore`` + ``SQLiteReader`` on ``DATABASE.PATH``,
+exactly as before, no service needed.  ``postgresql``: ``PostgresStore``,
+``PgChangeFeed`` (LISTEN/NOTIFY: every node's commits) and ``PgReader`` on
+``DATABASE.DSN``; the schema is created or migrated and ``TIME.ZONE``
+checked here, so a refused database stops the start with one line.
+"""
+
+from tsrmon.config import ConfigError
+
+
+def build_store(config, reactor, hub=None, feed=None):
+    """``(store, feed)`` of the configured backend."""
+    if config.database.backend == "postgresql":
+        from tsrmon.store.postgres.feed import PgChangeFeed
+        from tsrmon.store.postgres.schema import SchemaError
+        from tsrmon.store.postgres.store import PostgresStore
+
+        feed = feed or PgChangeFeed(config.database.dsn, reactor)
+        store = PostgresStore(config, reactor, hub, feed=feed)
+        try:
+            store.prepare()
+        except SchemaError as e:
+            raise ConfigError(config.source, "DATABASE.DSN", str(e)) from None
+        return store, feed
+    from tsrmon.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(config, reactor, hub, feed=feed,
+                        minute_retention_days=config.database.minute_retention_days)
+    return store, store.feed
+
+
+def build_reader(config, reactor, feed):
+    """The REST/live reader of the configured backend, following ``feed``."""
+    if config.database.backend == "postgresql":
+        from tsrmon.reader.pg_reader import PgReader
+
+        return PgReader(config, reactor, feed)
+    from tsrmon.reader.sqlite_reader import SQLiteReader
+
+    return SQLiteReader(config, reactor, feed=feed)
