@@ -7,7 +7,9 @@ sensor's float64 columns into the worker's stdin as raw buffers behind it
 (no copy on the reactor thread).
 
 Both ends speak length-prefixed ``marshal`` messages: the parent sends
-``(call id, method, args)``, the child answers ``(call id, ok, result or
+``(call id, method, args)`` (or ``(call id, method, args, sizes)``, then
+that many raw bytes, handed to the method as one more argument, a list of
+bytes), the child answers ``(call id, ok, result or
 traceback text)``.  The child ignores SIGINT and SIGTERM (a Ctrl-C or a
 systemd stop reaches the whole process group; the parent must be able to
 flush its last batch first) and exits when its stdin closes, so it never
