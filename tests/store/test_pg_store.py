@@ -1,0 +1,150 @@
+"""What only the shared PostgreSQL store must do: nodes writing the same
+buckets at once lose nothing, a node hears another's commits, a newer
+schema and another TIME.ZONE are refused, minute partitions come and go."""
+
+import psycopg
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+
+from tests.store.pg_fixtures import fresh_database
+from tests.store.test_contract_backends import row
+from tests.web.conftest import make_config
+from tsrmon.config import ConfigError
+from tsrmon.reader.pg_reader import PgReader
+from tsrmon.store.backends import build_store
+from tsrmon.store.postgres import schema
+from tsrmon.store.postgres.feed import PgChangeFeed
+from tsrmon.store.postgres.store import PostgresStore
+
+T0 = 1_796_025_600
+
+
+@pytest.fixture
+def pg(tmp_path):
+    dsn, drop = fresh_database()
+    cfg = make_config(tmp_path).replace(database={"backend": "postgresql", "dsn": dsn})
+    yield cfg, dsn
+    drop()
+
+
+@defer.inlineCallbacks
+def _stop(*services):
+    for s in services:
+        yield defer.maybeDeferred(s.stopService)
+
+
+@pytest.mark.timeout(120)
+@pytest_twisted.inlineCallbacks
+def test_two_nodes_upserting_the_same_buckets_at_once_lose_nothing(pg):
+    cfg, dsn = pg
+    a = PostgresStore(cfg, reactor).prepare()
+    b = PostgresStore(cfg, reactor).prepare()
+    a.startService()
+    b.startService()
+    try:
+        for s in (a, b):
+            s.ensure_sensor("M", "vib", "VIB", "REAL")
+        rounds, buckets = 20, 50
+        for i in range(rounds):
+            for s, v in ((a, 1.0), (b, -2.0)):
+                s.upsert_sums("M", [row("vib", "hour", T0 + k * 3600, f"t{k}", [v, v * i])
+                                    for k in range(buckets)])
+            # Both transactions in flight together, on two connections.
+            yield defer.gatherResults([a.flush(), b.flush()])
+        assert a.failed_transactions == b.failed_transactions == 0
+        with psycopg.connect(dsn) as conn:
+            got = conn.execute("SELECT count(*), sum(count), min(count), max(count), sum(sum), "
+                               "min(min), max(max) FROM stat_hour WHERE machine = 'M'").fetchone()
+        total = sum(1.0 + i - 2.0 - 2.0 * i for i in range(rounds)) * buckets
+        assert got[:4] == (buckets, 4 * rounds * buckets, 4 * rounds, 4 * rounds)
+        assert got[4] == pytest.approx(total)
+        assert (got[5], got[6]) == (-2.0 * (rounds - 1), 1.0 * (rounds - 1))
+    finally:
+        yield _stop(a, b)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.inlineCallbacks
+def test_a_node_hears_another_nodes_commits_and_its_cache_follows(pg):
+    cfg, dsn = pg
+    feed_a = PgChangeFeed(dsn, reactor)
+    feed_b = PgChangeFeed(dsn, reactor).start()
+    a = PostgresStore(cfg, reactor, feed=feed_a).prepare()
+    reader_b = PgReader(cfg, reactor, feed_b)
+    reader_b.warm_hour_cache = False
+    heard = []
+    feed_b.subscribe(heard.append)
+    a.startService()
+    reader_b.startService()
+    try:
+        for _ in range(100):
+            if feed_b.connected.is_set():
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        a.ensure_sensor("M", "vib", "VIB", "REAL")
+        a.upsert_sums("M", [row("vib", "hour", T0, "2026-11-30 17:00:00", [1.0])])
+        yield a.flush()
+        first = yield reader_b.stats("M", "hour", align=False)
+        a.upsert_sums("M", [row("vib", "hour", T0, "2026-11-30 17:00:00", [5.0])])
+        yield a.flush()
+        for _ in range(100):
+            if len(heard) >= 2:
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        assert [c.machine for c in heard] == ["M", "M"]
+        assert heard[-1].spans[("vib", "hour")][2:] == ("2026-11-30", "2026-11-30")
+        second = yield reader_b.stats("M", "hour", align=False)
+        assert first[0].chunks[0].items[0][5] == 1
+        assert second[0].chunks[0].items[0][5] == 2
+        assert second[0].chunks[0].items[0][1] == pytest.approx(3.0)
+    finally:
+        yield _stop(reader_b, a)
+        feed_a.close()
+        feed_b.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_newer_schema_and_another_time_zone_are_refused(pg, tmp_path):
+    cfg, dsn = pg
+    PostgresStore(cfg, reactor).prepare()
+    other = cfg.replace(time={"zone": "Europe/Berlin"})
+    with pytest.raises(ConfigError) as e:
+        build_store(other, reactor)
+    assert "TIME.ZONE is Europe/Berlin but the PostgreSQL store records Asia/Seoul" in str(e.value)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (schema.SCHEMA_VERSION + 1,))
+    with pytest.raises(ConfigError) as e:
+        build_store(cfg, reactor)
+    assert f"schema version {schema.SCHEMA_VERSION + 1}, newer than this tsrmon knows" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.inlineCallbacks
+def test_minute_partitions_are_made_ahead_and_dropped_past_retention(pg):
+    cfg, dsn = pg
+    clock = task.Clock()
+    clock.advance(T0)
+    store = PostgresStore(cfg, reactor, clock=clock).prepare()
+    store.startService()
+    try:
+        yield store.maintain()
+        old = T0 - 10 * 86400
+        store.ensure_sensor("M", "vib", "VIB", "REAL")
+        store.upsert_sums("M", [row("vib", "minute", old, "old", [1.0]),
+                                row("vib", "minute", T0, "now", [2.0])])
+        yield store.flush()
+        with psycopg.connect(dsn) as conn:
+            names = {r[0] for r in conn.execute("SELECT relname FROM pg_class WHERE relname LIKE 'stat_minute_p%' "
+                                                "AND relkind = 'r'")}
+        assert schema.partition_of("minute", old)[0] in names
+        for i in range(4):
+            assert schema.partition_of("minute", T0 + i * 86400)[0] in names
+        assert schema.partition_of("hour", T0 + 40 * 86400)[0] in {
+            r[0] for r in psycopg.connect(dsn).execute("SELECT relname FROM pg_class")}
+        yield store.maintain()   # retention: 7 days (make_config's default)
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT time FROM stat_minute ORDER BY t0").fetchall() == [("now",)]
+    finally:
+        yield _stop(store)
