@@ -134,3 +134,43 @@ def test_the_feed_announces_each_commit_and_the_cache_follows(backend):
     after = _hours((yield reader.stats("M", "hour", align=False)))
     assert (before["vib"][0][5], after["vib"][0][5]) == (1, 2)
     assert after["vib"][0][1] == pytest.approx(2.0)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.inlineCallbacks
+def test_side_tables_keep_alarms_and_attempts(backend):
+    from tsrmon.alarms.engine import Alarm
+    from tsrmon.store.backends import build_alarm_table, build_attempt_table
+
+    cfg, _, _ = backend
+    alarms = build_alarm_table(cfg, reactor)
+    attempts = build_attempt_table(cfg, reactor)
+    assert verifyObject(contract.IAlarmTable, alarms)
+    assert verifyObject(contract.IAttemptTable, attempts)
+    try:
+        assert (yield alarms.open(T0)) == []
+        yield attempts.open(T0)
+        a = Alarm(id="a1", rule="hot", kind="threshold", machine="M", sensor="vib", severity="warning",
+                  raised_t=T0 + 1.0, level=3.0, value=3.5)
+        b = Alarm(id="b1", rule="hot", kind="threshold", machine="N", sensor="vib", severity="critical",
+                  raised_t=T0 + 2.0, level=3.0, value=9.0)
+        yield alarms.insert(a)
+        yield alarms.insert(b)
+        b.state, b.cleared_t, b.clear_reason = "cleared", T0 + 3.0, "value"
+        yield alarms.update(b, "state", "cleared_t", "clear_reason")
+        a.peak = b.peak = 10.0
+        yield alarms.update_many([a, b], "peak")
+        rows = yield alarms.query(T0, T0 + 10)
+        assert [(r.id, r.state, r.peak) for r in rows] == [("a1", "active", 10.0), ("b1", "cleared", 10.0)]
+        assert [r.id for r in (yield alarms.query(T0, T0 + 10, machine="N"))] == ["b1"]
+        yield alarms.close()
+        alarms = build_alarm_table(cfg, reactor)
+        assert [x.id for x in (yield alarms.open(T0 + 20))] == ["a1"]   # an active alarm resumes
+        yield attempts.add({"t": T0 + 5.0, "event_id": "e1", "event_t": T0, "machine": "M", "kind": "anomaly",
+                            "channel": "fcm", "target": "topic:anomaly", "result": "sent", "attempts": 1,
+                            "suppressed": 0})
+        got = yield attempts.query(T0, T0 + 10)
+        assert [(r["event_id"], r["result"], r["attempts"]) for r in got] == [("e1", "sent", 1)]
+    finally:
+        yield alarms.close()
+        yield defer.maybeDeferred(attempts.close)

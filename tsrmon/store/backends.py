@@ -42,3 +42,25 @@ def build_reader(config, reactor, feed):
     from tsrmon.reader.sqlite_reader import SQLiteReader
 
     return SQLiteReader(config, reactor, feed=feed)
+
+
+def build_alarm_table(config, reactor):
+    """The alarm history (``IAlarmTable``) of the configured backend."""
+    if config.database.backend == "postgresql":
+        from tsrmon.store.postgres.sidetables import PgAlarmTable
+
+        return PgAlarmTable(config.database.dsn, reactor)
+    from tsrmon.alarms.store import AlarmStore
+
+    return AlarmStore(config.database.path, reactor)
+
+
+def build_attempt_table(config, reactor):
+    """The notification attempts (``IAttemptTable``) of the configured backend."""
+    if config.database.backend == "postgresql":
+        from tsrmon.store.postgres.sidetables import PgAttemptTable
+
+        return PgAttemptTable(config.database.dsn, reactor)
+    from tsrmon.notify.records import AttemptRecords
+
+    return AttemptRecords(config.database.path, reactor)
