@@ -9,9 +9,18 @@ alerts are counted so the next one that goes out can say how many there were.
 
 The global cap counts sends over a sliding hour, so a storm from many (or
 spoofed) machines cannot flood phones or receivers.
+
+With a cluster (issue 16, CLUSTER.REDIS), :class:`ClusterThrottle` keeps the
+last send per key, the held counts and the hour's sends in Redis and decides
+in one Lua script, so one anomaly is pushed once across all nodes and the
+cap is the cluster's.  Without one, :class:`Throttle` is all there is.
 """
 
 import collections
+
+import orjson
+from twisted.internet import defer
+from twisted.logger import Logger
 
 # Beyond this many keys, keys with nothing to report are forgotten.
 _PRUNE_AT = 4096
@@ -58,6 +67,17 @@ class Throttle:
 
     def admit(self, key):
         now = self.clock.seconds()
+        held = self._check(key, now)
+        if held is not None:
+            return held
+        return self._record(key, now)
+
+    def decide(self, key):
+        """:meth:`admit` as a Deferred (the form a cluster-wide throttle needs)."""
+        return defer.succeed(self.admit(key))
+
+    def _check(self, key, now):
+        """A held-back Decision (counted), or None when ``key`` may go out."""
         last = self._last.get(key)
         # A wall clock stepped backwards must not hold a machine silent.
         if last is not None and last <= now < last + self.interval:
@@ -68,11 +88,15 @@ class Throttle:
             self._held[key] += 1
             self.capped += 1
             return Decision(False, reason="capped")
+        return None
+
+    def _record(self, key, now, suppressed=None):
         self._last[key] = now
         self._window.append(now)
         if len(self._last) > _PRUNE_AT:
             self._prune(now)
-        return Decision(True, suppressed=self._held.pop(key, 0))
+        held = self._held.pop(key, 0)
+        return Decision(True, suppressed=held if suppressed is None else suppressed)
 
     def sent_last_hour(self, now=None):
         if now is None:
@@ -93,3 +117,98 @@ class Throttle:
         for key, last in list(self._last.items()):
             if now - last >= self.interval and not self._held.get(key):
                 del self._last[key]
+
+
+# KEYS: last send of the key, its held count, the cluster's sends of the hour
+# (a sorted set by time).  ARGV: now, interval, cap, a unique member.
+# Returns {1 sent or 0, reason, suppressed}.
+CLUSTER_ADMIT = """
+local now, interval, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local last = tonumber(redis.call('GET', KEYS[1]))
+if last and last <= now and now < last + interval then
+  redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], 86400)
+  return {0, 'throttled', 0}
+end
+if cap > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 3600)
+  if redis.call('ZCARD', KEYS[3]) >= cap then
+    redis.call('INCR', KEYS[2])
+    redis.call('EXPIRE', KEYS[2], 86400)
+    return {0, 'capped', 0}
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', math.max(1000, math.ceil(interval * 1000)))
+redis.call('ZADD', KEYS[3], now, ARGV[4])
+redis.call('EXPIRE', KEYS[3], 3700)
+local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+redis.call('DEL', KEYS[2])
+return {1, '', held}
+"""
+
+
+class ClusterThrottle(Throttle):
+    """The same rules, decided cluster-wide in Redis.
+
+    ``redis``: anything with ``eval(script, keys, args) -> Deferred`` that
+    fails when Redis is away (``tsrmon.cluster.redis.RedisLink``).
+    :meth:`decide` asks Redis; this node's own record is a fast filter (what
+    this node sent the cluster sent too, so its spacing and cap can only
+    hold back what Redis would).  While Redis is away the node decides alone
+    (a push may then go out once per node: better than none), counted in
+    ``fallbacks``.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock, interval, max_per_hour, redis, prefix="tsrmon", node="node"):
+        super().__init__(clock, interval, max_per_hour)
+        self.redis = redis
+        self.prefix = prefix
+        self.node = node
+        self.fallbacks = 0
+        self._seq = 0
+        self._falling_back = False
+
+    def _keys(self, key):
+        name = orjson.dumps(list(key) if isinstance(key, tuple) else key).decode()
+        base = f"{self.prefix}:throttle"
+        return [f"{base}:last:{name}", f"{base}:held:{name}", f"{base}:window"]
+
+    def decide(self, key):
+        now = self.clock.seconds()
+        held = self._check(key, now)
+        if held is not None:
+            # Held here already; Redis still counts it for the next send's "suppressed".
+            self.redis.eval("redis.call('INCR', KEYS[1]) redis.call('EXPIRE', KEYS[1], 86400)",
+                            self._keys(key)[1:2], []).addErrback(lambda _: None)
+            return defer.succeed(held)
+        self._seq += 1
+        member = f"{self.node}:{now!r}:{self._seq}"
+        d = self.redis.eval(CLUSTER_ADMIT, self._keys(key), [repr(now), repr(self.interval),
+                                                             self.max_per_hour, member])
+        d.addCallbacks(self._decided, self._alone, callbackArgs=(key, now), errbackArgs=(key,))
+        return d
+
+    def _decided(self, result, key, now):
+        sent, reason, suppressed = int(result[0]), result[1], int(result[2])
+        if self._falling_back:
+            self._falling_back = False
+            self.log.info("notify: the cluster throttle is back in Redis")
+        if sent:
+            self._held.pop(key, None)
+            return self._record(key, now, suppressed)
+        self._held[key] += 1
+        if reason == "capped":
+            self.capped += 1
+        else:
+            self.throttled += 1
+        return Decision(False, reason=reason)
+
+    def _alone(self, failure, key):
+        self.fallbacks += 1
+        if not self._falling_back:
+            self._falling_back = True
+            self.log.warn("notify: Redis unreachable ({why}); throttling on this node alone until it "
+                          "is back", why=failure.getErrorMessage())
+        return self.admit(key)
