@@ -4,6 +4,7 @@
     tsrmon simulate ...             simulated DAQs against a running daemon
     tsrmon rebuild-stats ...        recompute aggregates from raw CSV
     tsrmon backup DEST              online, consistent copy of every database
+    tsrmon migrate-store DSN        copy every SQLite database into PostgreSQL
     tsrmon run [twistd args]        twistd -n --pidfile= tsrmon ... (foreground)
 
 The daemon itself runs under twistd (``--pidfile=``: tsrmon locks its data
@@ -31,7 +32,7 @@ def _check_config(args):
     from tsrmon.store.schema import case_collision_lines
 
     # Names that differ only in case are reported, never merged (exit stays 0).
-    for line in case_collision_lines(config["DATABASE"]["PATH"]):
+    for line in case_collision_lines(config.database.path):
         print(f"tsrmon: warning: {line}", file=sys.stderr)
     return 0
 
@@ -66,6 +67,21 @@ def _backup(args):
     config = _load(args)
     for path in backup(config, args.dest):
         print(path)
+    return 0
+
+
+def _plain_progress(done, total):
+    print(f"{done}/{total} databases copied", file=sys.stderr, flush=True)
+
+
+def _migrate_store(args):
+    from tsrmon.store.postgres.copy import migrate_store
+
+    config = _load(args)
+    progress = _progress_bar if sys.stderr.isatty() else _plain_progress
+    summary = migrate_store(config, args.dsn, progress=progress,
+                            say=lambda line: print(line, file=sys.stderr) if not sys.stderr.isatty() else None)
+    print("copied and verified " + ", ".join(f"{k}: {v}" for k, v in summary.items()))
     return 0
 
 
@@ -106,6 +122,12 @@ def main(argv=None):
     p.add_argument("--config")
     p.add_argument("dest")
     p.set_defaults(func=_backup)
+
+    p = sub.add_parser("migrate-store", help="copy every SQLite database of DATABASE.PATH (side files "
+                       "too) into a PostgreSQL store, verified; safe to rerun")
+    p.add_argument("--config")
+    p.add_argument("dsn", help="postgresql://user@host/db")
+    p.set_defaults(func=_migrate_store)
 
     args = parser.parse_args(argv)
     from tsrmon.store.tools import ToolError
