@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from tsrmon.cluster.redis import RedisLink, RedisUnavailable
 from tsrmon.rooms import ICounters, IHealth
+from tsrmon.stats.sums import PartialSums
 
 DIRECTORY_EVERY = 5.0  # seconds between directory refreshes of the machines fed here
 NODE_ALIVE = 3 * DIRECTORY_EVERY  # a node key outlives a few missed refreshes
@@ -208,7 +209,13 @@ class ClusterBus(service.Service):
         self._counters["directory_writes"] += 1
         d = self.commands.command("HSET", self.directory_key, *args)
         d.addErrback(self._directory_failed)
-        return d
+        # The node is alive as of this write too (not only from the periodic refresh).
+        return defer.gatherResults([d, self._alive()], consumeErrors=True).addErrback(lambda _: None)
+
+    def _alive(self):
+        d = self.commands.command("SET", f"{self.prefix}:node:{self.node}", self.clock.seconds(),
+                                  "PX", int(NODE_ALIVE * 1000))
+        return d.addErrback(self._directory_failed)
 
     def _directory_failed(self, failure):
         self._counters["directory_failures"] += 1
@@ -216,12 +223,8 @@ class ClusterBus(service.Service):
     def _refresh_directory(self):
         if not self.commands.connected:
             return None
-        alive = self.commands.command("SET", f"{self.prefix}:node:{self.node}", self.clock.seconds(),
-                                      "PX", int(NODE_ALIVE * 1000))
-        alive.addErrback(self._directory_failed)
         fed = [] if self.registry is None else [m for m in self.registry.machines.values() if m.connected]
-        return defer.gatherResults([alive, self._write_directory(fed)], consumeErrors=True).addErrback(
-            lambda _: None)
+        return self._write_directory(fed) if fed else self._alive()
 
     def machines(self):
         """``{machine: {"node", "connected", "last_frame", ...}}`` across the
@@ -264,19 +267,31 @@ class ClusterBus(service.Service):
 
 
 class LiveDelivery:
-    """``deliver`` for a node's live layer (``LiveService``): another node's
-    events enter it as if this node's hub had produced them, so clients of
-    any node get every machine's ``update``, ``second``, ``anomaly``,
-    ``status`` and alarm events."""
+    """``deliver`` for a node's live layer: another node's events enter it as
+    if this node's hub had produced them, so clients of any node get every
+    machine's ``update``, ``second``, ``anomaly``, ``status`` and alarm events.
+
+    ``live``: a ``LiveService``, or the hub's ``LiveBus`` (then every attached
+    live layer but the cluster bus itself gets them, looked up at each event,
+    so the cluster room can be built before the live layer).
+    """
 
     def __init__(self, live):
-        self.live = live
+        self.target = live
+
+    def layers(self):
+        sinks = getattr(self.target, "sinks", None)
+        if sinks is None:
+            return (self.target,)
+        return tuple(s for s in sinks if not isinstance(s, ClusterBus))
 
     def __call__(self, machine, event, payload, origin):
-        live = self.live
-        if event == "second":
-            from tsrmon.stats.sums import PartialSums
+        for live in self.layers():
+            self._deliver(live, machine, event, payload, origin)
 
+    @staticmethod
+    def _deliver(live, machine, event, payload, origin):
+        if event == "second":
             sensor, stype, t, count, total, total_abs, lo, hi, total_sq = payload
             live.second(machine, sensor, stype, t,
                         PartialSums(count, total, total_abs, _num(lo), _num(hi, -1), total_sq))
@@ -284,6 +299,8 @@ class LiveDelivery:
             score, threshold, t = payload
             live.anomaly(machine, score, threshold, t)
         elif event == "status":
+            if not hasattr(live, "namespace"):
+                return  # not a Socket.IO layer: nothing to build a status with
             ns = live.namespace(machine)
             status = ns.status_payload()
             text = live.time_text
