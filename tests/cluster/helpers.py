@@ -1,7 +1,7 @@
 """A TCP relay in front of Redis that a test can cut and restore (an outage
 without touching the shared Redis), and small waiting helpers."""
 
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, protocol, reactor, task
 from twisted.protocols import portforward
 
 
@@ -24,6 +24,20 @@ class Relay:
         for p in list(self.factory.live):
             p.transport.abortConnection()
         return d
+
+
+class Collect(protocol.Protocol):
+    """A client that keeps what it receives; ``done`` fires with it at the close."""
+
+    def connectionMade(self):
+        self.data = b""
+        self.done = defer.Deferred()
+
+    def dataReceived(self, data):
+        self.data += data
+
+    def connectionLost(self, reason):
+        self.done.callback(self.data)
 
 
 class _Tracked(portforward.ProxyServer):

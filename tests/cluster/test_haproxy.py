@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, endpoints, protocol, reactor
+from twisted.internet import endpoints, reactor
 from twisted.web import resource, server
 
-from tests.cluster.helpers import until
+from tests.cluster.helpers import Collect, until
 from tests.cluster.test_proxy import RecorderFactory
 from tests.conftest import require_service
 from tsrmon.cluster.proxy import ProxiedFactory, client_address
@@ -36,18 +36,6 @@ class WhoAmI(resource.Resource):
 
     def render_GET(self, request):
         return client_address(request, TRUSTED).encode()
-
-
-class Collect(protocol.Protocol):
-    def connectionMade(self):
-        self.data = b""
-        self.done = defer.Deferred()
-
-    def dataReceived(self, data):
-        self.data += data
-
-    def connectionLost(self, reason):
-        self.done.callback(self.data)
 
 
 @pytest_twisted.inlineCallbacks

@@ -10,7 +10,7 @@ import pytest_twisted
 from twisted.internet import endpoints, protocol, reactor, task
 from twisted.web.http_headers import Headers
 
-from tests.cluster.helpers import until
+from tests.cluster.helpers import Collect, until
 from tsrmon.cluster.proxy import ProxiedFactory, address_of, client_address, is_trusted, networks, proxied_factory
 from tsrmon.config import build_config
 
@@ -187,3 +187,38 @@ class FakeRequest:
 def test_client_address_from_x_forwarded_for(peer, xff, expected):
     assert client_address(FakeRequest(peer, *xff), ["10.0.0.0/24"]) == expected
     assert client_address(FakeRequest(peer, *xff), networks(["10.0.0.0/24"])) == expected
+
+
+class ClientHost:
+    isLeaf = True
+
+    def __init__(self):
+        from twisted.web import resource
+
+        class R(resource.Resource):
+            isLeaf = True
+
+            def render_GET(self, request):
+                return f"{request.getClientAddress().host} {request.getHost().host}".encode()
+        self.resource = R()
+
+
+@pytest.mark.parametrize("trusted, expected", [(["127.0.0.1/32"], b"203.0.113.7"), (["10.0.0.0/8"], b"127.0.0.1")])
+@pytest_twisted.inlineCallbacks
+def test_site_request_factory_uses_x_forwarded_for_from_a_trusted_peer(trusted, expected):
+    from twisted.web import server
+
+    from tsrmon.cluster.proxy import forwarded_requests
+
+    site = server.Site(ClientHost().resource)
+    site.requestFactory = forwarded_requests(trusted, site.requestFactory)
+    port = yield endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    try:
+        point = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
+        client = yield endpoints.connectProtocol(point, Collect())
+        client.transport.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                               b"X-Forwarded-For: 203.0.113.7\r\n\r\n")
+        answer = yield client.done
+        assert answer.endswith(expected + b" 127.0.0.1"), answer
+    finally:
+        yield port.stopListening()

@@ -213,13 +213,15 @@ def proxied_factory(factory, config, clock):
     return ProxiedFactory(factory, trusted, clock)
 
 
-def client_address(request, trusted):
+def client_address(request, trusted, peer=None):
     """The client's address of a twisted.web ``request``: the direct peer,
     or, when that peer is a trusted proxy (``trusted``: CIDR texts or
     :func:`networks`), the right-most ``X-Forwarded-For`` address that is not
-    itself a trusted proxy.  Returns the host text."""
+    itself a trusted proxy.  Returns the host text.  ``peer``: the direct
+    peer's address when not ``request.getClientAddress()``."""
     nets = networks(trusted) if trusted and isinstance(trusted[0], str) else tuple(trusted or ())
-    peer = request.getClientAddress()
+    if peer is None:
+        peer = request.getClientAddress()
     host = getattr(peer, "host", None)
     if host is None or not is_trusted(host, nets):
         return host
@@ -238,6 +240,27 @@ def client_address(request, trusted):
         if not is_trusted(candidate, nets):
             return candidate
     return host
+
+
+def forwarded_requests(trusted, base=None):
+    """A ``Site.requestFactory`` whose ``getClientAddress()`` is the
+    :func:`client_address` (X-Forwarded-For from a trusted proxy), so every
+    user of the client address (REST logs and token refusals, Engine.IO
+    polling) sees the browser's own; ``getPeer()`` stays the direct peer.
+    ``base``: the request class to extend (``twisted.web.server.Request``)."""
+    if base is None:
+        from twisted.web.server import Request as base
+    nets = networks(trusted)
+
+    class ForwardedRequest(base):
+        def getClientAddress(self):
+            direct = super().getClientAddress()
+            host = client_address(self, nets, direct)
+            if host is None or host == getattr(direct, "host", None):
+                return direct
+            return address_of(host, 0)
+
+    return ForwardedRequest
 
 
 def address_of(host, port=0):
