@@ -138,15 +138,42 @@ def stuck_jobs(h):
     return stuck
 
 
-def test_without_backpressure_rows_past_the_bound_are_dropped_and_counted(tmp_path):
+def test_without_backpressure_a_burst_under_the_hard_cap_waits_and_is_written(tmp_path):
+    """Nobody can hold the DAQs back: past MAX_BUFFER_SAMPLES the rows wait
+    (up to the hard cap) rather than being dropped, so a burst of the largest
+    legal frames is written whole and /healthz stays ok."""
     h = started(tmp_path)
     stuck = stuck_jobs(h)
     t = h.clock.seconds()
-    for _ in range(30):
+    for _ in range(49):
         h.svc.write("M", "s", np.ones(10), t)
-    # 100 went to the stuck job; the 200 behind it were dropped at the bound.
+    # 100 went to the stuck job; 390 wait behind it, past MAX_BUFFER_SAMPLES.
     c = h.svc.counters()
-    assert c["dropped_backlog"] == 200 and c["buffered_samples"] == 0 and not c["congested"]
+    assert c["dropped_backlog"] == 0 and c["buffered_samples"] == 390 and not c["congested"]
+    assert h.svc.healthy()["state"] == "ok"
+    h.clock.advance(RawCSVService.MAX_CONGESTED + RawCSVService.FLUSH_INTERVAL)
+    assert h.svc.healthy()["state"] == "ok" and h.svc.counters()["dropped_backlog"] == 0
+    d, fn, args = stuck.pop()
+    d.callback(fn(*args))  # the first job is written; the 390 go out at once
+    d, fn, args = stuck.pop()
+    d.callback(fn(*args))
+    assert h.svc.healthy()["state"] == "ok"
+    assert len(rows(h.file("M", "20261126_s.csv"))) == 490
+
+
+def test_without_backpressure_rows_past_the_hard_cap_are_dropped_and_counted(tmp_path):
+    h = started(tmp_path)
+    stuck = stuck_jobs(h)
+    t = h.clock.seconds()
+    for _ in range(60):
+        h.svc.write("M", "s", np.ones(10), t)
+    # 100 went to the stuck job; the 500 behind it were dropped at the hard cap.
+    c = h.svc.counters()
+    assert c["dropped_backlog"] == 500 and c["buffered_samples"] == 0 and not c["congested"]
+    assert h.svc.healthy()["state"] == "disk behind"
+    for _ in range(20):  # the disk is known to be behind: dropped at MAX_BUFFER_SAMPLES now
+        h.svc.write("M", "s", np.ones(10), t)
+    assert h.svc.counters()["dropped_backlog"] == 700
     assert h.svc.healthy()["state"] == "disk behind"
     d, fn, args = stuck.pop()
     d.callback(fn(*args))

@@ -224,10 +224,13 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
         elif self._buffered >= self.MAX_BACKLOG_SAMPLES:
             self._check_backlog()
         elif self._buffered >= self.MAX_BUFFER_SAMPLES and not self._congested:
-            if self.backpressure is None or self._backlogged or self.max_congested <= 0:
-                self._check_backlog(force=True)  # nobody to hold the DAQs back: drop
-            else:
+            if self._backlogged:
+                self._check_backlog(force=True)  # the disk is known to be behind: keep dropping
+            elif self.backpressure is not None and self.max_congested > 0:
                 self._set_congested(True)
+            # else nobody can hold the DAQs back: the rows wait up to
+            # MAX_BACKLOG_SAMPLES, so a burst of the largest legal frames
+            # (DAQ.MAX_SAMPLES_PER_FRAME each) is written, not dropped.
 
     def _set_congested(self, congested):
         self._congested = congested
