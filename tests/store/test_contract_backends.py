@@ -12,7 +12,8 @@ from zope.interface.verify import verifyObject
 from tests.store.pg_fixtures import fresh_database
 from tests.web.conftest import make_config
 from tsrmon.store import contract
-from tsrmon.store.backends import build_reader, build_store
+from tsrmon.reader.backends import build_reader
+from tsrmon.store.backends import build_store
 from tsrmon.store.feed import FAULTS, SENSORS
 
 T0 = 1_796_025_600  # 2026-11-30 17:00 Asia/Seoul (TEXT is a bucket text of its own)

@@ -1,10 +1,11 @@
-"""The store backend of ``DATABASE.BACKEND``: the aggregate store, its change
-feed and the REST reader, built together so the reader follows the store's
-feed (``store/contract.py``).
+"""The store backend of ``DATABASE.BACKEND``: the aggregate store with its
+change feed, and the side tables (``store/contract.py``).  The reader that
+follows the feed is built by ``tsrmon.reader.backends.build_reader`` (the
+store never imports the reader).
 
-``sqlite`` (default): ``SQLiteStore`` + ``SQLiteReader`` on ``DATABASE.PATH``,
+``sqlite`` (default): ``SQLiteStore`` (and ``SQLiteReader``) on ``DATABASE.PATH``,
 exactly as before, no service needed.  ``postgresql``: ``PostgresStore``,
-``PgChangeFeed`` (LISTEN/NOTIFY: every node's commits) and ``PgReader`` on
+``PgChangeFeed`` (LISTEN/NOTIFY: every node's commits) (and ``PgReader``) on
 ``DATABASE.DSN``; the schema is created or migrated and ``TIME.ZONE``
 checked here, so a refused database stops the start with one line.
 """
@@ -31,17 +32,6 @@ def build_store(config, reactor, hub=None, feed=None):
     store = SQLiteStore(config, reactor, hub, feed=feed,
                         minute_retention_days=config.database.minute_retention_days)
     return store, store.feed
-
-
-def build_reader(config, reactor, feed):
-    """The REST/live reader of the configured backend, following ``feed``."""
-    if config.database.backend == "postgresql":
-        from tsrmon.reader.pg_reader import PgReader
-
-        return PgReader(config, reactor, feed)
-    from tsrmon.reader.sqlite_reader import SQLiteReader
-
-    return SQLiteReader(config, reactor, feed=feed)
 
 
 def build_alarm_table(config, reactor):
