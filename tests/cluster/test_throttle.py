@@ -91,3 +91,21 @@ def test_without_a_cluster_decide_is_admit():
     th.decide("A").addCallback(got.append)
     th.decide("A").addCallback(got.append)
     assert [g.send for g in got] == [True, False] and got[1].reason == "throttled"
+
+
+@pytest_twisted.inlineCallbacks
+def test_admit_then_confirm_as_the_notifier_calls_them(redis_where, prefix):
+    clock = task.Clock()
+    clock.advance(1_000_000)
+    a, b = yield nodes(redis_where, prefix, clock)
+    try:
+        key = ("M1", "alarm:r1")
+        # Both nodes see the alert at once: each one's own rules let it through...
+        assert a.admit(key).send and b.admit(key).send
+        # ...and Redis lets exactly one of them send it.
+        first = yield a.confirm(key)
+        second = yield b.confirm(key)
+        assert (first.send, second.send, second.reason) == (True, False, "throttled")
+        assert a.admit(key).reason == "throttled"  # recorded by confirm, not by admit
+    finally:
+        yield from stop(a, b)

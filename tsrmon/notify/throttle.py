@@ -148,15 +148,17 @@ return {1, '', held}
 
 
 class ClusterThrottle(Throttle):
-    """The same rules, decided cluster-wide in Redis.
+    """The same rules, decided cluster-wide in Redis, in two steps:
 
-    ``redis``: anything with ``eval(script, keys, args) -> Deferred`` that
-    fails when Redis is away (``tsrmon.cluster.redis.RedisLink``).
-    :meth:`decide` asks Redis; this node's own record is a fast filter (what
-    this node sent the cluster sent too, so its spacing and cap can only
-    hold back what Redis would).  While Redis is away the node decides alone
-    (a push may then go out once per node: better than none), counted in
-    ``fallbacks``.
+    :meth:`admit` (synchronous, as the notifier calls it) is this node's
+    pre-filter: what this node sent the cluster sent too, so its spacing and
+    cap can only hold back what Redis would; it records nothing.
+    :meth:`confirm` (a Deferred) then decides in Redis and records the send;
+    :meth:`decide` is both.  ``redis``: anything with
+    ``eval(script, keys, args) -> Deferred`` that fails when Redis is away
+    (``tsrmon.cluster.redis.RedisLink``).  While Redis is away the node
+    decides alone (a push may then go out once per node: better than none),
+    counted in ``fallbacks``.
     """
 
     log = Logger()
@@ -175,20 +177,30 @@ class ClusterThrottle(Throttle):
         base = f"{self.prefix}:throttle"
         return [f"{base}:last:{name}", f"{base}:held:{name}", f"{base}:window"]
 
-    def decide(self, key):
-        now = self.clock.seconds()
-        held = self._check(key, now)
+    def admit(self, key):
+        held = self._check(key, self.clock.seconds())
         if held is not None:
             # Held here already; Redis still counts it for the next send's "suppressed".
             self.redis.eval("redis.call('INCR', KEYS[1]) redis.call('EXPIRE', KEYS[1], 86400)",
                             self._keys(key)[1:2], []).addErrback(lambda _: None)
-            return defer.succeed(held)
+            return held
+        return Decision(True, suppressed=self._held.get(key, 0))
+
+    def confirm(self, key):
+        """After a passing :meth:`admit`: the cluster's Decision (a Deferred)."""
+        now = self.clock.seconds()
         self._seq += 1
         member = f"{self.node}:{now!r}:{self._seq}"
         d = self.redis.eval(CLUSTER_ADMIT, self._keys(key), [repr(now), repr(self.interval),
                                                              self.max_per_hour, member])
-        d.addCallbacks(self._decided, self._alone, callbackArgs=(key, now), errbackArgs=(key,))
+        d.addCallbacks(self._decided, self._alone, callbackArgs=(key, now), errbackArgs=(key, now))
         return d
+
+    def decide(self, key):
+        decision = self.admit(key)
+        if not decision.send:
+            return defer.succeed(decision)
+        return self.confirm(key)
 
     def _decided(self, result, key, now):
         sent, reason, suppressed = int(result[0]), result[1], int(result[2])
@@ -205,10 +217,10 @@ class ClusterThrottle(Throttle):
             self.throttled += 1
         return Decision(False, reason=reason)
 
-    def _alone(self, failure, key):
+    def _alone(self, failure, key, now):
         self.fallbacks += 1
         if not self._falling_back:
             self._falling_back = True
             self.log.warn("notify: Redis unreachable ({why}); throttling on this node alone until it "
                           "is back", why=failure.getErrorMessage())
-        return self.admit(key)
+        return self._record(key, now)  # admit() already passed this node's own rules
