@@ -6,7 +6,7 @@ commits, refusals)."""
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor
 from zope.interface.verify import verifyObject
 
 from tests.store.pg_fixtures import fresh_database

@@ -18,7 +18,6 @@ is congested past ``max_queue_rows``, and whatever is queued at stop goes
 to the spool (``DATABASE.PATH/spool/``), replayed at the next start.
 """
 
-import os
 import uuid
 
 import psycopg
