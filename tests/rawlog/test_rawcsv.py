@@ -162,7 +162,7 @@ def test_midnight_switch_in_seoul_driven_by_the_clock(tmp_path):
         (b"00:00:00", b"1.5"), (b"00:00:01", b"1.5"), (b"00:00:02", b"1.5")]
     # Yesterday's file is closed once idle.
     assert h.svc.counters()["files_open"] == 2
-    h.clock.advance(RawCSVService.IDLE_CLOSE)
+    h.clock.advance(h.svc.idle_close)
     h.svc.write("M", "s", [1.5], h.clock.seconds())
     h.clock.advance(1)
     assert h.svc.counters()["files_open"] == 1

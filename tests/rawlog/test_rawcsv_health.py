@@ -90,7 +90,7 @@ def test_idle_files_are_closed_by_the_clock_and_a_deleted_file_frees_its_space(t
         return f
 
     h = Harness(tmp_path, open_file=opener)
-    h.config["DATA"]["IDLE_CLOSE"] = 5.0  # DATA.IDLE_CLOSE, when set
+    h.config = h.config.replace(data={"idle_close": 5.0})  # DATA.IDLE_CLOSE, when set
     h.svc = RawCSVService(h.config, h.clock, None, open_file=opener)
     assert h.svc.idle_close == 5.0
     h.svc.startService()
@@ -113,7 +113,7 @@ def test_idle_files_are_closed_by_the_clock_and_a_deleted_file_frees_its_space(t
 
 def test_the_default_idle_close_is_at_most_five_minutes(tmp_path):
     h = Harness(tmp_path)
-    assert h.svc.idle_close == RawCSVService.IDLE_CLOSE <= 300
+    assert h.svc.idle_close == h.config.data.idle_close <= 300
 
 
 @pytest_twisted.inlineCallbacks
@@ -121,7 +121,7 @@ def test_the_worker_process_closes_idle_files_too(tmp_path):
     from twisted.internet import reactor
 
     h = Harness(tmp_path)
-    h.config["DATA"]["IDLE_CLOSE"] = 5.0
+    h.config = h.config.replace(data={"idle_close": 5.0})
     h.svc = RawCSVService(h.config, h.clock, reactor, worker="process")
     h.svc.log = Logger(observer=h.events.append)
     h.svc.startService()

@@ -30,9 +30,9 @@ class DiskCare:
     """Free-space pause and the gzip/retention runs."""
 
     def __init__(self, data, free_space=None):
-        self.gzip_after_days = data["GZIP_AFTER_DAYS"]
-        self.retention_days = data["RETENTION_DAYS"]
-        self.min_free_bytes = data["MIN_FREE_MB"] * _MB
+        self.gzip_after_days = data.gzip_after_days
+        self.retention_days = data.retention_days
+        self.min_free_bytes = data.min_free_mb * _MB
         # Resume only a little above the floor, so a disk hovering at the
         # limit does not flap between paused and writing every check.
         self.resume_free_bytes = self.min_free_bytes + max(_MB, self.min_free_bytes // 20)

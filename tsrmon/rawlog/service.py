@@ -91,9 +91,6 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
 
     FLUSH_INTERVAL = 1.0
     SPACE_INTERVAL = 10.0
-    # Files unused this long are closed (clock-driven, so a deleted file's
-    # space is freed even when no rows arrive); DATA.IDLE_CLOSE if set.
-    IDLE_CLOSE = 60.0
     # A degraded file with no failure for this long is forgotten (its sensor
     # is gone): /healthz recovers without a restart.
     DEGRADED_EXPIRE = 3600.0
@@ -116,14 +113,14 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
 
     def __init__(self, config, clock, reactor=None, *, worker="thread", free_space=None,
                  open_file=None, run_in_thread=None, backpressure=None):
-        data = config["DATA"]
-        self.enabled = bool(data["ENABLED"])
-        self.root = os.path.abspath(data["PATH"])
-        self.time_format = data["TIME_FORMAT"]
-        self.tz = zoneinfo.ZoneInfo(config["TIME"]["ZONE"])
+        data = config.data
+        self.enabled = bool(data.enabled)
+        self.root = os.path.abspath(data.path)
+        self.time_format = data.time_format
+        self.tz = zoneinfo.ZoneInfo(config.time.zone)
         self.clock = clock
         self.backpressure = backpressure
-        max_pause = float(config.get("DAQ", {}).get("MAX_PAUSE", 0) or 0)
+        max_pause = float(config.daq.max_pause or 0)
         self.max_congested = min(self.MAX_CONGESTED, max_pause / 2)
         self._congestion_timer = None
         DiskCare.__init__(self, data, free_space)
@@ -142,8 +139,8 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
                 def run_in_thread(fn, *args):
                     return threads.deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)
         self._run_in_thread = run_in_thread
-        self.idle_close = float(data.get("IDLE_CLOSE", self.IDLE_CLOSE))
-        files_args = (self.root, config["TIME"]["ZONE"], self.time_format, None,
+        self.idle_close = float(data.idle_close)
+        files_args = (self.root, config.time.zone, self.time_format, None,
                       self.idle_close, self.MAX_OPEN_FILES)
         if worker == "thread":
             self.files = CSVFiles(*files_args)  # touched by one job at a time
