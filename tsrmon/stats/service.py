@@ -41,7 +41,7 @@ from zope.interface import implementer
 from tsrmon.analytics.moments import ChunkReducer, choose_reference
 from tsrmon.peerlog import peer_text
 from tsrmon.rooms import ICounters
-from tsrmon.runtime import next_tick_delay
+from tsrmon.ticks import next_tick_delay
 from tsrmon.stats.calendar import Calendar
 from tsrmon.stats.sums import PartialSums
 
@@ -86,8 +86,8 @@ class StatsService(service.Service):
             seconds = (seconds,)
         self.seconds = tuple(seconds)
         self.store = store
-        self.calendar = Calendar(config["TIME"]["ZONE"])
-        self.flush_interval = config["DATABASE"]["FLUSH"]
+        self.calendar = Calendar(config.time.zone)
+        self.flush_interval = config.database.flush
         self.tick_interval = tick
         self._pending = {}        # (machine, sensor, stype) -> [values, ...]
         self._partial = {}        # same key -> sums of this second reduced by a flush
