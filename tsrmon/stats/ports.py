@@ -1,1 +1,0 @@
-from tsrmon.stats.sinks import *  # moved; lead removes after updating callers
