@@ -148,3 +148,32 @@ def test_minute_partitions_are_made_ahead_and_dropped_past_retention(pg):
             assert conn.execute("SELECT time FROM stat_minute ORDER BY t0").fetchall() == [("now",)]
     finally:
         yield _stop(store)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.inlineCallbacks
+def test_rows_of_an_unreachable_store_are_kept_spooled_and_replayed(pg):
+    cfg, dsn = pg
+    away = PostgresStore(cfg, reactor, dsn="postgresql://postgres@127.0.0.1:1/none")
+    away.startService()
+    try:
+        away.ensure_sensor("M", "vib", "VIB", "REAL")
+        away.upsert_sums("M", [row("vib", "hour", T0, "2026-11-30 17:00:00", [1.0, 2.0])])
+        yield away.flush()
+        away.upsert_sums("M", [row("vib", "hour", T0, "2026-11-30 17:00:00", [3.0])])
+        yield away.flush()
+        assert away.failing is not None and not away.healthy()
+        assert away.health()["state"] == "failing"
+        assert away.queued_rows == 2     # compacted: the sensor and one bucket
+    finally:
+        yield _stop(away)
+    assert away.spooled_rows == 2
+    back = PostgresStore(cfg, reactor).prepare()
+    back.startService()
+    try:
+        yield back.replay_done
+        assert back.replayed_rows == 2
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT count, sum FROM stat_hour").fetchall() == [(3, 6.0)]
+    finally:
+        yield _stop(back)
