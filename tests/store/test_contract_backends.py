@@ -65,6 +65,7 @@ def test_the_backends_provide_the_contract(backend):
         assert verifyObject(iface, store)
     assert verifyObject(contract.IChangeFeed, store.feed)
     assert verifyObject(contract.IStatsReader, reader)
+    assert verifyObject(contract.IAnalyticsReader, reader)
     assert reader.feed is store.feed
 
 
@@ -175,3 +176,37 @@ def test_side_tables_keep_alarms_and_attempts(backend):
     finally:
         yield alarms.close()
         yield defer.maybeDeferred(attempts.close)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.inlineCallbacks
+def test_moments_spectra_and_features_read_back(backend):
+    import numpy as np
+
+    _, store, reader = backend
+    store.ensure_sensor("M", "vib", "VIB", "REAL")
+    store.upsert_sums("M", [row("vib", "hour", T0, TEXT, [1.0, 2.0, 4.0], moments=1.0)])
+    a = np.array([1.0, 2.0, 3.0, 4.0], dtype="<f4").tobytes()
+    b = np.array([3.0, 2.0, 1.0, 0.0], dtype="<f4").tobytes()
+    store.upsert_spectrum("M", "vib", "spectrum_minute", T0, 32400, TEXT, 2, 25600.0, 0.0, 10.0, a)
+    store.upsert_spectrum("M", "vib", "spectrum_minute", T0, 32400, TEXT, 2, 25600.0, 0.0, 10.0, b)
+    store.upsert_spectrum("M", "vib", "spectrum_minute", T0 + 60, 32400, TEXT, 1, 25600.0, 0.0, 10.0, a)
+    store.upsert_features("M", "vib", T0, 32400, TEXT, 3, 1.5, '{"bands": {"low": 2.0}}')
+    store.upsert_features("M", "vib", T0, 32400, TEXT, 1, 9.0, '{"bands": {"low": 9.0}}')  # fewer blocks: kept
+    yield store.flush()
+    moments = yield reader.moment_stats("M", "hour")
+    m = moments["vib"][0]
+    assert (m["count"], m["moments_count"]) == (3, 3)
+    assert m["mean"] == pytest.approx(7.0 / 3)
+    assert m["std"] == pytest.approx(np.std([1.0, 2.0, 4.0]))
+    spec = yield reader.spectrum("M", "vib", T0 + 30)
+    assert spec["blocks"] == 4 and spec["t0"] == T0
+    assert spec["lines"] == pytest.approx(list(np.sqrt((np.array([1, 2, 3, 4.0]) ** 2 + np.array([3, 2, 1, 0.0]) ** 2) / 2)),
+                                          rel=1e-6)
+    assert (yield reader.spectrum("M", "vib"))["t0"] == T0 + 60
+    fall = yield reader.waterfall("M", "vib", T0, T0 + 120)
+    assert fall["t0"] == [T0, T0 + 60] and len(fall["rows"]) == 2
+    feats = yield reader.features("M", "vib")
+    assert [(f["blocks"], f["velocity_rms"], f["features"]) for f in feats] == [(3, 1.5, {"bands": {"low": 2.0}})]
+    hours = yield reader.features("M", "vib", level="hour")
+    assert hours[0]["minutes"] == 1 and hours[0]["bands"] == {"low": 2.0}

@@ -1,5 +1,6 @@
 """The PostgreSQL reader: the reads of the REST API and the live layer on
-the shared store (``contract.IStatsReader``), served exactly like
+the shared store (``contract.IStatsReader``, and ``IAnalyticsReader`` from
+``reader/pg_analytics.py``), served exactly like
 :class:`~tsrmon.reader.sqlite_reader.SQLiteReader`'s (same rules of
 ``docs/storage.md``, same items, chunks and series of ``reader/series.py``,
 so the same JSON rows).
@@ -24,11 +25,12 @@ from zope.interface import implementer
 
 from tsrmon.names import is_valid_name
 from tsrmon.reader import hourcache
+from tsrmon.reader.pg_analytics import PgAnalyticsReads
 from tsrmon.reader.series import Chunk, StatSeries, _finite, _item, align_series
 from tsrmon.rooms import IReconfigurable
 from tsrmon.stats.sums import PartialSums
 from tsrmon.store import schema as sqlite_schema
-from tsrmon.store.contract import IStatsReader
+from tsrmon.store.contract import IAnalyticsReader, IStatsReader
 from tsrmon.store.feed import SENSORS
 from tsrmon.store.postgres.schema import LEVEL_TABLES
 from tsrmon.store.serving import _BELOW, _group, _next_text
@@ -115,8 +117,8 @@ def served_items(cur, machine, sensor, level, mode, start=None, end=None):
     return items
 
 
-@implementer(IReconfigurable, IStatsReader)
-class PgReader(service.Service):
+@implementer(IReconfigurable, IStatsReader, IAnalyticsReader)
+class PgReader(PgAnalyticsReads, service.Service):
     """Reads of the shared PostgreSQL store for REST and live."""
 
     log = Logger()
