@@ -182,3 +182,25 @@ def test_live_delivery_feeds_the_live_layer_as_a_local_machine():
     (event, payload), = live.ns.sent
     assert event == "status" and payload["connected"] is True and payload["node"] == "a"
     assert payload["last_frame_time"] == "T12.0" and payload["last_seen"] == 12.0 and payload["latest"] == {}
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_disconnect_elsewhere_does_not_hide_the_feeding_node(redis_where, prefix):
+    a, b = node(redis_where, prefix, "a"), node(redis_where, prefix, "b")
+    a.startService()
+    b.startService()
+    try:
+        yield until(lambda: a.commands.connected and b.commands.connected)
+        yield a._write_directory([FakeMachine("M1")])
+        # b refused (or lost) a claim of M1: its "disconnected" does not overwrite a's entry.
+        yield b._write_directory([FakeMachine("M1", connected=False)])
+        seen = yield b.machines()
+        assert seen["M1"]["node"] == "a" and seen["M1"]["connected"] is True
+        # a's own disconnect does; then b may record it fed and lost it too.
+        yield a._write_directory([FakeMachine("M1", connected=False)])
+        yield b._write_directory([FakeMachine("M1", connected=False, last_frame=200.0)])
+        seen = yield a.machines()
+        assert seen["M1"]["node"] == "b" and seen["M1"]["connected"] is False and seen["M1"]["last_frame"] == 200.0
+    finally:
+        yield a.stopService()
+        yield b.stopService()

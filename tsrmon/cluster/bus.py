@@ -41,6 +41,27 @@ DIRECTORY_EVERY = 5.0  # seconds between directory refreshes of the machines fed
 NODE_ALIVE = 3 * DIRECTORY_EVERY  # a node key outlives a few missed refreshes
 STATUS_FIELDS = ("connected", "last_frame", "connected_since", "disconnected_at")
 
+# KEYS[1] the directory; ARGV: this node, then (machine, entry, connected 1/0)
+# triples.  A disconnect here must not hide the node that feeds it now (a
+# refused claim, a takeover by another node): a "disconnected" entry replaces
+# only this node's own entry or another disconnected one.
+DIRECTORY_WRITE = """
+for i = 2, #ARGV, 3 do
+  local write = ARGV[i + 2] == '1'
+  if not write then
+    local cur = redis.call('HGET', KEYS[1], ARGV[i])
+    if not cur then
+      write = true
+    else
+      local e = cjson.decode(cur)
+      write = e['node'] == ARGV[1] or not e['connected']
+    end
+  end
+  if write then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+return 1
+"""
+
 
 def channel(prefix):
     return f"{prefix}:live"
@@ -203,11 +224,11 @@ class ClusterBus(service.Service):
     def _write_directory(self, machines):
         if not machines or not self.commands.connected:
             return defer.succeed(None)
-        args = []
+        args = [self.node]
         for m in machines:
-            args += [m.name, self._entry(m)]
+            args += [m.name, self._entry(m), 1 if m.connected else 0]
         self._counters["directory_writes"] += 1
-        d = self.commands.command("HSET", self.directory_key, *args)
+        d = self.commands.eval(DIRECTORY_WRITE, [self.directory_key], args)
         d.addErrback(self._directory_failed)
         # The node is alive as of this write too (not only from the periodic refresh).
         return defer.gatherResults([d, self._alive()], consumeErrors=True).addErrback(lambda _: None)
