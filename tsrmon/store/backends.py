@@ -20,8 +20,10 @@ def build_store(config, reactor, hub=None, feed=None):
         from tsrmon.store.postgres.schema import SchemaError
         from tsrmon.store.postgres.store import PostgresStore
 
+        owned = feed is None
         feed = feed or PgChangeFeed(config.database.dsn, reactor)
         store = PostgresStore(config, reactor, hub, feed=feed)
+        store.owns_feed = owned
         try:
             store.prepare()
         except SchemaError as e:

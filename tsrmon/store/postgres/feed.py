@@ -56,10 +56,10 @@ class PgChangeFeed(LocalChangeFeed):
         self.start()
 
     def close(self):
+        """Stop listening: the thread ends within ``poll`` seconds, closing
+        its connection (not joined here: the reactor never waits)."""
         self._stop.set()
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(self.poll + 5)
+        self._thread = None
         super().close()
 
     # -- listener thread ---------------------------------------------------

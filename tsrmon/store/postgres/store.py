@@ -93,6 +93,7 @@ class PostgresStore(service.Service):
         self.spooled_rows = self.replayed_rows = self.spool_kept_rows = self.spool_errors = 0
         self.replay_done = None
         self._sensors = None     # {machine: [sensor]} read once at start-up
+        self.owns_feed = False   # build_store: the feed was made for this store
 
     # -- start-up (synchronous: before the reactor runs, like SQLite's file checks)
     def prepare(self):
@@ -150,6 +151,9 @@ class PostgresStore(service.Service):
             self.closed = True
             if self._inflight is None:
                 self._close_pool()
+            if self.owns_feed:
+                # After the last commit's publish; readers stopped before us.
+                self.feed.close()
 
     def _close_pool(self):
         if self.pool.running or self.pool.threadpool is not None:
