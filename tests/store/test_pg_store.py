@@ -177,3 +177,33 @@ def test_rows_of_an_unreachable_store_are_kept_spooled_and_replayed(pg):
             assert conn.execute("SELECT count, sum FROM stat_hour").fetchall() == [(3, 6.0)]
     finally:
         yield _stop(back)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.inlineCallbacks
+def test_a_feed_that_lost_its_connection_reconnects_and_says_everything_changed(pg):
+    cfg, dsn = pg
+    store = PostgresStore(cfg, reactor).prepare()
+    store.startService()
+    feed = PgChangeFeed(dsn, reactor, poll=0.2).start()
+    heard = []
+    feed.subscribe(heard.append)
+    try:
+        store.ensure_sensor("M", "vib", "VIB", "REAL")
+        yield store.flush()
+        for _ in range(100):
+            if feed.connected.is_set():
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            killed = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE query LIKE 'LISTEN%%' AND datname = current_database()").fetchall()
+        assert killed == [(True,)]
+        for _ in range(200):
+            if any(c.everything for c in heard):
+                break
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        assert [(c.machine, c.everything) for c in heard if c.everything] == [("M", True)]
+    finally:
+        feed.close()
+        yield _stop(store)
