@@ -59,7 +59,7 @@ class Sink:
 
 def make_hub(tmp_path, sinks=None, **daq):
     config = load_config(None, base_dir=str(tmp_path))
-    config["DAQ"].update(daq)
+    config = config.replace(daq={k.lower(): v for k, v in daq.items()})
     hub = MachineHub(config, task.Clock(), **(sinks or {}))
     return hub
 
@@ -140,6 +140,21 @@ def test_congestion_reaches_every_connection_including_new_ones(tmp_path):
     assert a.congested and b.congested
     hub.storage_congested(False)
     assert not a.congested and not b.congested
+
+
+def test_the_store_catching_up_does_not_resume_reading_while_the_raw_log_is_behind(tmp_path):
+    hub = make_hub(tmp_path)
+    a = Conn("h1")
+    hub.claim("A", a)
+    registry = hub.registry
+    registry.storage_congested(True)
+    registry.raw_csv_congested(True)
+    registry.storage_congested(False)  # the store caught up; the raw CSV log has not
+    assert a.congested
+    registry.raw_csv_congested(False)
+    assert not a.congested
+    registry.raw_csv_congested(True)  # the raw log alone pauses reading too
+    assert a.congested
 
 
 def test_a_run_of_frames_counts_each_frame_and_hands_spectra_one_chunk_per_frame(tmp_path):

@@ -107,6 +107,7 @@ class MachineRegistry:
         self._refusal_logged = {}  # (name, host) -> last log time
         self._stype_warned = set()
         self._congested = False
+        self._congested_by = set()  # who is behind: "store", "raw_csv"
         self._case = {}  # case_key(machine) -> machine name
         # Connect, takeover and disconnect lines: a reconnect storm writes a
         # few lines a minute per machine and source, not one per reconnect.
@@ -162,8 +163,8 @@ class MachineRegistry:
         problem = name_problem(name)
         if problem is not None:
             raise Refused(f"bad machine name {peer_text(name)}: {problem}")
-        daq = self.config["DAQ"]
-        if daq["MACHINES"] and name not in daq["MACHINES"]:
+        daq = self.config.daq
+        if daq.machines and name not in daq.machines:
             raise Refused(f"machine {name!r} is not in DAQ.MACHINES", kind="not_allowed")
         machine = self.machines.get(name)
         if machine is None:
@@ -173,8 +174,8 @@ class MachineRegistry:
                 # file system, one file: refused, never merged.
                 raise Refused(f"machine name {name!r} differs only in case from the known machine {other!r}",
                               kind="case")
-            if len(self.machines) >= daq["MAX_MACHINES"]:
-                raise Refused(f"DAQ.MAX_MACHINES ({daq['MAX_MACHINES']}) reached; machine {name!r} refused",
+            if len(self.machines) >= daq.max_machines:
+                raise Refused(f"DAQ.MAX_MACHINES ({daq.max_machines}) reached; machine {name!r} refused",
                               kind="max_machines")
             machine = self.machines[name] = Machine(name)
             self._case[case_key(name)] = name
@@ -243,7 +244,7 @@ class MachineRegistry:
                                       "the known sensor {other!r}", machine=machine.name, sensor=sensor,
                                       other=other)
                 return False
-            cap = self.config["DAQ"]["MAX_SENSORS"]
+            cap = self.config.daq.max_sensors
             if len(machine.sensors) >= cap:
                 machine.dropped_sensors += 1
                 self.counters["refused_sensor_max"] += 1
@@ -276,13 +277,27 @@ class MachineRegistry:
         return True
 
     # -- backpressure ------------------------------------------------------
-    def storage_congested(self, congested):
-        """The store fell behind (True) or caught up: every DAQ connection pauses or resumes."""
+    def storage_congested(self, congested, source="store"):
+        """``source`` (the store, the raw CSV log) fell behind (True) or
+        caught up: every DAQ connection pauses while any source is behind
+        and resumes once none is.  One flag per source, so one catching up
+        does not resume reading while the other is still behind."""
+        if congested:
+            self._congested_by.add(source)
+        else:
+            self._congested_by.discard(source)
+        congested = bool(self._congested_by)
         if congested == self._congested:
             return
         self._congested = congested
-        self.log.warn("storage {state}: DAQ reading {action}",
-                      state="is falling behind" if congested else "caught up",
-                      action="paused" if congested else "resumed")
+        # Raw CSV bursts make many short episodes (counted in /metrics): debug.
+        emit = self.log.debug if source == "raw_csv" else self.log.warn
+        emit("storage {state}: DAQ reading {action}",
+             state="is falling behind" if congested else "caught up",
+             action="paused" if congested else "resumed")
         for conn in self.connections():
             conn.storage_congested(congested)
+
+    def raw_csv_congested(self, congested):
+        """The raw CSV log's backpressure (``RawCSVService(backpressure=)``)."""
+        self.storage_congested(congested, source="raw_csv")

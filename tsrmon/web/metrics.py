@@ -58,6 +58,7 @@ GAUGES = frozenset({
     "store_databases", "store_queued_rows", "store_congested", "store_broken_databases",
     "store_failing_databases", "store_spool_rows",
     "raw_enabled", "raw_paused", "raw_failing", "raw_files_open", "raw_buffered_frames",
+    "raw_buffered_samples",  # a level, not a count
     "raw_files_degraded",
     "stats_pending_keys",
     "live_sessions", "live_clients_polling", "live_clients_websocket", "live_namespaces",
