@@ -2,7 +2,7 @@
 rooms it uses (docs/architecture.md, "Composition").
 
 Start order (each start awaited before the next; stop is the exact reverse,
-one child after the other, see ``runtime.OrderedMultiService``)::
+one child after the other, see ``ordered.OrderedMultiService``)::
 
     lock → clock-jump guard → reactor lag → log files → (sensor catalog, HTTP policy) → SQLite store
          → raw CSV → statistics → spectra → hub → notifier → reader → live → alarms → (REST routes)
@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 
+import attrs
 from twisted.application import internet, service
 from twisted.internet import defer
 from twisted.internet.task import LoopingCall
@@ -26,9 +27,10 @@ from twisted.web.server import Site
 
 from tsrmon import rooms as room_interfaces
 from tsrmon.config import ConfigError, default_config_path, load_config
+from tsrmon.daemon import ProcessExit, tune_gc_for_a_daemon
 from tsrmon.listeners import EndpointListener, address_text, listen_exception_text, listener_problem
 from tsrmon.lock import InstanceLock, LockError
-from tsrmon.runtime import OrderedMultiService, ProcessExit, tune_gc_for_a_daemon
+from tsrmon.ordered import OrderedMultiService
 from tsrmon.systemd import SystemdNotifyService
 
 log = Logger()
@@ -78,7 +80,7 @@ class TsrmonService(OrderedMultiService):
     name = "tsrmon"
 
     def __init__(self, config, reactor, handle_signals=True, exit_status=None, demo=False):
-        super().__init__(clock=reactor, stop_timeout=config["SERVER"]["SHUTDOWN_TIMEOUT"])
+        super().__init__(clock=reactor, stop_timeout=config.server.shutdown_timeout)
         self.config = config
         self.reactor = reactor
         self.rooms = {}
@@ -273,16 +275,19 @@ class TsrmonService(OrderedMultiService):
             log.error("SIGHUP: configuration not reloaded: {error}", error=str(e))
             return None
         restart_needed = [
-            f"{section}.{key}"
-            for section, key in (("SERVER", "HOST"), ("SERVER", "PORT"), ("SERVER", "TCP_PORT"),
-                                 ("SERVER", "HTTP_ENDPOINT"), ("SERVER", "TCP_ENDPOINT"),
-                                 ("DATABASE", "PATH"), ("DATA", "PATH"), ("TIME", "ZONE"))
-            if new[section][key] != self.config[section][key]
+            (section, key)
+            for section, key in (("server", "host"), ("server", "port"), ("server", "tcp_port"),
+                                 ("server", "http_endpoint"), ("server", "tcp_endpoint"),
+                                 ("database", "path"), ("data", "path"), ("time", "zone"))
+            if getattr(getattr(new, section), key) != getattr(getattr(self.config, section), key)
         ]
         if restart_needed:
-            log.warn("SIGHUP: {keys} changed: takes effect after a restart", keys=", ".join(restart_needed))
-            for section, key in (k.split(".") for k in restart_needed):
-                new[section][key] = self.config[section][key]
+            log.warn("SIGHUP: {keys} changed: takes effect after a restart",
+                     keys=", ".join(f"{section}.{key}".upper() for section, key in restart_needed))
+            # Keep the running values: the section objects with those settings put back.
+            for section, key in restart_needed:
+                kept = attrs.evolve(getattr(new, section), **{key: getattr(getattr(self.config, section), key)})
+                new = new.replace(**{section: kept})
         if self.demo:
             new = demo_config(new)
         self.config = new
@@ -299,15 +304,13 @@ def demo_config(config):
     """``--demo``: updates every second so a newcomer sees data at once; the
     full-rate demo machine's sensor metadata (issue 17) after any SENSORS."""
     from tsrmon.analytics.meta import validate_entries
-    from tsrmon.simulate import DEMO_SENSORS
-    config["LIVE"]["INTERVAL"] = 1.0
-    config["SENSORS"] = list(config["SENSORS"]) + validate_entries(DEMO_SENSORS)
-    return config
+    from tsrmon.daqside.demo import DEMO_SENSORS
+    return config.replace(live={"interval": 1.0}, sensors=list(config.sensors) + validate_entries(DEMO_SENSORS))
 
 
 def http_endpoint(config):
-    server = config["SERVER"]
-    return server["HTTP_ENDPOINT"] or f"tcp:port={server['PORT']}:interface={_escape(server['HOST'])}"
+    server = config.server
+    return server.http_endpoint or f"tcp:port={server.port}:interface={_escape(server.host)}"
 
 
 def _escape(host):
@@ -320,7 +323,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
 
     Raises ``LockError`` if another daemon uses the same folders.  Nothing
     listens until the returned service is started.  ``exit_status`` (a
-    ``runtime.ProcessExit``) receives the exit status when a listener fails.
+    ``daemon.ProcessExit``) receives the exit status when a listener fails.
     """
     if reactor is None:
         from twisted.internet import reactor
@@ -329,7 +332,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
 
     top = TsrmonService(config, reactor, exit_status=exit_status, demo=demo)
     if lock:
-        instance_lock = InstanceLock([config["DATA"]["PATH"], config["DATABASE"]["PATH"]]).acquire()
+        instance_lock = InstanceLock([config.data.path, config.database.path]).acquire()
         LockService(instance_lock).setServiceParent(top)
 
     from tsrmon.alarms.service import AlarmService
@@ -344,9 +347,9 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     from tsrmon.spectra.catalog import SensorCatalog
     from tsrmon.spectra.service import SpectraService
     from tsrmon.stats.service import StatsService
-    from tsrmon.store.rawcsv import RawCSVService
-    from tsrmon.store.reader import SQLiteReader
-    from tsrmon.store.schema import stored_sensor_names
+    from tsrmon.rawlog.service import RawCSVService
+    from tsrmon.reader.sqlite_reader import SQLiteReader
+    from tsrmon.store.feed import LocalChangeFeed
     from tsrmon.store.sqlite import SQLiteStore
     from tsrmon.web.policy import HttpPolicy
     from tsrmon.web.rest import RestAPI
@@ -373,18 +376,20 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     # Alarm rules emit to the live layer, which reads spectra, which feed
     # alarm rules: the bus, built first, breaks that cycle (hub/bus.py).
     bus = LiveBus()
-    reader = rooms["reader"] = SQLiteReader(config, reactor)
+    feed = LocalChangeFeed()  # the store publishes each commit; the reader's cache follows
+    reader = rooms["reader"] = SQLiteReader(config, reactor, feed=feed)
     notifier = rooms["notifier"] = NotifierService(config, reactor, reactor)
-    raw = rooms["raw"] = RawCSVService(config, reactor, reactor, worker=config["DATA"]["WRITER"])
-    # The store pauses DAQ reading through the registry; the reader's caches
-    # follow its commits.
+    raw = rooms["raw"] = RawCSVService(config, reactor, reactor, worker=config.data.writer,
+                                       backpressure=registry.raw_csv_congested)
+    # The store and the raw CSV log pause DAQ reading through the registry
+    # (each its own congestion flag); the reader's caches follow the feed.
     store = rooms["store"] = SQLiteStore(
-        config, reactor, registry, minute_retention_days=config["DATABASE"]["MINUTE_RETENTION_DAYS"],
-        commit_listeners=[reader.written])
+        config, reactor, registry, minute_retention_days=config.database.minute_retention_days,
+        feed=feed)
     registry.remember(store.known_machines())
     # Case checks of sensor names survive restarts (a stored 'Vib' refuses 'vib').
     for machine in store.known_machines():
-        registry.remember_sensors(machine, stored_sensor_names(store.folder, machine))
+        registry.remember_sensors(machine, store.known_sensors(machine))
     # Raise/clear go to live clients through the bus and to push through the
     # notifier; the catalog lets the ISO preset judge true velocity RMS.
     alarms = rooms["alarms"] = AlarmService(config, reactor, registry, emit=bus.broadcast,
@@ -399,7 +404,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     # Each finished second: to live clients (the bus), then to alarm rules.
     stats = rooms["stats"] = StatsService(config, reactor, (bus, alarms), store)
     hub = rooms["hub"] = MachineHub(
-        config, reactor, registry=registry, stats=stats, raw=raw if config["DATA"]["ENABLED"] else None,
+        config, reactor, registry=registry, stats=stats, raw=raw if config.data.enabled else None,
         faults=store, live=bus, notifier=notifier, spectra=spectra,
         catalog=catalog)  # catalog: JSON frames' own rate/unit/rpm
     daq = rooms["daq"] = DAQListenerService(config, hub, reactor)
@@ -430,7 +435,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     SystemdNotifyService(reactor).setServiceParent(top)
 
     if demo:
-        from tsrmon.simulate import DemoService
+        from tsrmon.daqside.demo import DemoService
 
         rooms["demo"] = DemoService(config, reactor, daq.local_address, hub=hub)  # hub: 14 days of history
         rooms["demo"].setServiceParent(top)

@@ -16,11 +16,6 @@ from tsrmon.analytics import signals as _signals
 from tsrmon.daqside.simulator import SimulatorService
 from tsrmon.daqside.waveforms import sensors_for
 
-# Moved to tsrmon.daqside; the lead removes these after updating callers.
-from tsrmon.daqside.demo import DEMO_FULL_RATE, DEMO_MACHINES, DEMO_SENSORS, DemoService  # noqa: F401
-from tsrmon.daqside.waveforms import FaultModel, SignalModel  # noqa: F401
-
-
 HELP = """Simulated DAQ PCs streaming to a running tsrmon.
 
 Progress (frames sent, connection state and reconnects per machine) goes to

@@ -139,7 +139,7 @@ def test_make_service_builds_each_room_with_its_collaborators(tmp_path):
     # Live clients are reached through the one bus the live layer attached to.
     assert bus.sinks == (r["live"],)
     assert r["stats"].seconds == (bus, r["alarms"])
-    assert r["reader"].written in r["store"].commit_listeners
+    assert r["reader"].feed is r["store"].feed
     # Bound methods between rooms, no lambdas.
     assert r["alarms"].emit == bus.broadcast and r["alarms"].notify == r["notifier"].alarm
     assert r["alarms"].catalog is r["sensor_catalog"] and r["spectra"].alarms is r["alarms"]

@@ -6,6 +6,7 @@ from twisted.internet import reactor
 
 from tests.ingest.helpers import port_of, start_listener, wait_until
 from tsrmon import simulate
+from tsrmon.daqside.demo import DEMO_MACHINES, DemoService
 
 
 @pytest.mark.parametrize("encoding", [[], ["--json"]])
@@ -40,11 +41,11 @@ def test_parse_args_refuses_bad_server():
 def test_demo_service_feeds_data_and_an_anomaly(tmp_path):
     svc, hub, rec = start_listener(tmp_path)
     address = [None]
-    demo = simulate.DemoService(svc.config, reactor, lambda: address[0], fault_every=0.1, rate=10)
+    demo = DemoService(svc.config, reactor, lambda: address[0], fault_every=0.1, rate=10)
     demo.startService()
     try:
         address[0] = ("127.0.0.1", port_of(svc))  # the listener is "up" only now
-        yield wait_until(lambda: len(hub.machines) == len(simulate.DEMO_MACHINES)
+        yield wait_until(lambda: len(hub.machines) == len(DEMO_MACHINES)
                          and hub.notifier.faults and all(m.samples for m in hub.machines.values()))
         yield wait_until(lambda: all(m.faults for m in hub.machines.values()))
         assert {f[0] for f in hub.notifier.faults} == {"ShotBlast"}  # one anomaly source

@@ -12,17 +12,19 @@ from tsrmon.analytics import meta, spectrum
 from tsrmon.analytics.envelope import EnvelopeSpectrum
 from tsrmon.analytics.features import features
 from tsrmon.config import build_config
+from tsrmon.daqside.demo import DEMO_FULL_RATE
+from tsrmon.daqside.waveforms import FaultModel, SignalModel
 from tsrmon.service import demo_config
 
 
 def test_demo_fan_signal_shows_unbalance_misalignment_and_bpfo(tmp_path):
-    spec = simulate.DEMO_FULL_RATE["CoolingFan"]
+    spec = DEMO_FULL_RATE["CoolingFan"]
     rate, rpm = spec["rate"], spec["rpm"]
-    model = simulate.FaultModel(rate, rpm, spec["faults"])
+    model = FaultModel(rate, rpm, spec["faults"])
     x = np.concatenate([model.read(rate) for _ in range(30)])   # 30 one-second chunks
     cfg = demo_config(build_config({"DATABASE": {"PATH": "db"}, "DATA": {"PATH": "d"},
                                     "LOGGER": {"PATH": "l"}}, None, str(tmp_path)))
-    sm = meta.resolve("CoolingFan", "fan_vib", "VIB", cfg["SENSORS"])
+    sm = meta.resolve("CoolingFan", "fan_vib", "VIB", cfg.sensors)
     assert (sm.rate, sm.unit, sm.rpm) == (8192, "g", 1480.0) and sm.sources["rpm"] == "config"
     welch = spectrum.WelchSpectrum(rate)
     welch.feed(x)
@@ -45,7 +47,7 @@ def test_cli_full_rate_frames_carry_rate_unit_rpm_in_json():
     args = simulate.parse_args(["--full-rate", "25600", "--fault", "outer_race", "--json",
                                 "--rate", "2", "--sensors", "2"])
     sim = simulate.simulator_from_args(None, args)
-    model = simulate.SignalModel(sim.machines["SimMachine1"], args.rate, args.chunk, 0,
+    model = SignalModel(sim.machines["SimMachine1"], args.rate, args.chunk, 0,
                                  full_rate=args.full_rate, rpm=args.rpm, faults=tuple(args.fault),
                                  meta_fields=True)
     frame = model.frame()

@@ -18,7 +18,7 @@ from tsrmon.config import build_config
 from tsrmon.live.machines import stored_summary
 from tsrmon.stats.sums import PartialSums
 from tsrmon.store import schema
-from tsrmon.store.reader import SQLiteReader
+from tsrmon.reader.sqlite_reader import SQLiteReader
 
 ZONE = zoneinfo.ZoneInfo("Asia/Seoul")
 T0 = 1_800_000_000  # 2027-01-15 17:00:00 in Asia/Seoul

@@ -121,34 +121,3 @@ def test_the_cache_changes_only_through_the_feed(tmp_path):
     finally:
         yield reader.stopService()
         yield store.stopService()
-
-
-@pytest_twisted.inlineCallbacks
-def test_the_old_commit_listener_wiring_still_follows_the_writer(tmp_path):
-    cfg = make_config(tmp_path)
-    reader = SQLiteReader(cfg, reactor)
-    reader.warm_hour_cache = False
-    reader.startService()
-    store = SQLiteStore(cfg, reactor, commit_listeners=[reader.written])
-    store.startService()
-    try:
-        assert reader.written in store.commit_listeners
-        store.ensure_sensor("M", "vib1", "VIB", "ABS")
-        store.upsert_sums("M", [hour_row("vib1", h, 10, 5.0) for h in range(3)])
-        yield store.flush()
-        got = yield reader.stats("M", "hour", None, None, False)
-        assert len(list(got[0].items())) == 3
-        store.upsert_sums("M", [hour_row("vib1", 3, 10, 5.0)])
-        yield store.flush()
-        got = yield reader.stats("M", "hour", None, None, False)
-        assert len(list(got[0].items())) == 4
-        # it no longer watches the file itself: a foreign commit is not seen
-        conn = sqlite3.connect(store.path_of("M"))
-        conn.execute('UPDATE "vib1_hour_avg" SET sum_abs = 90.0')
-        conn.commit()
-        conn.close()
-        got = yield reader.stats("M", "hour", None, None, False)
-        assert set(values(got[0]).values()) == {0.5}
-    finally:
-        yield store.stopService()
-        yield reader.stopService()

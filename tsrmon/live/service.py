@@ -30,7 +30,7 @@ from tsrmon.live.machines import NAMESPACE_PREFIX, MachineNamespace, stored_summ
 from tsrmon.live.socketio import Namespace, SocketServer
 from tsrmon.peerlog import PeerLog
 from tsrmon.rooms import ICounters, IHealth, IReconfigurable
-from tsrmon.runtime import next_tick_delay
+from tsrmon.ticks import next_tick_delay
 from tsrmon.stats.sums import PartialSums
 from tsrmon.web.policy import HttpPolicy
 
@@ -72,11 +72,11 @@ class LiveService(service.Service):
         self.history = history
         # Read by MachineNamespace; None: nothing stored to tell.
         self.stored_status = self._stored_status if reader is not None else None
-        live = config["LIVE"]
-        self.interval = float(live["INTERVAL"])
-        self.cache_size = int(live["CACHE"])
-        self.max_subscriptions = int(config["DAQ"]["MAX_SENSORS"])
-        self.zone = zoneinfo.ZoneInfo(config["TIME"]["ZONE"])
+        live = config.live
+        self.interval = float(live.interval)
+        self.cache_size = int(live.cache)
+        self.max_subscriptions = int(config.daq.max_sensors)
+        self.zone = zoneinfo.ZoneInfo(config.time.zone)
         self._modes = {}
         self.namespaces = {}
         self.root = Namespace("/")  # accepted but unused, as deployed
@@ -84,11 +84,11 @@ class LiveService(service.Service):
                           "events_emitted": 0, "windows_closed": 0, "history_rows": 0}
         self.engine = EngineServer(
             clock, None,
-            ping_interval=float(live["PING_INTERVAL"]),
-            ping_timeout=float(live["PING_TIMEOUT"]),
+            ping_interval=float(live.ping_interval),
+            ping_timeout=float(live.ping_timeout),
             max_payload=MAX_PAYLOAD,
             upgrade_timeout=UPGRADE_TIMEOUT,
-            max_queue=int(live["MAX_QUEUE"]),
+            max_queue=int(live.max_queue),
             policy=self.policy,
             counters=self._counters,
             allow_eio3=True,  # old clients (Dart socket_io_client <= 1.x, JS 2.x)
@@ -123,12 +123,12 @@ class LiveService(service.Service):
         LIVE.INTERVAL and LIVE.CACHE need a restart."""
         if self._own_policy:
             self.policy.reconfigure(config)
-        live = config["LIVE"]
-        self.engine.ping_interval = float(live["PING_INTERVAL"])
-        self.engine.ping_timeout = float(live["PING_TIMEOUT"])
-        self.engine.max_queue = int(live["MAX_QUEUE"])
-        old = self.config["LIVE"]
-        changed = [k for k in ("INTERVAL", "CACHE") if live[k] != old[k]]
+        live = config.live
+        self.engine.ping_interval = float(live.ping_interval)
+        self.engine.ping_timeout = float(live.ping_timeout)
+        self.engine.max_queue = int(live.max_queue)
+        old = self.config.live
+        changed = [k.upper() for k in ("interval", "cache") if getattr(live, k) != getattr(old, k)]
         if changed:
             self.log.warn("SIGHUP: LIVE.{keys} changed: takes effect after a restart",
                           keys=", LIVE.".join(changed))
@@ -166,7 +166,7 @@ class LiveService(service.Service):
         # The first `status` of a machine also carries what storage knows of
         # it (latest minute values, last FaultDetect and anomaly, last seen).
         return stored_summary(self.reader, machine, self.clock.seconds(), self.mode, self.zone,
-                              self.config["DATABASE"]["MINUTE_RETENTION_DAYS"])
+                              self.config.database.minute_retention_days)
 
     def broadcast(self, machine, event, payload):
         """``event`` to every client of ``machine``'s namespace (alarm rules)."""

@@ -36,7 +36,7 @@ from tsrmon.rooms import IReconfigurable
 from tsrmon.stats.sums import PartialSums
 from tsrmon.store import schema, serving
 from tsrmon.store.contract import IAnalyticsReader, IStatsReader
-from tsrmon.store.feed import SENSORS, LocalChangeFeed
+from tsrmon.store.feed import SENSORS
 from tsrmon.store.filefeed import FileChangeFeed
 
 
@@ -79,7 +79,7 @@ class SQLiteReader(AnalyticsReads, ScoreReads, service.Service):
         self._pending = {}  # (path, table) -> {(first_day, last_day)} or hourcache.RECHECK
         self._own_feed = None
         if feed is None:
-            feed = self._own_feed = FileChangeFeed(config["DATABASE"]["PATH"])
+            feed = self._own_feed = FileChangeFeed(config.database.path)
         self.feed = feed
         self.feed.subscribe(self._changed)
         self._warned = set()
@@ -157,17 +157,6 @@ class SQLiteReader(AnalyticsReads, ScoreReads, service.Service):
             for key in list(self._hour):
                 self._pending[key] = hourcache.RECHECK
 
-    def written(self, change):
-        """Shim for the old wiring (``commit_listeners=[reader.written]``, which
-        subscribes this to the store's feed): from the first change on, the
-        reader follows that feed only.  Lead removes once callers pass ``feed=``."""
-        if self._own_feed is not None:
-            self._own_feed.unsubscribe(self._changed)
-            self._own_feed.close()
-            self._own_feed = None
-            self.feed = LocalChangeFeed()  # placeholder: the store's feed calls written()
-        self._changed(change)
-
     def _changed(self, change):
         """A Change from the feed (any thread): note the work for the next read.
 
@@ -242,10 +231,10 @@ class SQLiteReader(AnalyticsReads, ScoreReads, service.Service):
         """The file of a valid machine name (never built from another string)."""
         if not is_valid_name(machine):
             raise ValueError(f"invalid machine name {machine!r}")
-        return os.path.join(self.config["DATABASE"]["PATH"], machine + ".db")
+        return os.path.join(self.config.database.path, machine + ".db")
 
     def list_machines(self):
-        return schema.machine_names(self.config["DATABASE"]["PATH"])
+        return schema.machine_names(self.config.database.path)
 
     def _path_lock(self, path):
         with self._lock:

@@ -56,14 +56,13 @@ class SQLiteStore(service.Service):
     counters_key = "store"  # ICounters: its /metrics prefix
 
     def __init__(self, config, reactor, hub=None, clock=None, max_queue_rows=200_000,
-                 minute_retention_days=MINUTE_RETENTION_DAYS, run_in_thread=None, feed=None,
-                 commit_listeners=()):
+                 minute_retention_days=MINUTE_RETENTION_DAYS, run_in_thread=None, feed=None):
         self.config = config
         self.reactor = reactor
         self.clock = clock or reactor
         self.hub = hub
-        self.folder = config["DATABASE"]["PATH"]
-        self.calendar = Calendar(config["TIME"]["ZONE"])
+        self.folder = config.database.path
+        self.calendar = Calendar(config.time.zone)
         self.max_queue_rows = max_queue_rows
         self.minute_retention = minute_retention_days * 86400
         self.databases = {}
@@ -78,8 +77,6 @@ class SQLiteStore(service.Service):
         self._fault_commit = None
         # A Change is published here after each commit (reactor thread).
         self.feed = LocalChangeFeed() if feed is None else feed
-        for listener in commit_listeners:  # old wiring; lead removes with the shim below
-            self.feed.subscribe(listener)
         self._pruner = None
         self.closed = False
         self.spool_folder = spool.spool_dir(self.folder)
@@ -427,12 +424,6 @@ class SQLiteStore(service.Service):
     def _committed(self, change):
         if change is not None:
             self.feed.publish(change)
-
-    @property
-    def commit_listeners(self):
-        """Shim for the old wiring (``store.commit_listeners.append(reader.written)``):
-        the feed's subscribers.  Lead removes once callers pass ``feed=``."""
-        return self.feed.subscribers
 
     def _queue_changed(self, delta):
         self.queued_rows += delta
