@@ -90,8 +90,8 @@ def streaming(site):
 
     def tick():
         t = reactor.seconds()
-        site.hub.second("m1", "vib1", "VIB", t, PartialSums.of([-1.5, 0.5, 2.0]))
-        site.hub.second("m1", "temp1", "TEMP", t, PartialSums.of([20.0, 22.0]))
+        site.bus.second("m1", "vib1", "VIB", t, PartialSums.of([-1.5, 0.5, 2.0]))
+        site.bus.second("m1", "temp1", "TEMP", t, PartialSums.of([20.0, 22.0]))
         site.hub.fault(machine, 7, 5)
 
     loop = LoopingCall(tick)

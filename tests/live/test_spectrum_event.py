@@ -12,7 +12,7 @@ from twisted.internet import defer, reactor
 from tests.live.conftest import LiveServer, make_config
 from tests.live.helpers import events, sio_ws
 from tests.web.analytics_db import Feeder
-from tsrmon.store.reader import SQLiteReader
+from tsrmon.reader.sqlite_reader import SQLiteReader
 
 NSP = "/sio/Fan"
 
@@ -53,7 +53,7 @@ async def test_spectrum_event_is_opt_in_and_follows_new_minutes(tmp_path):
     server = LiveServer(cfg, feeder.clock, machines=("Fan",))
     server.live.spectra = feeder.spectra
     server.live.spectrum_reader = reader.spectrum
-    feeder.hub.live = server.live                 # the deployed `update` events too
+    feeder.bus.attach(server.live)               # the deployed `update` events too
     server.start()
     plain = sub = None
     try:

@@ -9,7 +9,7 @@ from twisted.internet import defer, reactor, task
 
 from tests.stats.helpers import config as stats_config, epoch
 from tsrmon.analytics import signals
-from tsrmon.hub.machines import MachineHub
+from tsrmon.hub import LiveBus, MachineHub, MachineRegistry
 from tsrmon.spectra.catalog import SensorCatalog
 from tsrmon.spectra.service import SpectraService
 from tsrmon.stats.service import StatsService
@@ -39,17 +39,18 @@ class Feeder:
             clock = task.Clock()
             clock.advance(self.start)
         self.clock = clock
-        self.store = SQLiteStore(self.cfg, reactor, hub=None, clock=clock)
-        self.hub = MachineHub(self.cfg, clock)
-        self.store.hub = self.hub
+        self.registry = MachineRegistry(self.cfg, clock)
+        # Live clients attach to the bus (``bus.attach``) when a test wants them.
+        self.bus = LiveBus()
+        self.store = SQLiteStore(self.cfg, reactor, self.registry, clock=clock)
         self.store.startService()
-        self.hub.remember(["Fan"])
-        self.stats = StatsService(self.cfg, clock, self.hub, self.store)
+        self.registry.remember(["Fan"])
+        self.stats = StatsService(self.cfg, clock, self.bus, self.store)
         self.catalog = SensorCatalog(self.cfg)
         self.spectra = SpectraService(self.cfg, clock, self.store, self.catalog, reactor=reactor,
                                       thread=False)
-        self.hub.stats = self.stats
-        self.hub.spectra = self.spectra
+        self.hub = MachineHub(self.cfg, clock, registry=self.registry, stats=self.stats, spectra=self.spectra,
+                              live=self.bus)
         self.stats.startService()
         self.spectra.startService()
         self.k = 0

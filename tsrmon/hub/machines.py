@@ -179,10 +179,3 @@ class MachineHub(service.Service):
             self.live.anomaly(machine.name, score, threshold, t)
         if score > threshold and self.notifier is not None:
             self.notifier.fault(machine.name, score, threshold, t)
-
-    def second(self, machine, sensor, stype, t, sums):
-        """Old callers that give statistics the hub as their second sink
-        (tests/web/analytics_db.py); the daemon gives them the live bus and
-        alarm rules.  Lead removes once those callers are updated."""
-        if self.live is not None:
-            self.live.second(machine, sensor, stype, t, sums)
