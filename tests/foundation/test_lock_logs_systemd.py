@@ -73,7 +73,7 @@ def test_dated_log_files_are_named_as_deployed_and_pruned(tmp_path):
 
 def test_log_level_filters_file_output(tmp_path):
     config = load_config(None, base_dir=str(tmp_path))
-    config["LOGGER"]["LEVEL"] = "warn"
+    config = config.replace(logger={"level": "warn"})
     publisher = LogPublisher()
     svc = LogFileService(config, publisher)
     svc.startService()
@@ -172,7 +172,7 @@ def test_log_level_changes_on_reconfigure(tmp_path):
     svc.startService()
     now = datetime.datetime.now().timestamp()
     publisher(_event("before", now))
-    config["LOGGER"]["LEVEL"] = "error"
+    config = config.replace(logger={"level": "error"})
     svc.reconfigure(config)
     publisher(_event("after", now))
     svc.stopService()

@@ -132,7 +132,7 @@ ACCEPTED = [
 @pytest.mark.parametrize("data, where, value", [r[1:] for r in ACCEPTED], ids=[r[0] for r in ACCEPTED])
 def test_valid_files_still_load(tmp_path, data, where, value):
     config = load_config(write(tmp_path, data), base_dir=str(tmp_path))
-    assert config[where[0]][where[1]] == value
+    assert getattr(getattr(config, where[0].lower()), where[1].lower()) == value
 
 
 def test_yaml_merge_keys_may_be_overridden_without_a_duplicate_refusal(tmp_path):
@@ -141,8 +141,8 @@ def test_yaml_merge_keys_may_be_overridden_without_a_duplicate_refusal(tmp_path)
                            b"    - &hook {url: 'http://127.0.0.1:9/a', retries: 1}\n"
                            b"    - {<<: *hook, url: 'http://127.0.0.1:9/b'}\n")
     config = load_config(path, base_dir=str(tmp_path))
-    assert [h["url"] for h in config["NOTIFY"]["WEBHOOKS"]] == ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]
-    assert config["NOTIFY"]["WEBHOOKS"][1]["retries"] == 1
+    assert [h["url"] for h in config.notify.webhooks] == ["http://127.0.0.1:9/a", "http://127.0.0.1:9/b"]
+    assert config.notify.webhooks[1]["retries"] == 1
 
 
 def test_sighup_reload_refuses_a_duplicate_section_and_keeps_the_running_config(tmp_path):

@@ -13,7 +13,6 @@ import pytest
 import requests
 
 from tests.daemon.harness import Daemon
-from tsrmon import config as tsrmon_config
 from tsrmon.client import encode_pickle
 
 SEOUL = zoneinfo.ZoneInfo("Asia/Seoul")  # the harness's TIME.ZONE
@@ -147,11 +146,8 @@ def _holders(pid, path):
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_deleted_csv_frees_its_space_after_the_idle_timeout(tmp_path):
-    overrides = {}
-    idle = 60.0  # the built-in default
-    if "IDLE_CLOSE" in tsrmon_config.SCHEMA.get("DATA", {}):
-        idle = 2.0
-        overrides = {"DATA": {"MIN_FREE_MB": 0, "IDLE_CLOSE": idle}}
+    idle = 2.0
+    overrides = {"DATA": {"MIN_FREE_MB": 0, "IDLE_CLOSE": idle}}
     d = Daemon(tmp_path, overrides=overrides).start()
     try:
         s = connect(d, "M")

@@ -74,8 +74,8 @@ def mean(xs):
 def test_deployed_database_backed_up_migrated_and_served(tmp_path):
     switch = epoch(BERLIN, "2026-11-26 10:35:00")
     cfg, store, rig = make_rig(tmp_path, switch)
-    os.makedirs(cfg["DATABASE"]["PATH"], exist_ok=True)
-    path = os.path.join(cfg["DATABASE"]["PATH"], "ShotBlast.db")
+    os.makedirs(cfg.database.path, exist_ok=True)
+    path = os.path.join(cfg.database.path, "ShotBlast.db")
     legacy = deployed_database(path)
     before = dump(path)
 
@@ -83,11 +83,11 @@ def test_deployed_database_backed_up_migrated_and_served(tmp_path):
     rig.run(60, sensors=[(s, "VIB") for s in SENSORS])
     yield stop(rig, store)
 
-    backups = os.listdir(os.path.join(cfg["DATABASE"]["PATH"], "backups"))
+    backups = os.listdir(os.path.join(cfg.database.path, "backups"))
     assert len(backups) == 1 and backups[0].startswith("ShotBlast.") and backups[0].endswith(".v0.db")
-    assert dump(os.path.join(cfg["DATABASE"]["PATH"], "backups", backups[0])) == before
+    assert dump(os.path.join(cfg.database.path, "backups", backups[0])) == before
     # "every file containing .db" in db/ still lists only the machine
-    assert [n for n in os.listdir(cfg["DATABASE"]["PATH"]) if ".db" in n
+    assert [n for n in os.listdir(cfg.database.path) if ".db" in n
             and not n.endswith(("-wal", "-shm"))] == ["ShotBlast.db"]
 
     after = dump(path)

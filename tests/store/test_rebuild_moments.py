@@ -41,8 +41,8 @@ def test_rebuilt_rows_carry_moments_matching_numpy(tmp_path):
         samples[day] = [(start + 600 * i, (40.0 + 0.01 * rng.standard_t(5, size=7)).tolist())
                         for i in range(144)]
         write_raw(cfg, "M", "temp", day, samples[day])
-    os.makedirs(cfg["DATABASE"]["PATH"])
-    path = os.path.join(cfg["DATABASE"]["PATH"], "M.db")
+    os.makedirs(cfg.database.path)
+    path = os.path.join(cfg.database.path, "M.db")
     conn = migrate.open_database(path)
     SensorCatalog().ensure(conn, "temp", "TEMP", "REAL", None)
     conn.close()

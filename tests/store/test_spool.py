@@ -62,7 +62,7 @@ def sums_of(path, sensor, level):
 
 
 def spool_names(cfg):
-    folder = spool.spool_dir(cfg["DATABASE"]["PATH"])
+    folder = spool.spool_dir(cfg.database.path)
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
@@ -138,7 +138,7 @@ def test_unwritable_database_is_spooled_at_stop_and_replayed_exactly(tmp_path, m
     yield stop(rig, store)
 
     cfg = config(tmp_path / "live", ZONE)
-    folder = cfg["DATABASE"]["PATH"]
+    folder = cfg.database.path
     os.makedirs(os.path.join(folder, "ShotBlast.db"))  # a folder where the file should be
     store, rig = make_rig(cfg, start)
     rig.run(100)  # ten flushes, every one failing
@@ -173,7 +173,7 @@ def test_unwritable_database_is_spooled_at_stop_and_replayed_exactly(tmp_path, m
     assert any(f"replayed {buckets + 3} spooled rows of 1 machines" in m for m in log.text("info"))
     yield store2.stopService()
     got = os.path.join(folder, "ShotBlast.db")
-    want = os.path.join(direct_cfg["DATABASE"]["PATH"], "ShotBlast.db")
+    want = os.path.join(direct_cfg.database.path, "ShotBlast.db")
     truth = oracle(ZONE, rig.fed)
     for sensor in ("vib", "temp"):
         for level in ("minute", "hour", "day", "month", "year"):
@@ -195,7 +195,7 @@ def test_failed_replay_keeps_the_file_and_a_partial_one_keeps_only_what_failed(
         tmp_path, monkeypatch):
     log = Events(monkeypatch)
     cfg = config(tmp_path, ZONE)
-    folder = cfg["DATABASE"]["PATH"]
+    folder = cfg.database.path
     row = ("v", "hour", 1796025600, 32400, "2026-12-01 10:00:00", 2, 1.0, 3.0, -1.0, 2.0, 5.0)
     records = (spool.records_of("Good", [("sensor", "v", "VIB", "ABS", 1.0), ("sums", [row])])
                + spool.records_of("Bad", [("sums", [row]), ("fault", "x", 1.0, 2.0, 1.0)]))
@@ -231,7 +231,7 @@ def test_failed_replay_keeps_the_file_and_a_partial_one_keeps_only_what_failed(
 def test_a_spool_that_cannot_be_written_is_logged_with_counts(tmp_path, monkeypatch):
     log = Events(monkeypatch)
     cfg = config(tmp_path, ZONE)
-    folder = cfg["DATABASE"]["PATH"]
+    folder = cfg.database.path
     os.makedirs(os.path.join(folder, "M.db"))
     with open(os.path.join(folder, "spool"), "w") as f:
         f.write("a file where the spool folder goes")
@@ -252,7 +252,7 @@ def test_a_spool_that_cannot_be_written_is_logged_with_counts(tmp_path, monkeypa
 def test_one_failing_database_degrades_and_recovers_by_itself(tmp_path, monkeypatch):
     Events(monkeypatch)
     cfg = config(tmp_path, ZONE)
-    folder = cfg["DATABASE"]["PATH"]
+    folder = cfg.database.path
     store = SQLiteStore(cfg, reactor)
     store.startService()
     assert store.health() == {"ok": True, "state": "ok", "path": folder, "queued_rows": 0,
@@ -284,7 +284,7 @@ def test_one_failing_database_degrades_and_recovers_by_itself(tmp_path, monkeypa
 def test_a_broken_file_is_degraded_not_unhealthy_and_its_drops_are_logged(tmp_path, monkeypatch):
     log = Events(monkeypatch)
     cfg = config(tmp_path, ZONE)
-    folder = cfg["DATABASE"]["PATH"]
+    folder = cfg.database.path
     os.makedirs(folder)
     with open(os.path.join(folder, "Broken.db"), "wb") as f:
         f.write(b"this is not a database" * 100)
@@ -320,7 +320,7 @@ def test_statistics_flush_the_others_when_the_store_refuses_one_machine(tmp_path
     rig.run(3)
     yield stop(rig, store)
     assert rig.stats.counters()["rows_refused"] == 5
-    path = os.path.join(cfg["DATABASE"]["PATH"], "ShotBlast.db")
+    path = os.path.join(cfg.database.path, "ShotBlast.db")
     assert sums_of(path, "vib", "hour")[0] == 90
 
 
@@ -340,7 +340,7 @@ def _sensors_db(path, names):
 def test_case_collisions_are_found_and_logged_at_start_not_merged(tmp_path, monkeypatch):
     log = Events(monkeypatch)
     cfg = config(tmp_path, ZONE)
-    folder = cfg["DATABASE"]["PATH"]
+    folder = cfg.database.path
     os.makedirs(folder)
     _sensors_db(os.path.join(folder, "M.db"), ["Vib", "temp", "vib", "Ärger", "ärger"])
     _sensors_db(os.path.join(folder, "Press.db"), ["a"])
@@ -408,7 +408,7 @@ def test_shutdown_timeout_spools_the_queue_and_a_commit_that_fails_after_it(
     stopping = store.stopService()
     stopping.cancel()  # what SERVER.SHUTDOWN_TIMEOUT does
     yield stopping
-    folder = spool.spool_dir(cfg["DATABASE"]["PATH"])
+    folder = spool.spool_dir(cfg.database.path)
     (name,) = spool_names(cfg)
     records, _ = spool.read_file(os.path.join(folder, name))
     assert [r["count"] for r in records] == [2]
@@ -451,7 +451,7 @@ def test_the_replay_is_handed_to_the_writer_before_start_returns(tmp_path, monke
     Events(monkeypatch)
     cfg = config(tmp_path, ZONE)
     row = ("v", "hour", 3600, 0, "h", 2, 1.0, 3.0, -1.0, 2.0, 5.0)
-    spool.write_records(spool.spool_dir(cfg["DATABASE"]["PATH"]),
+    spool.write_records(spool.spool_dir(cfg.database.path),
                         spool.records_of("M", [("sums", [row])]), 3600.0)
     handed = []
     real = sqlite_machine.MachineDatabase.replay
@@ -468,7 +468,7 @@ def test_the_replay_is_handed_to_the_writer_before_start_returns(tmp_path, monke
     yield store.flush()
     yield store.replay_done
     yield store.stopService()
-    assert db_rows(os.path.join(cfg["DATABASE"]["PATH"], "M.db"),
+    assert db_rows(os.path.join(cfg.database.path, "M.db"),
                    'SELECT "count", "min", "max" FROM "v_hour_avg"') == [(4, -1.0, 2.0)]
 
 

@@ -60,7 +60,7 @@ def test_an_old_sums_record_still_reads_as_eleven_columns():
 def test_replayed_spool_stores_moments_and_spectra(tmp_path):
     cfg = config(tmp_path, "Asia/Seoul")
     x, ops = ops_with_analytics()
-    folder = spool.spool_dir(cfg["DATABASE"]["PATH"])
+    folder = spool.spool_dir(cfg.database.path)
     spool.write_records(folder, spool.records_of("M", ops), 1796025700.0)
     store = SQLiteStore(cfg, reactor)
     store.startService()

@@ -60,7 +60,7 @@ def test_session_replay_matches_truth(tmp_path, expected_json):
                 fault_t = rig.clock.seconds()
     yield stop(rig, store)
 
-    path = os.path.join(cfg["DATABASE"]["PATH"], "ShotBlast.db")
+    path = os.path.join(cfg.database.path, "ShotBlast.db")
     for sensor, truth in session["per_sensor"].items():
         for level, n_rows in (("hour", 2), ("day", 2), ("month", 2), ("year", 2), ("minute", 2)):
             table = f'"{sensor}_{level}_avg"'
@@ -101,7 +101,7 @@ def test_restart_adds_to_existing_rows(tmp_path):
     rig2.rng = rig.rng
     rig2.run(30)
     yield stop(rig2, store2)
-    path = os.path.join(cfg["DATABASE"]["PATH"], "ShotBlast.db")
+    path = os.path.join(cfg.database.path, "ShotBlast.db")
     rows = db_rows(path, 'SELECT time, "count", data, "sum_abs" FROM "vib_hour_avg"')
     assert len(rows) == 1 and rows[0][0] == "2026-06-01 12:00:00"
     fed = [v for (_t, s, _ty, vals) in rig.fed + rig2.fed if s == "vib" for v in vals]
@@ -117,7 +117,7 @@ def test_periodic_flush_makes_the_open_hour_visible(tmp_path):
     rig.run(12)
     # The flush loop ran on the Clock; wait for its commit to land.
     yield store.flush()
-    path = os.path.join(cfg["DATABASE"]["PATH"], "ShotBlast.db")
+    path = os.path.join(cfg.database.path, "ShotBlast.db")
     (count,) = db_rows(path, 'SELECT "count" FROM "vib_hour_avg"')[0]
     assert 0 < count < 12 * 30  # running, not complete: the last seconds are still pending
     yield stop(rig, store)
@@ -129,8 +129,8 @@ def test_periodic_flush_makes_the_open_hour_visible(tmp_path):
 @pytest_twisted.inlineCallbacks
 def test_corrupt_file_is_refused_with_its_name_and_others_go_on(tmp_path):
     cfg = config(tmp_path, BERLIN)
-    os.makedirs(cfg["DATABASE"]["PATH"])
-    bad = os.path.join(cfg["DATABASE"]["PATH"], "Broken.db")
+    os.makedirs(cfg.database.path)
+    bad = os.path.join(cfg.database.path, "Broken.db")
     with open(bad, "wb") as f:
         f.write(b"this is not a database" * 100)
     store = SQLiteStore(cfg, reactor)
@@ -148,7 +148,7 @@ def test_corrupt_file_is_refused_with_its_name_and_others_go_on(tmp_path):
     assert store.counters()["dropped_rows"] == dropped + 2
     assert list(store.broken()) == ["Broken"]
     yield store.stopService()
-    good = os.path.join(cfg["DATABASE"]["PATH"], "Good.db")
+    good = os.path.join(cfg.database.path, "Good.db")
     assert db_rows(good, 'SELECT data, "count" FROM "vib_hour_avg"') == [(1.5, 2)]
     with open(bad, "rb") as f:
         assert f.read().startswith(b"this is not a database")
@@ -188,7 +188,7 @@ def test_recent_minutes_and_pruning(tmp_path):
     yield store.flush()
     got = yield store.recent_minutes("ShotBlast", 0)
     assert got["vib"] == []
-    path = os.path.join(cfg["DATABASE"]["PATH"], "ShotBlast.db")
+    path = os.path.join(cfg.database.path, "ShotBlast.db")
     assert db_rows(path, 'SELECT COUNT(*) FROM "vib_hour_avg"')[0][0] == 1
     yield stop(rig, store)
     missing = yield store.recent_minutes("Nobody", 0)
@@ -218,6 +218,6 @@ def test_failed_transaction_is_rolled_back_and_retried_once(tmp_path, monkeypatc
     assert c["failed_transactions"] == 1 and c["queued_rows"] == 2 and store.healthy()
     yield store.flush()
     yield store.stopService()
-    path = os.path.join(cfg["DATABASE"]["PATH"], "M.db")
+    path = os.path.join(cfg.database.path, "M.db")
     assert db_rows(path, 'SELECT "count", data FROM "vib_hour_avg"') == [(2, 1.5)]
     assert store.counters()["queued_rows"] == 0

@@ -22,7 +22,7 @@ BERLIN = "Europe/Berlin"
 
 def write_raw(cfg, machine, sensor, day, samples, gz=False):
     """A raw CSV as docs/legacy.md §2.6 describes it: header, CRLF, HH:MM:SS,repr."""
-    folder = os.path.join(cfg["DATA"]["PATH"], machine)
+    folder = os.path.join(cfg.data.path, machine)
     os.makedirs(folder, exist_ok=True)
     tz = zoneinfo.ZoneInfo(BERLIN)
     lines = ["time,data"]
@@ -76,8 +76,8 @@ def raw_setup(tmp_path):
     write_raw(cfg, "M", "vib", fall, fall_samples)
     write_raw(cfg, "M", "vib", nxt, next_samples, gz=True)
     # The database knows vib is a VIB (ABS) sensor and holds stale rows.
-    path = os.path.join(cfg["DATABASE"]["PATH"], "M.db")
-    os.makedirs(cfg["DATABASE"]["PATH"])
+    path = os.path.join(cfg.database.path, "M.db")
+    os.makedirs(cfg.database.path)
     conn = migrate.open_database(path)
     SensorCatalog().ensure(conn, "vib", "VIB", "ABS", None)
     conn.execute('INSERT INTO "vib_hour_avg" (time, data) VALUES (?, ?)', ("2026-10-25 05:00:00", 99.0))
@@ -118,7 +118,7 @@ def test_rebuild_matches_samples_and_is_repeatable(raw_setup):
 
 def test_rebuild_refuses_while_a_daemon_holds_the_lock(raw_setup):
     cfg, path, _fed = raw_setup
-    lock = InstanceLock([cfg["DATA"]["PATH"], cfg["DATABASE"]["PATH"]]).acquire()
+    lock = InstanceLock([cfg.data.path, cfg.database.path]).acquire()
     try:
         with pytest.raises(tools.ToolError, match=f"PID {os.getpid()}"):
             tools.rebuild_stats(cfg, "M", "2026-10-25", "2026-10-26")
@@ -158,5 +158,5 @@ def test_backup_is_an_online_consistent_copy(tmp_path):
         assert table_rows(p)["vib_hour_avg"] == [("1970-01-01 02:00:00", 1.5, 3600, 3600, 2, 1.0, 3.0,
                                                    -1.0, 2.0, 5.0)]
     with pytest.raises(tools.ToolError, match="database folder itself"):
-        tools.backup(cfg, cfg["DATABASE"]["PATH"])
+        tools.backup(cfg, cfg.database.path)
     yield store.stopService()

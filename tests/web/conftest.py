@@ -69,7 +69,7 @@ def config(tmp_path):
 
 @pytest.fixture
 def db_dir(config):
-    path = config["DATABASE"]["PATH"]
+    path = config.database.path
     os.makedirs(path, exist_ok=True)
     return path
 

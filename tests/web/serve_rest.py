@@ -24,11 +24,11 @@ T0 = 1_795_571_940  # 2026-11-25 10:59:00 Asia/Seoul
 
 
 def populate(folder, config):
-    db = config["DATABASE"]["PATH"]
+    db = config.database.path
     os.makedirs(db, exist_ok=True)
     shot = os.path.join(db, "ShotBlast.db")
     if not os.path.exists(shot):
-        fill_from_messages(shot, expected()["session.bin"]["messages"][1:], T0, config["TIME"]["ZONE"])
+        fill_from_messages(shot, expected()["session.bin"]["messages"][1:], T0, config.time.zone)
         make_deployed_db(os.path.join(db, "VacuumPump1.db"), ["pump1_vib"], [
             ("pump1_vib", "hour", "2026-11-24 10:00:00", 0.5),
             ("pump1_vib", "hour", "2026-11-24 10:00:00", 0.7),

@@ -87,7 +87,7 @@ def test_read_only_never_creates_files_or_tables(serve, db_dir):
                                   "/stat/minute?machine=ShotBlast"])
 @pytest_twisted.inlineCallbacks
 def test_missing_database_folder_is_empty_not_500(serve, config, path):
-    assert not os.path.exists(config["DATABASE"]["PATH"])
+    assert not os.path.exists(config.database.path)
     server = serve()
     body = yield server.json(path)
     assert body in ([], {"machine_list": []})

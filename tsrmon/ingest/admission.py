@@ -21,8 +21,8 @@ from tsrmon.peerlog import PeerLog
 
 
 def limits_of(config):
-    daq = config["DAQ"]
-    return Limits(max_frame_bytes=daq["MAX_FRAME_BYTES"], max_samples=daq["MAX_SAMPLES_PER_FRAME"])
+    daq = config.daq
+    return Limits(max_frame_bytes=daq.max_frame_bytes, max_samples=daq.max_samples_per_frame)
 
 
 
@@ -58,7 +58,7 @@ class DAQFactory(protocol.Factory):
     def reconfigure(self, config):
         self.config = config
         self.limits = limits_of(config)
-        self.allow = [ipaddress.ip_network(c, strict=False) for c in config["DAQ"]["ALLOW"]]
+        self.allow = [ipaddress.ip_network(c, strict=False) for c in config.daq.allow]
         self.check_budget()
 
     def buildProtocol(self, addr):
@@ -71,7 +71,7 @@ class DAQFactory(protocol.Factory):
         closes the oldest unnamed connection (of that host, or of all) to
         make room before it refuses anyone."""
         counters = self.counters
-        daq = self.config["DAQ"]
+        daq = self.config.daq
         host = conn.peer_host
         if self.allow:
             try:
@@ -84,12 +84,12 @@ class DAQFactory(protocol.Factory):
                 counters["refused_connections"] += 1
                 counters["refused_allow"] += 1
                 return "refused_allow", f"{host} is not in DAQ.ALLOW"
-        per_host = daq["MAX_CONNECTIONS_PER_HOST"]
+        per_host = daq.max_connections_per_host
         if self.per_host.get(host, 0) >= per_host and not self._evict_unnamed(host):
             counters["refused_connections"] += 1
             counters["refused_per_host"] += 1
             return "refused_per_host", f"DAQ.MAX_CONNECTIONS_PER_HOST ({per_host}) reached for {host}"
-        cap = daq["MAX_CONNECTIONS"]
+        cap = daq.max_connections
         if len(self.connections) >= cap and not self._evict_unnamed(None):
             counters["refused_connections"] += 1
             counters["refused_max_connections"] += 1
@@ -128,7 +128,7 @@ class DAQFactory(protocol.Factory):
         """``conn`` now buffers ``buffered`` bytes (0 once it closes)."""
         self.buffered_total += buffered - conn.buffered
         conn.buffered = buffered
-        budget = self.config["DAQ"]["MAX_TOTAL_BUFFER_BYTES"]
+        budget = self.config.daq.max_total_buffer_bytes
         if self.buffered_total > budget:
             if buffered and conn.budget_paused is None and not conn.closing:
                 conn.budget_paused = self.clock.seconds()
@@ -154,14 +154,14 @@ class DAQFactory(protocol.Factory):
 
     def _arm_budget_timer(self):
         if self._budget_timer is None or not self._budget_timer.active():
-            wait = max(float(self.config["DAQ"]["MAX_PAUSE"]), 1.0)
+            wait = max(float(self.config.daq.max_pause), 1.0)
             self._budget_timer = self.clock.callLater(wait, self._budget_expired)
 
     def _budget_expired(self):
         """Still over the budget after DAQ.MAX_PAUSE: the paused connection
         holding the most is closed so the others can finish their frames."""
         self._budget_timer = None
-        budget = self.config["DAQ"]["MAX_TOTAL_BUFFER_BYTES"]
+        budget = self.config.daq.max_total_buffer_bytes
         paused = self._paused_for_budget()
         if self.buffered_total > budget and paused:
             victim = max(paused, key=lambda c: c.buffered)
@@ -171,7 +171,7 @@ class DAQFactory(protocol.Factory):
         self.check_budget()
 
     def check_budget(self):
-        if self.buffered_total <= self.config["DAQ"]["MAX_TOTAL_BUFFER_BYTES"]:
+        if self.buffered_total <= self.config.daq.max_total_buffer_bytes:
             self._resume_budget()
         elif self._paused_for_budget():
             self._arm_budget_timer()

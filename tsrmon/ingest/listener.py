@@ -39,11 +39,11 @@ class DAQListenerService(service.Service):
         return ("127.0.0.1" if wildcard else host.host, host.port)
 
     def endpoint_description(self):
-        server = self.config["SERVER"]
-        if server["TCP_ENDPOINT"]:
-            return server["TCP_ENDPOINT"]
-        host = server["HOST"].replace(":", "\\:")
-        return f"tcp:port={server['TCP_PORT']}:interface={host}"
+        server = self.config.server
+        if server.tcp_endpoint:
+            return server.tcp_endpoint
+        host = server.host.replace(":", "\\:")
+        return f"tcp:port={server.tcp_port}:interface={host}"
 
     def startService(self):
         super().startService()

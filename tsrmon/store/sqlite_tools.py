@@ -140,7 +140,7 @@ def backup(config, dest):
     ``dest`` (SQLite backup API: safe while the daemon writes).  Returns the
     list of files written.  A missing source folder or an unusable
     destination is a :class:`ToolError` with a one-line reason."""
-    src_folder = os.path.abspath(config["DATABASE"]["PATH"])
+    src_folder = os.path.abspath(config.database.path)
     dest = os.path.abspath(dest)
     if dest == src_folder:
         raise ToolError(f"backup destination {dest} is the database folder itself")

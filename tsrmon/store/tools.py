@@ -46,8 +46,7 @@ def _as_date(value, what):
 
 
 def _refuse_if_locked(config):
-    for key in ("DATA.PATH", "DATABASE.PATH"):
-        folder = config.key(key)
+    for folder in (config.data.path, config.database.path):
         owner = lock_owner(folder)
         if owner is not None:
             raise ToolError(f"a tsrmon daemon (PID {owner}) holds the lock of {folder}; "
@@ -56,7 +55,7 @@ def _refuse_if_locked(config):
 
 def raw_files(config, machine, date_from, date_to):
     """``[(date, sensor, path)]`` of raw CSV files in the range, sorted."""
-    folder = os.path.join(config["DATA"]["PATH"], machine)
+    folder = os.path.join(config.data.path, machine)
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
@@ -204,7 +203,7 @@ def _refuse_if_spooled(config):
     """Rows spooled at the last stop are replayed by the next start; a rebuild
     before that replay would count them twice (once from raw CSV, once from
     the spool), so the daemon must start once first."""
-    pending = spool.spool_files(spool.spool_dir(config["DATABASE"]["PATH"]))
+    pending = spool.spool_files(spool.spool_dir(config.database.path))
     if pending:
         raise ToolError(f"{len(pending)} spool file(s) in {os.path.dirname(pending[0])} are not "
                         f"replayed yet: start the daemon once (it replays them), stop it, then rebuild")
@@ -229,11 +228,11 @@ def rebuild_stats(config, machine, date_from, date_to, progress=None):
     files = raw_files(config, machine, date_from, date_to)
     if not files:
         raise ToolError(f"no raw CSV files for {machine} between {date_from} and {date_to} "
-                        f"in {os.path.join(config['DATA']['PATH'], machine)}")
+                        f"in {os.path.join(config.data.path, machine)}")
     total = sum(os.path.getsize(p) for _, _, p in files)
     done = 0
-    calendar = Calendar(config["TIME"]["ZONE"])
-    target = SQLiteRebuild(config["DATABASE"]["PATH"], machine)
+    calendar = Calendar(config.time.zone)
+    target = SQLiteRebuild(config.database.path, machine)
     summary = {"machine": machine, "files": len(files), "samples": 0, "bad_lines": 0,
                "sensors": [], "days": 0}
     try:

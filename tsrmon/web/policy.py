@@ -104,12 +104,12 @@ class HttpPolicy:
 
     @classmethod
     def from_config(cls, config):
-        return cls(config["SERVER"]["CORS_ORIGINS"], config["AUTH"]["API_TOKENS"])
+        return cls(config.server.cors_origins, config.auth.api_tokens)
 
     def reconfigure(self, config):
         """SIGHUP: new origins and tokens for every surface's next request."""
-        self.cors = CorsPolicy(list(config["SERVER"]["CORS_ORIGINS"]))
-        self.tokens = TokenCheck(list(config["AUTH"]["API_TOKENS"]))
+        self.cors = CorsPolicy(list(config.server.cors_origins))
+        self.tokens = TokenCheck(list(config.auth.api_tokens))
         for listener in list(self.on_change):
             listener()
 

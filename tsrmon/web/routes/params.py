@@ -94,7 +94,7 @@ class Params:
         name = self._arg(request, "machine")
         if name is None or name == "":
             raise BadParameter("machine", "missing machine")
-        name = self.config["APP"]["MACHINE_ALIASES"].get(name, name)
+        name = self.config.app.machine_aliases.get(name, name)
         problem = name_problem(name)
         if problem is not None:
             raise BadParameter("machine", f"invalid machine name: {problem}")
@@ -119,7 +119,7 @@ class Params:
         return fmt
 
     def _zone(self):
-        return ZoneInfo(self.config["TIME"]["ZONE"])
+        return ZoneInfo(self.config.time.zone)
 
     def _today(self):
         return datetime.fromtimestamp(self.clock.seconds(), self._zone()).date()

@@ -50,7 +50,7 @@ class SpectraRoutes(Answers, Params):
         line_spec = _spectrum.Spectrum(spec["f0"], spec["df"], np.asarray(values, np.float64),
                                        spec.get("blocks") or 1, spec.get("rate"))
         if peaks is None:
-            peaks = [[f, a] for f, a in _spectrum.peaks(line_spec, self.config["SPECTRA"]["PEAKS"])]
+            peaks = [[f, a] for f, a in _spectrum.peaks(line_spec, self.config.spectra.peaks)]
         if orders is None and meta.rpm and level != "envelope":
             orders = {str(k): [f, a] for k, (f, a) in _spectrum.orders(line_spec, meta.rpm).items()}
         out = dict(spec, machine=machine, sensor=sensor, unit=meta.unit, rpm=meta.rpm,
@@ -114,7 +114,7 @@ class SpectraRoutes(Answers, Params):
         what the SENSORS config alone says (after a restart, before data)."""
         meta = self.catalog.meta(machine, sensor) if self.catalog is not None else None
         if meta is None:
-            meta = _meta.resolve(machine, sensor, None, self.config["SENSORS"])
+            meta = _meta.resolve(machine, sensor, None, self.config.sensors)
         return meta
 
 
