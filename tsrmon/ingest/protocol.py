@@ -20,7 +20,6 @@ connection's own counts are derived from the machine's at its claim.
 """
 
 import hmac
-import socket
 
 from twisted.internet import protocol
 from twisted.logger import Logger, LogLevel
@@ -30,12 +29,10 @@ from tsrmon.hub.records import DataFrame, FaultFrame, NameFrame
 from tsrmon.hub.registry import Refused
 from tsrmon.ingest import schema
 from tsrmon.ingest.framing import EVENT, OK, JsonLineFramer, PickleFramer
+from tsrmon.ingest.keepalive import set_keepalive
 from tsrmon.ingest.opcodes import EXPANSION_REASON
 from tsrmon.peerlog import peer_text
 
-KEEPALIVE_IDLE = 60
-KEEPALIVE_INTERVAL = 60
-KEEPALIVE_COUNT = 3
 PRE_NAME_BUFFER = 64 * 1024  # bytes a connection may buffer before its name frame
 # Opcodes walked in Python per reactor turn (~10-20 ms), shared by the
 # connections walking at the time (each at least MIN_WALK): a frame of
@@ -46,20 +43,6 @@ _REASON_CHARS = 240  # refusal reasons quote peer text: cut short in the log
 _DRAIN_READS = 1024
 _EARLIEST = 946684800.0  # 2000-01-01T00:00:00Z
 _FUTURE_SLACK = 3600.0  # DAQ clocks drift; an hour ahead is still plausible
-
-
-def set_keepalive(transport):
-    """SO_KEEPALIVE with the deployed DAQ's timings (dead peer after ~240 s)."""
-    try:
-        transport.setTcpKeepAlive(1)
-    except AttributeError:  # not a TCP transport (a UNIX socket endpoint)
-        return False
-    sock = transport.getHandle()
-    for opt, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
-                       ("TCP_KEEPCNT", KEEPALIVE_COUNT)):
-        if hasattr(socket, opt):
-            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
-    return True
 
 
 def _counts(machine):
@@ -122,12 +105,12 @@ class DAQProtocol(protocol.Protocol):
             return
         self.admitted = True
         set_keepalive(self.transport)
-        self._name_timer = self.clock.callLater(self.factory.config["DAQ"]["NAME_TIMEOUT"], self._name_timeout)
+        self._name_timer = self.clock.callLater(self.factory.config.daq.name_timeout, self._name_timeout)
 
     def _name_timeout(self):
         self._name_timer = None
         if self.machine is None and not self.closing:
-            timeout = self.factory.config["DAQ"]["NAME_TIMEOUT"]
+            timeout = self.factory.config.daq.name_timeout
             self._refuse_connection("name_timeout", f"no name frame within DAQ.NAME_TIMEOUT ({timeout} s)")
 
     def _cancel_name_timer(self):
@@ -192,7 +175,7 @@ class DAQProtocol(protocol.Protocol):
             if self.congested:
                 return
             self.congested = True
-            max_pause = self.factory.config["DAQ"]["MAX_PAUSE"]
+            max_pause = self.factory.config.daq.max_pause
             if max_pause > 0 and not self.closing:
                 self.paused_at = self.clock.seconds()
                 self.factory.counters["paused"] += 1
@@ -310,10 +293,10 @@ class DAQProtocol(protocol.Protocol):
             # connection that has not named itself.
             self._refuse_connection("unnamed_buffer", f"{buffered} bytes buffered before the name frame "
                                     f"(at most {PRE_NAME_BUFFER})")
-        elif buffered > self.factory.config["DAQ"]["MAX_BUFFER_BYTES"]:
+        elif buffered > self.factory.config.daq.max_buffer_bytes:
             self._refuse_connection("buffer",
                                     f"{buffered} bytes buffered exceed DAQ.MAX_BUFFER_BYTES "
-                                    f"({self.factory.config['DAQ']['MAX_BUFFER_BYTES']})")
+                                    f"({self.factory.config.daq.max_buffer_bytes})")
         elif buffered != self.buffered:
             self.factory.buffer_changed(self, buffered)
 
@@ -392,7 +375,7 @@ class DAQProtocol(protocol.Protocol):
         return None
 
     def _claim(self, name, token):
-        tokens = self.factory.config["DAQ"]["TOKENS"]
+        tokens = self.factory.config.daq.tokens
         expected = tokens.get(name) if type(name) is str else None
         if expected is not None:
             if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
