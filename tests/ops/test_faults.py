@@ -1,7 +1,7 @@
 """What plants do to a server, on the real daemon (issue 9).
 
 Covered elsewhere and not repeated here: ENOSPC at the file layer
-(tests/store/test_rawcsv.py), SIGTERM under heavy ingest and SIGKILL
+(tests/rawlog/test_rawcsv.py), SIGTERM under heavy ingest and SIGKILL
 (tests/daemon/test_session_replay.py).
 """
 

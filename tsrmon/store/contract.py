@@ -20,7 +20,7 @@ from zope.interface import Attribute, Interface
 
 
 class IAggregateStore(Interface):
-    """The statistics' store (``stats/ports.py`` ``AggregateStore``).
+    """The statistics' store (``stats/sinks.py`` ``AggregateStore``).
 
     **An upsert adds a delta.**  A sum row ``(sensor, level, t0, utc_offset,
     time, count, sum, sum_abs, min, max, sum_sq[, mcount, ref, s1, s2, s3,
