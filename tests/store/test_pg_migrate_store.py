@@ -137,3 +137,19 @@ def test_migrate_store_refuses_an_unreachable_database_in_one_line(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith("tsrmon: cannot connect to postgresql://nobody@127.0.0.1:1/none")
     assert "\n" not in err
+
+
+@pytest.mark.timeout(30)
+def test_migrate_store_refuses_while_spooled_rows_wait_for_their_replay(tmp_path, capsys):
+    from tsrmon.store import spool
+
+    cfg = make_config(tmp_path)
+    os.makedirs(cfg.database.path)
+    deployed_database(os.path.join(cfg.database.path, "Deployed.db"))
+    spool.write_records(spool.spool_dir(cfg.database.path),
+                        spool.records_of("Deployed", [("fault", "2026-11-30 17:00:00", float(T0), 2.0, 1.0)]), T0)
+    conf = tmp_path / "tsrmon.yml"
+    conf.write_text(f"DATABASE: {{PATH: {cfg.database.path}}}\n")
+    assert cli.main(["migrate-store", "--config", str(conf), "postgresql://nobody@127.0.0.1:1/none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "spool file(s)" in err and "not replayed yet" in err

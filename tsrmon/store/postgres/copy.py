@@ -1,10 +1,11 @@
 """``tsrmon migrate-store postgresql://…``: every SQLite database of
 ``DATABASE.PATH`` copied into the shared PostgreSQL store.
 
-Each machine file (tsrmon's own and deployed ones, opened read-only: a
-deployed file is not migrated in place, its columns are read as they are)
-is copied in ONE transaction: sensors, the statistics rows (rows with sums
-into ``stat_<level>``, rows of the deployed server, without ``t0`` or sums,
+Refused while a daemon holds the folder's lock, or while spooled rows wait
+for their replay (they are in no file yet).  Each machine file (tsrmon's
+own and deployed ones, opened read-only: a deployed file is not migrated in
+place, its columns are read as they are) is copied in ONE transaction:
+sensors, the statistics rows (rows with sums into ``stat_<level>``, rows of the deployed server, without ``t0`` or sums,
 into ``stat_legacy`` keyed by their row id), ``anomaly``, ``fault_detect``
 (keyed by the source row id), spectra and features; then the side files
 (alarm history, notification attempts).  Then every table is verified:
@@ -22,7 +23,8 @@ import os
 import sqlite3
 import urllib.parse
 
-from tsrmon.store import migrate, schema as sqlite_schema
+from tsrmon.lock import lock_owner
+from tsrmon.store import migrate, schema as sqlite_schema, spool
 from tsrmon.store.contract import ToolError
 from tsrmon.store.postgres import schema
 from tsrmon.store.spectra import spectra_sensors
@@ -72,6 +74,15 @@ class StoreCopy:
     def run(self):
         import psycopg
 
+        owner = lock_owner(self.folder)
+        if owner is not None:
+            raise ToolError(f"a tsrmon daemon (PID {owner}) holds the lock of {self.folder}; "
+                            f"stop it before copying its databases")
+        pending = spool.spool_files(spool.spool_dir(self.folder))
+        if pending:
+            # Spooled rows are in no database yet: they would be left behind.
+            raise ToolError(f"{len(pending)} spool file(s) in {os.path.dirname(pending[0])} are not "
+                            f"replayed yet: start the daemon once (it replays them), stop it, then copy")
         units = self._units()
         if not units:
             raise ToolError(f"no SQLite databases in {self.folder}")
