@@ -101,7 +101,7 @@ METHODS = [
     ("'%.17g' join", percent_g17),
     ("orjson list + replace", orjson_list),
     ("orjson + replace, memoryview", orjson_list_memoryview),
-    ("tsrmon csvformat.format_values", writer_format_values),
+    ("tsrmon rawlog.rows.format_values", writer_format_values),
     ("orjson numpy + replace", orjson_numpy),
     ("numpy char.mod('%.17g')", numpy_char_mod),
     ("numpy astype(str)", numpy_astype_str),

@@ -1,1 +1,0 @@
-from tsrmon.hub.sinks import *  # moved; lead removes after updating callers

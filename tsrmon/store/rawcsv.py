@@ -1,1 +1,0 @@
-from tsrmon.rawlog.service import *  # noqa: F401,F403 moved; lead removes after updating callers
