@@ -136,6 +136,7 @@ class PgReader(PgAnalyticsReads, service.Service):
         self._machine_locks = {}
         self._hour = {}      # (machine, sensor) -> HourCache
         self._pending = {}   # (machine, sensor) -> pending work
+        self._sensor_rows = {}   # machine -> [(name, type, mode)]
         self._conns = []
         self.feed = feed
         self.feed.subscribe(self._changed)
@@ -212,6 +213,8 @@ class PgReader(PgAnalyticsReads, service.Service):
                 continue
             work[sensor] = hourcache.merge_pending(work.get(sensor), w)
         with self._lock:
+            if change.everything or any(k == SENSORS for _s, k in change.spans):
+                self._sensor_rows.pop(change.machine, None)
             for key in list(self._hour):
                 if key[0] != change.machine:
                     continue
@@ -248,9 +251,18 @@ class PgReader(PgAnalyticsReads, service.Service):
             return [m for (m,) in cur.fetchall() if is_valid_name(m)]
 
     def _sensors(self, cur, machine):
-        cur.execute("SELECT name, type, mode FROM sensor WHERE machine = %s ORDER BY ord, first_seen, name",
-                    (machine,))
-        return cur.fetchall()
+        """``[(name, type, mode)]`` of a machine, cached until the feed
+        announces a sensor of it (or cannot say what changed)."""
+        with self._lock:
+            got = self._sensor_rows.get(machine)
+        if got is None:
+            cur.execute("SELECT name, type, mode FROM sensor WHERE machine = %s "
+                        "ORDER BY ord, first_seen, name", (machine,))
+            got = cur.fetchall()
+            if got:
+                with self._lock:
+                    self._sensor_rows[machine] = got
+        return got
 
     def _machine_lock(self, machine):
         with self._lock:
