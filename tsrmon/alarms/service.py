@@ -5,28 +5,26 @@ each sensor (after the statistics reduced them); threshold and flat-line
 rules are judged there, on sliding windows of those sums.  Machine rules
 (DAQ silent, frame rate far below its usual rate) are judged every
 ``check_interval`` seconds on a LoopingCall of the injected clock, from the
-hub's :class:`~tsrmon.hub.machines.Machine` counters.
+hub's :class:`~tsrmon.hub.machines.Machine` counters (``machine_rules.py``).
 
 Raised, cleared and acknowledged alarms go to ``emit(machine, "alarm",
 payload)`` (the live layer's ``alarm`` event on ``/sio/<machine>``), each
 raise to ``notify(machine, title, body, data)`` (the notifier applies its
 own throttles), and every change to SQLite (``store.py``), from which a
-restart resumes the active alarms without raising them again.
+restart resumes the active alarms without raising them again (``emission.py``).
 
 Issue 17: ``crest``, ``kurtosis``, ``skewness`` and ``peak`` are judged per
 second like the other window metrics (the sums carry the moments); the
 spectra metrics (``velocity_rms``, ``band:<name>``, ``order:<n>``, bearing
-tones ``bpfo|bpfi|bsf|ftf[:h]``) once per minute in :meth:`features`, over
-the RMS of the minutes in the window.  The ISO 10816-3 preset judges the
-true velocity RMS (from the spectra) of a sensor whose rate and unit allow
-it, the RMS of the samples of a sensor whose unit is a velocity but whose
+tones ``bpfo|bpfi|bsf|ftf[:h]``) once per minute in :meth:`features`
+(``feature_rules.py``), over the RMS of the minutes in the window.  The
+ISO 10816-3 preset judges the true velocity RMS (from the spectra) of a
+sensor whose rate and unit allow it, the RMS of the samples of a sensor whose unit is a velocity but whose
 rate does not, and nothing otherwise; :meth:`rule_states` says which, and
 why, per rule and sensor.
 """
 
 import collections
-import math
-import uuid
 import zoneinfo
 
 from twisted.application import service
@@ -35,36 +33,27 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tsrmon.alarms import engine
-from tsrmon.alarms.engine import ACTIVE, CLEAR, INACTIVE, PENDING, RAISE, Alarm, Tracker, WindowSums
-from tsrmon.alarms.rules import (DAQ_SILENT, FLATLINE, RATE_DROP, SEVERITIES, feature_value,
-                                 is_feature_metric, render)
-from tsrmon.analytics import iso10816
-from tsrmon.analytics import meta as _meta
+from tsrmon.alarms.emission import AlarmEmission
+from tsrmon.alarms.engine import ACTIVE, CLEAR, INACTIVE, PENDING, RAISE, Tracker, WindowSums
+from tsrmon.alarms.feature_rules import FeatureRules
+from tsrmon.alarms.machine_rules import MIN_EXPECTED_FRAMES, FrameRate, MachineRules  # noqa: F401
+from tsrmon.alarms.rule_model import FLATLINE, RATE_DROP, SEVERITIES, is_feature_metric
 from tsrmon.alarms.store import AlarmStore
 from tsrmon.config.checks import ConfigError
 from tsrmon.rooms import ICounters, IHealth, IReconfigurable
 
 CHECK_INTERVAL = 5.0
-# A frame rate is judged only when a window should hold at least this many
-# frames: below it the count is too small to tell a drop from jitter.
-MIN_EXPECTED_FRAMES = 10
 MAX_ACKED_BY = 200
 
 
-class FrameRate:
-    """Frame counts of one machine over the rate window and its learned usual rate."""
-
-    __slots__ = ("samples", "usual", "learned")
-
-    def __init__(self):
-        self.samples = collections.deque()  # (t, machine.frames)
-        self.usual = None  # frames per second (EWMA)
-        self.learned = 0.0  # seconds of connected time the usual rate was learned over
-
-
 @implementer(IHealth, ICounters, IReconfigurable)
-class AlarmService(service.Service):
-    """Owns the rules, the trackers, the active alarms and the alarm store."""
+class AlarmService(MachineRules, FeatureRules, AlarmEmission, service.Service):
+    """Owns the rules, the trackers, the active alarms and the alarm store.
+
+    Split by job: DAQ silence and frame rate in ``machine_rules.py``, the
+    per-minute spectra metrics in ``feature_rules.py``, raising and clearing
+    (store row, live event, push) in ``emission.py``.
+    """
 
     log = Logger()
     name = "alarms"
@@ -261,77 +250,16 @@ class AlarmService(service.Service):
         binding = self._bindings[(machine, sensor, stype)] = (tuple(windows.values()), tuple(checks))
         return binding
 
-    # -- issue 17: the ISO preset's source and the spectra features ---------------------
-    def _iso_source(self, rule, tracker, meta=None):
-        """What an ISO 10816-3 preset judges for the tracker's sensor:
-        ``"velocity_rms"`` (from spectra), ``"samples"`` (the RMS of the
-        samples: a velocity sensor, or no catalog to ask) or None (nothing,
-        ``tracker.note`` says why)."""
-        if meta is None:
-            meta = (self.catalog.meta(tracker.machine, tracker.sensor)
-                    if self.catalog is not None else None)
-        if meta is not None and meta is tracker.meta:
-            return tracker.source
-        tracker.meta = meta
-        if meta is None:
-            tracker.source, tracker.note = "samples", (
-                "sensor metadata unknown: judging the RMS of the samples (for sensors that "
-                "deliver velocity in mm/s)")
-            return tracker.source
-        why = iso10816.velocity_refusal(meta.rate, meta.unit)
-        spectra_on = self.config.spectra.enabled
-        if why is None and spectra_on:
-            tracker.source, tracker.note = "velocity_rms", (
-                "judging true velocity RMS (10-1000 Hz, mm/s) from the spectra, once a minute")
-        elif meta.unit is not None and _meta.quantity(meta.unit) == "velocity":
-            tracker.source, tracker.note = "samples", (
-                f"a {meta.unit} sensor: judging the RMS of its samples"
-                + (f" ({why})" if why else " (SPECTRA.ENABLED is false)"))
-        else:
-            tracker.source = None
-            tracker.note = "not judged: " + (why or "SPECTRA.ENABLED is false")
-        return tracker.source
+    def _judge(self, tracker, rule, t, value, tripped, cleared, more):
+        event = engine.advance(tracker, t, tripped, cleared, rule.for_s, rule.clear_for)
+        if tracker.alarm is not None:
+            tracker.alarm.note(value, rule.condition == "above")
+        if event is RAISE:
+            self._raise(tracker, rule, value, more)
+        elif event is CLEAR:
+            self._clear(tracker, value)
 
-    def features(self, machine, sensor, meta, t, feats, stype=None):
-        """One minute's features of a sensor (the spectra room, once a minute;
-        ``t`` the minute's end): judges the feature metrics and the ISO
-        presets that judge true velocity RMS."""
-        if not self._ready:
-            return
-        for rule in self._sensor_rules:
-            if not (rule.matches_machine(machine) and rule.matches_sensor(sensor, stype)):
-                continue
-            preset = bool(rule.extra and rule.extra.get("preset"))
-            if preset:
-                tracker = self._tracker(rule.name, machine, sensor)
-                if self._iso_source(rule, tracker, meta) != "velocity_rms":
-                    continue
-                metric = "velocity_rms"
-            elif is_feature_metric(rule.metric):
-                tracker = self._tracker(rule.name, machine, sensor)
-                metric = rule.metric
-            else:
-                continue
-            value = feature_value(metric, feats)
-            if value is None:
-                continue
-            key = (machine, sensor, rule.name)
-            recent = self._minutes.get(key)
-            if recent is None:
-                recent = self._minutes[key] = collections.deque()
-            if recent and t <= recent[-1][0]:
-                recent.clear()  # the clock went back (or late data): start again
-            recent.append((t, value))
-            span = max(60.0, float(rule.window))
-            while recent and recent[0][0] <= t - span:
-                recent.popleft()
-            # Covered once the minutes reach back a whole window.
-            if len(recent) * 60.0 < span:
-                continue
-            value = math.sqrt(sum(v * v for _t, v in recent) / len(recent))
-            self._judge(tracker, rule, t, value, rule.trips(value), rule.clears(value), {})
-            self._counters["minutes"] += 1
-
+    # -- REST --------------------------------------------------------------------------
     def rule_states(self, machine=None):
         """Per (rule, machine, sensor): ``{"rule", "machine", "sensor", "state",
         "source", "note"}`` (``source``/``note``: what an ISO preset judges
@@ -345,155 +273,6 @@ class AlarmService(service.Service):
                         "state": tr.state, "source": tr.source, "note": tr.note})
         return out
 
-    # -- machine rules (LoopingCall) ---------------------------------------------------
-    def check_machines(self):
-        """Judge DAQ silence and frame rate for every machine of the hub."""
-        if not self._ready or not self._machine_rules:
-            return
-        now = self.clock.seconds()
-        for name, machine in list(self.hub.machines.items()):
-            for rule in self._machine_rules:
-                if not rule.matches_machine(name):
-                    continue
-                try:
-                    if rule.kind == DAQ_SILENT:
-                        self._check_silent(rule, machine, now)
-                    elif rule.kind == RATE_DROP:
-                        self._check_rate(rule, machine, now)
-                except Exception:
-                    self.log.failure("alarms: {rule} failed on {machine}", rule=rule.name, machine=name)
-
-    def _check_silent(self, rule, machine, now):
-        last = machine.last_frame
-        if last is None:
-            return  # nothing since start: a machine known from storage only
-        silent = max(now - last, 0.0)
-        tracker = self._tracker(rule.name, machine.name, "")
-        self._judge(tracker, rule, now, silent, rule.trips(silent), rule.clears(silent),
-                    {"link": "connected" if machine.connected else "disconnected"})
-
-    def _check_rate(self, rule, machine, now):
-        rate_state = self._rates.get(machine.name)
-        if rate_state is None:
-            rate_state = self._rates[machine.name] = FrameRate()
-        samples = rate_state.samples
-        if not machine.connected:
-            samples.clear()  # a reconnect starts a new window
-            return
-        frames = machine.frames
-        if samples and frames < samples[-1][1]:
-            samples.clear()
-        samples.append((now, frames))
-        window = rule.window
-        while len(samples) >= 2 and samples[1][0] <= now - window:
-            samples.popleft()
-        if len(samples) < 2:
-            return
-        tracker = self._tracker(rule.name, machine.name, "")
-        usual = rate_state.usual
-        oldest_t, oldest_frames = samples[0]
-        span = now - oldest_t
-        if (span >= window and usual is not None and rate_state.learned >= rule.extra["warmup"]
-                and usual * window >= MIN_EXPECTED_FRAMES):
-            rate = (frames - oldest_frames) / span
-            if rate > 0:  # no frames at all is silence, the other rule's business
-                level = rule.level * usual
-                clear = rule.clear * usual
-                self._judge(tracker, rule, now, rate, rate < level, rate >= clear,
-                            {"level": level, "clear": clear, "usual": usual})
-        # Learn the usual rate only while nothing is wrong, so a drop is not
-        # learned; intervals without frames are silence, not a rate.
-        if tracker.state == INACTIVE:
-            prev_t, prev_frames = samples[-2]
-            dt = now - prev_t
-            if dt > 0 and frames > prev_frames:
-                inst = (frames - prev_frames) / dt
-                if usual is None:
-                    rate_state.usual = inst
-                else:
-                    rate_state.usual = usual + min(1.0, dt / rule.extra["learn"]) * (inst - usual)
-                rate_state.learned += dt
-
-    def _judge(self, tracker, rule, t, value, tripped, cleared, more):
-        event = engine.advance(tracker, t, tripped, cleared, rule.for_s, rule.clear_for)
-        if tracker.alarm is not None:
-            tracker.alarm.note(value, rule.condition == "above")
-        if event is RAISE:
-            self._raise(tracker, rule, value, more)
-        elif event is CLEAR:
-            self._clear(tracker, value)
-
-    # -- events ------------------------------------------------------------------------
-    def _raise(self, tracker, rule, value, more):
-        now = self.clock.seconds()
-        fields = rule.fields(tracker.machine, tracker.sensor, tracker.stype, value, **more)
-        try:
-            message = render(rule.message, fields)
-        except Exception as e:
-            message = f"{rule.name}: {tracker.machine} {tracker.sensor} {value:g}".replace("  ", " ")
-            if rule.name not in self._template_warned:
-                self._template_warned.add(rule.name)
-                self.log.warn("alarm rule {rule}: message template failed ({error}); plain text used",
-                              rule=rule.name, error=repr(e))
-        alarm = Alarm(id=uuid.uuid4().hex, rule=rule.name, kind=rule.kind, machine=tracker.machine,
-                      sensor=tracker.sensor, stype=tracker.stype, metric=rule.metric,
-                      severity=rule.severity, level=fields["level"], clear_level=fields["clear"],
-                      message=message, state="active", raised_t=now, value=value, peak=value)
-        tracker.alarm = alarm
-        self.active_alarms[alarm.id] = alarm
-        self._counters["raised"] += 1
-        self.log.warn("alarm raised [{severity}] {message}", severity=rule.severity, message=message)
-        self.store.insert(alarm)
-        self._emit(alarm, "raised", now)
-        if rule.notify and self.notify is not None:
-            title = f"[{rule.severity}] {tracker.machine}: {rule.name}"
-            # Small on purpose: push payloads are capped at 4 KB.
-            data = {"id": alarm.id, "rule": rule.name, "sensor": alarm.sensor or None,
-                    "severity": rule.severity, "value": value, "level": alarm.level,
-                    "event": "raised", "t": now}
-            try:
-                self.notify(tracker.machine, title, message, data)
-                self._counters["notified"] += 1
-            except Exception:
-                self._counters["notify_errors"] += 1
-                self.log.failure("alarm {alarm}: the notifier failed", alarm=alarm.id)
-
-    def _clear(self, tracker, value, reason=None):
-        alarm = tracker.alarm
-        tracker.alarm = None
-        tracker.state = INACTIVE
-        tracker.since = tracker.clear_since = None
-        if alarm is None:
-            return
-        now = self.clock.seconds()
-        alarm.state = "cleared"
-        alarm.cleared_t = now
-        alarm.clear_reason = reason
-        if value is not None:
-            alarm.value = value
-        self.active_alarms.pop(alarm.id, None)
-        self._counters["cleared"] += 1
-        self.log.info("alarm cleared: {rule} on {machine} {sensor}{reason}", rule=alarm.rule,
-                      machine=alarm.machine, sensor=alarm.sensor,
-                      reason=f" ({reason})" if reason else "")
-        self.store.update(alarm, "state", "cleared_t", "clear_reason", "value", "peak")
-        self._emit(alarm, "cleared", now)
-
-    def _emit(self, alarm, event, t):
-        payload = alarm.as_dict(self.zone)
-        payload["event"] = event
-        payload["t"] = t
-        payload["time"] = engine.iso_time(t, self.zone)
-        if self.emit is not None:
-            try:
-                self.emit(alarm.machine, "alarm", payload)
-            except Exception:
-                self._counters["emit_errors"] += 1
-                self.log.failure("alarm {alarm}: the live layer failed on {event}",
-                                 alarm=alarm.id, event=event)
-        return payload
-
-    # -- REST --------------------------------------------------------------------------
     def active(self, machine=None):
         """The active alarms (of one machine if given), oldest first, as JSON-ready dicts."""
         alarms = sorted((a for a in self.active_alarms.values() if machine is None or a.machine == machine),
