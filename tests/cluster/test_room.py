@@ -82,6 +82,12 @@ def test_two_nodes(redis_where, prefix):
         ok, pc2 = yield b.claim("M1", "10.0.0.2")
         assert not ok and pc2.closed and not b.registry.get("M1").connected
         assert pc1.closed is None
+        # The refused claim was never announced: the directory still shows a feeding it.
+        from tests.cluster.conftest import resp
+        yield until(lambda: b'"node":"a"' in resp("HGET", f"{prefix}:machines", "M1"))
+        entry = (yield b.room.bus.machines())["M1"]
+        assert (entry["node"], entry["connected"]) == ("a", True)
+        assert b.room.bus.counters()["directory_writes"] == 0
         # The first PC reconnects through node b: a closes its old connection.
         ok, pc1b = yield b.claim("M1", "10.0.0.1")
         assert ok and pc1.closed and not a.registry.get("M1").connected
@@ -93,7 +99,6 @@ def test_two_nodes(redis_where, prefix):
         assert a.layer.got == [("anomaly", "M1", 3.0, 1.0, 10.0)]
         assert [g for g in b.layer.got if g[0] == "anomaly"] == [("anomaly", "M1", 3.0, 1.0, 10.0)]
         # /machines on a shows the whole cluster.
-        from tests.cluster.conftest import resp
         b.bus.machine_status(b.registry.get("M1"))
         yield until(lambda: b'"node":"b","t"' in resp("HGET", f"{prefix}:machines", "M1")
                     and b'"connected":true' in resp("HGET", f"{prefix}:machines", "M1"))

@@ -75,7 +75,9 @@ class ClusterBus(service.Service):
     id; ``deliver(machine, event, payload, origin)``: called for every event
     of another node; ``registry`` (optional): the machine registry, whose
     connected machines the directory refresh reports; ``prefix``: of every
-    key and channel (tests use a unique one).
+    key and channel (tests use a unique one); ``owns(machine)``: whether
+    this node holds the machine's lease (the status of a machine this node
+    does not own is not announced).
     """
 
     log = Logger()
@@ -83,8 +85,10 @@ class ClusterBus(service.Service):
     health_key = "cluster"
     counters_key = "cluster"
 
-    def __init__(self, reactor, where, node, deliver, registry=None, prefix="tsrmon", clock=None):
+    def __init__(self, reactor, where, node, deliver, registry=None, prefix="tsrmon", clock=None, owns=None):
         self.reactor = reactor
+        self.owns = owns  # owns(machine) -> bool: the lease is this node's (None: no leases)
+        self._announced = set()  # machines whose "connected" status went out
         self.clock = clock if clock is not None else reactor
         self.node = node
         self.deliver = deliver
@@ -105,9 +109,10 @@ class ClusterBus(service.Service):
             "directory_failures"), 0)
 
     @classmethod
-    def from_config(cls, config, reactor, deliver, registry=None, prefix="tsrmon"):
+    def from_config(cls, config, reactor, deliver, registry=None, prefix="tsrmon", owns=None):
         cluster = config.cluster
-        return cls(reactor, cluster.connection(), cluster.node, deliver, registry=registry, prefix=prefix)
+        return cls(reactor, cluster.connection(), cluster.node, deliver, registry=registry, prefix=prefix,
+                   owns=owns)
 
     # -- life ------------------------------------------------------------------
     def startService(self):
@@ -160,8 +165,21 @@ class ClusterBus(service.Service):
         self.publish(machine, "anomaly", [float(score), float(threshold), t])
 
     def machine_status(self, machine):
+        name = machine.name
+        if self.owns is not None:
+            # With leases, a machine is announced once its lease is this node's
+            # (the lease gate calls again then): a claim another node keeps
+            # shows no connected/disconnected flicker elsewhere.
+            if machine.connected and not self.owns(name):
+                return
+            if not machine.connected and name not in self._announced:
+                return
+        if machine.connected:
+            self._announced.add(name)
+        else:
+            self._announced.discard(name)
         fields = {k: getattr(machine, k) for k in STATUS_FIELDS}
-        self.publish(machine.name, "status", fields)
+        self.publish(name, "status", fields)
         self._write_directory([machine])
 
     def broadcast(self, machine, event, payload):
@@ -244,7 +262,8 @@ class ClusterBus(service.Service):
     def _refresh_directory(self):
         if not self.commands.connected:
             return None
-        fed = [] if self.registry is None else [m for m in self.registry.machines.values() if m.connected]
+        fed = [] if self.registry is None else [m for m in self.registry.machines.values() if m.connected
+                                                and (self.owns is None or self.owns(m.name))]
         return self._write_directory(fed) if fed else self._alive()
 
     def machines(self):

@@ -37,7 +37,7 @@ class LeaseGate:
     def __init__(self, registry, live_bus):
         self.registry = registry
         self.live_bus = live_bus
-        self.leases = None  # set by ClusterRoom (the two refer to each other)
+        self.leases = self.bus = None  # set by ClusterRoom (they refer to each other)
         self.refused = 0
 
     def claimed(self, machine, connection):
@@ -45,7 +45,11 @@ class LeaseGate:
         d = self.leases.acquire(machine.name, connection.peer_host or "")
 
         def decided(ok):
-            if not ok and machine.connection is connection:
+            if machine.connection is not connection:
+                return ok  # gone meanwhile
+            if ok:
+                self.bus.machine_status(machine)  # now announced to the other nodes
+            else:
                 self.refused += 1
                 self._close(machine, connection, "the machine is fed through another node")
             return ok
@@ -90,11 +94,12 @@ class ClusterRoom(OrderedMultiService):
         self.prefix = prefix
         self.node = config.cluster.node
         self.gate = LeaseGate(registry, live_bus)
-        self.bus = ClusterBus.from_config(config, reactor, LiveDelivery(live_bus), registry=registry, prefix=prefix)
         self.leases = Leases.from_config(config, reactor, on_lost=self.gate.lost, on_takeover=self.gate.takeover,
                                          prefix=prefix)
-        self.gate.leases = self.leases
-        self.bus.setServiceParent(self)
+        self.bus = ClusterBus.from_config(config, reactor, LiveDelivery(live_bus), registry=registry, prefix=prefix,
+                                          owns=self.leases.holds)
+        self.gate.leases, self.gate.bus = self.leases, self.bus
+        self.bus.setServiceParent(self)  # started first, stopped last
         self.leases.setServiceParent(self)
         live_bus.attach(self.bus)
 
