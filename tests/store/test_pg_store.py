@@ -207,3 +207,27 @@ def test_a_feed_that_lost_its_connection_reconnects_and_says_everything_changed(
     finally:
         feed.close()
         yield _stop(store)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.inlineCallbacks
+def test_a_partition_dropped_by_another_node_is_made_again_at_the_retry(pg):
+    cfg, dsn = pg
+    store = PostgresStore(cfg, reactor).prepare()
+    store.startService()
+    try:
+        store.ensure_sensor("M", "vib", "VIB", "REAL")
+        store.upsert_sums("M", [row("vib", "minute", T0, "a", [1.0])])
+        yield store.flush()
+        name = schema.partition_of("minute", T0)[0]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE {name}")    # another node's retention
+        store.upsert_sums("M", [row("vib", "minute", T0, "a", [2.0])])
+        yield store.flush()
+        assert store.failing is not None          # this node still thought it existed
+        yield store.flush()                       # the retry re-reads the partitions
+        assert store.failing is None
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT count, sum FROM stat_minute").fetchall() == [(1, 2.0)]
+    finally:
+        yield _stop(store)

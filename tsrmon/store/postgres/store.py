@@ -258,8 +258,12 @@ class PostgresStore(service.Service):
                     self.failing_since = self.clock.seconds()
                     self.log.failure("writing {n} queued rows to PostgreSQL failed; they stay queued "
                                      "and are retried at every flush", result, n=rows)
-                self.failing = result.getErrorMessage().strip().splitlines()[0] if result.getErrorMessage() else "error"
+                lines = result.getErrorMessage().strip().splitlines()
+                self.failing = lines[0] if lines else result.type.__name__
+                # Re-read what this node cached: the rolled-back sensors, and
+                # partitions another node may have dropped (retention).
                 self._catalog.loaded = False
+                self._partitions = set()
 
                 kept = 0
                 for machine in set(batch) | set(self.queue):
@@ -377,6 +381,7 @@ class PostgresStore(service.Service):
                 refs = yield self.pool.runWithConnection(self._write, batch)
             except Exception as e:
                 self._catalog.loaded = False
+                self._partitions = set()
                 self.spool_kept_rows += len(records)
                 self.log.error("replaying spool file {path} failed ({error}); kept for the next start",
                                path=path, error=str(e).strip())
