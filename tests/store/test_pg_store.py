@@ -2,6 +2,8 @@
 buckets at once lose nothing, a node hears another's commits, a newer
 schema and another TIME.ZONE are refused, minute partitions come and go."""
 
+import os
+
 import psycopg
 import pytest
 import pytest_twisted
@@ -231,3 +233,37 @@ def test_a_partition_dropped_by_another_node_is_made_again_at_the_retry(pg):
             assert conn.execute("SELECT count, sum FROM stat_minute").fetchall() == [(1, 2.0)]
     finally:
         yield _stop(store)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.inlineCallbacks
+def test_backup_is_a_pg_dump_that_restores(pg, tmp_path):
+    import shutil
+    import subprocess
+
+    from tests.conftest import require_service
+    from tsrmon.store.contract import ToolError
+    from tsrmon.store.postgres.backup import backup
+
+    require_service(shutil.which("pg_dump") and shutil.which("pg_restore"), "pg_dump/pg_restore not installed")
+    cfg, dsn = pg
+    store = PostgresStore(cfg, reactor).prepare()
+    store.startService()
+    try:
+        store.ensure_sensor("M", "vib", "VIB", "REAL")
+        store.upsert_sums("M", [row("vib", "hour", T0, "a", [1.0, 2.0])])
+        yield store.flush()
+    finally:
+        yield _stop(store)
+    [path] = backup(cfg, str(tmp_path / "bk"))
+    assert os.path.basename(path).startswith("tsrmon-") and path.endswith(".dump")
+    other, drop = fresh_database()
+    try:
+        subprocess.run(["pg_restore", f"--dbname={other}", path], check=True, capture_output=True)
+        with psycopg.connect(other) as conn:
+            assert conn.execute("SELECT count, sum FROM stat_hour").fetchall() == [(2, 3.0)]
+    finally:
+        drop()
+    with pytest.raises(ToolError) as e:
+        backup(cfg.replace(database={"dsn": "postgresql://nobody@127.0.0.1:1/none"}), str(tmp_path / "x"))
+    assert str(e.value).startswith("pg_dump failed:") and "\n" not in str(e.value)
