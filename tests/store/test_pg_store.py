@@ -267,3 +267,25 @@ def test_backup_is_a_pg_dump_that_restores(pg, tmp_path):
     with pytest.raises(ToolError) as e:
         backup(cfg.replace(database={"dsn": "postgresql://nobody@127.0.0.1:1/none"}), str(tmp_path / "x"))
     assert str(e.value).startswith("pg_dump failed:") and "\n" not in str(e.value)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.inlineCallbacks
+def test_the_store_records_which_node_fed_which_machine_day(pg):
+    cfg, dsn = pg
+    a = PostgresStore(cfg.replace(cluster={"node": "node1"}), reactor).prepare()
+    b = PostgresStore(cfg.replace(cluster={"node": "node2"}), reactor).prepare()
+    a.startService()
+    b.startService()
+    try:
+        a.upsert_sums("M", [row("vib", "minute", T0, "2026-11-30 17:00:00", [1.0]),
+                            row("vib", "hour", T0, "2026-11-30 17:00:00", [1.0])])
+        a.record_fault("M", 2.0, 1.0, T0)
+        b.upsert_sums("M", [row("vib", "minute", T0 + 86400, "2026-12-01 17:00:00", [1.0])])
+        b.upsert_sums("M", [row("vib", "minute", T0 + 60, "2026-11-30 17:01:00", [1.0])])
+        yield defer.gatherResults([a.flush(), b.flush()])
+        assert (yield a.fed_days("M")) == {"2026-11-30": ["node1", "node2"], "2026-12-01": ["node2"]}
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT node FROM fault_detect").fetchall() == [("node1",)]
+    finally:
+        yield _stop(a, b)

@@ -115,6 +115,16 @@ CREATE TABLE features (
     PRIMARY KEY (machine, sensor, t0)
 );
 
+-- Which node fed which machine on which local day (rows of the minute
+-- level written): rebuild-stats from several nodes' raw CSV folders
+-- refuses a day whose feeding node's folder is missing.
+CREATE TABLE fed_day (
+    machine text NOT NULL,
+    day text NOT NULL,                   -- YYYY-MM-DD, local (TIME.ZONE)
+    node text NOT NULL,                  -- CLUSTER.NODE (default: the host name)
+    PRIMARY KEY (machine, day, node)
+);
+
 -- The side tables (alarms/store.py, notify/records.py), shared by every node.
 CREATE TABLE alarms (
     id text PRIMARY KEY,

@@ -18,6 +18,7 @@ is congested past ``max_queue_rows``, and whatever is queued at stop goes
 to the spool (``DATABASE.PATH/spool/``), replayed at the next start.
 """
 
+import socket
 import uuid
 
 import psycopg
@@ -71,6 +72,9 @@ class PostgresStore(service.Service):
         self.feed = LocalChangeFeed() if feed is None else feed
         # Our own NOTIFYs are skipped by our feed (published locally already).
         self.node = node or getattr(self.feed, "node", None) or uuid.uuid4().hex
+        # The node's name in rows (fault_detect.node, fed_day.node).
+        cluster = getattr(config, "cluster", None)
+        self.node_name = getattr(cluster, "node", None) or socket.gethostname()
         self.pool = connection_pool(self.dsn, reactor)
         self.queue = {}          # machine -> [operation]
         self.queued_rows = 0
@@ -232,6 +236,18 @@ class PostgresStore(service.Service):
     def healthy(self):
         return self.failing is None
 
+    def fed_days(self, machine):
+        """Deferred ``{day: [node]}``: which nodes fed ``machine`` on which
+        local day (for ``rebuild-stats`` across nodes' raw CSV folders)."""
+        def read(conn):
+            with conn.cursor() as cur:
+                cur.execute("SELECT day, node FROM fed_day WHERE machine = %s ORDER BY day, node", (machine,))
+                out = {}
+                for day, node in cur.fetchall():
+                    out.setdefault(day, []).append(node)
+                return out
+        return self.pool.runWithConnection(read)
+
     # -- commits ---------------------------------------------------------------
     def flush(self):
         """Commit everything queued now: a Deferred that never errbacks."""
@@ -315,11 +331,15 @@ class PostgresStore(service.Service):
                     elif kind == "sensor":
                         self._catalog.ensure(cur, machine, *op[1:])
                     elif kind == "fault":
-                        writes.apply_fault(cur, machine, *op[1:], node=self.node)
+                        writes.apply_fault(cur, machine, *op[1:], node=self.node_name)
                     elif kind == "prune":
                         pass  # minute retention drops partitions (maintain)
                     else:
                         writes.apply_spectra(cur, machine, op)
+                days = {r[4][:10] for op in ops if op[0] == "sums" for r in op[1] if r[1] == "minute"}
+                if days:
+                    cur.executemany("INSERT INTO fed_day (machine, day, node) VALUES (%s, %s, %s) "
+                                    "ON CONFLICT DO NOTHING", [(machine, d, self.node_name) for d in sorted(days)])
                 change = change_of(machine, ops)
                 if change is not None:
                     cur.execute("SELECT pg_notify(%s, %s)",
