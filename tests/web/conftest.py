@@ -92,7 +92,7 @@ def serve(config, clock, hub):
     started = []
 
     def start(cfg=None, **kwargs):
-        cfg = cfg or config
+        cfg = config if cfg is None else cfg
         reader = kwargs.pop("reader", None) or SQLiteReader(cfg, reactor)
         reader.startService()
         api = RestAPI(cfg, clock, hub, reader, **kwargs)

@@ -39,6 +39,22 @@ def old_rest_api(tmp_path):
     return module.RestAPI
 
 
+class OldStyleConfig:
+    """The typed config as the REST layer at BEFORE read it: the two item
+    reads it made (``config["APP"]["MACHINE_ALIASES"]``,
+    ``config["TIME"]["ZONE"]``), attributes for the current modules it uses."""
+
+    def __init__(self, config):
+        self._config = config
+
+    def __getattr__(self, name):
+        return getattr(self._config, name)
+
+    def __getitem__(self, section):
+        return {"APP": {"MACHINE_ALIASES": self._config.app.machine_aliases},
+                "TIME": {"ZONE": self._config.time.zone}}[section]
+
+
 @pytest_twisted.inlineCallbacks
 def test_default_stat_answers_keep_their_bytes(tmp_path):
     OldRestAPI = old_rest_api(tmp_path)
@@ -49,8 +65,9 @@ def test_default_stat_answers_keep_their_bytes(tmp_path):
     ports = []
     try:
         urls = []
-        for cls, kw in ((OldRestAPI, {}), (RestAPI, {"catalog": filled.catalog})):
-            api = cls(filled.cfg, filled.clock, filled.hub, reader, **kw)
+        for cls, cfg, kw in ((OldRestAPI, OldStyleConfig(filled.cfg), {}),
+                             (RestAPI, filled.cfg, {"catalog": filled.catalog})):
+            api = cls(cfg, filled.clock, filled.hub, reader, **kw)
             port = reactor.listenTCP(0, Site(api.resource()), interface="127.0.0.1")
             ports.append(port)
             urls.append(f"http://127.0.0.1:{port.getHost().port}")
