@@ -210,3 +210,56 @@ def test_long_arrays_are_reduced_as_they_arrive_with_the_same_sums(tmp_path):
     assert math.isclose(sums.total, every.sum(), rel_tol=1e-12, abs_tol=1e-9)
     assert math.isclose(sums.total_sq, float(every @ every), rel_tol=1e-12)
     assert sums.moments.count == every.size
+
+
+def test_pending_samples_are_flat_float64_columns_with_the_same_sums(tmp_path):
+    """Issue 18: short chunks wait for the tick as one array('d') per key
+    (no list per frame, no Python float per sample for the GC to walk), and
+    the second's sums are those of every sample as given, lists, tuples and
+    small or strided arrays alike."""
+    import array
+    import gc
+
+    import numpy as np
+    from twisted.internet import task
+    from twisted.logger import Logger
+
+    from tests.stats.helpers import LiveRecorder
+    from tsrmon.stats.memory import MemoryStore
+    from tsrmon.stats.service import PendingSamples, StatsService
+    clock = task.Clock()
+    clock.advance(1_800_000_000.2)
+    live = LiveRecorder()
+    stats = StatsService(config(tmp_path, "UTC"), clock, [live], MemoryStore())
+    rng = np.random.default_rng(11)
+    chunks = [rng.normal(size=30).tolist() for _ in range(50)]
+    chunks += [tuple(rng.normal(size=3)), rng.normal(size=40), rng.normal(size=(4, 6)).T,
+               rng.normal(size=90)[::3], [1, 2, True], rng.normal(size=PendingSamples.KEEP_AT),
+               rng.normal(size=(10, 30)), [0.25] * 30]
+    given = [list(c) if type(c) is list else c for c in chunks]
+    t = clock.seconds()
+    for chunk in chunks:
+        stats.add("M", "vib", "VIB", chunk, t)
+        if type(chunk) is list:
+            chunk[0] = 99.0  # the caller may reuse its list: the column copied it
+    (pending,) = stats._pending.values()
+    # Flat float64 columns, plus the two runs of frames kept as the arrays they came as.
+    assert [type(p) for p in pending.pieces] == [array.array, np.ndarray, array.array, np.ndarray,
+                                                 array.array]
+    for piece in pending.pieces:
+        assert all(isinstance(r, type) for r in gc.get_referents(piece))
+    assert {p.typecode for p in pending.pieces if type(p) is array.array} == {"d"}
+    n = sum(np.size(c) for c in chunks)
+    assert pending.array().size == n
+    events = []
+    stats.log = Logger(observer=events.append)
+    stats.add("M", "vib", "VIB", [2.0, "not a number"], t)  # a bug upstream: dropped, logged
+    stats.add("M", "vib", "VIB", ("x",), t)
+    assert pending.array().size == n
+    assert [e["log_format"] for e in events] == ["{key}: cannot reduce a value list of {n}"] * 2
+    clock.advance(1)
+    stats.add("M", "vib", "VIB", [1.0], clock.seconds())  # rolls the second
+    (second,) = [s for s in live.seconds if s[1] == "vib"][:1]
+    # Exactly the sums of the former per-frame lists (same samples, same order).
+    assert second[-1] == reduce_values(given)
+    assert second[-1].count == sum(np.size(c) for c in given) and second[-1].moments is not None

@@ -1,10 +1,12 @@
 """The statistics room: samples in, per-second sums out, calendar deltas stored.
 
 Hot path (:meth:`StatsService.add`, once per sensor per frame): append the
-frame's value list to the pending list of its (machine, sensor, type) for the
-current second.  No numpy per frame.  When the clock leaves that second (seen
-by the next ``add`` or by the 1 s tick, whichever is first) every pending
-list is reduced with numpy into a :class:`PartialSums`, handed to the
+frame's values to one flat float64 column (``array('d')``) per (machine,
+sensor, type) for the current second.  No numpy per frame, and no Python
+object per sample is kept (issue 18: a list per frame held its floats for up
+to a second, ~100 MB at 50k frames/s).  When the clock leaves that second
+(seen by the next ``add`` or by the 1 s tick, whichever is first) every
+pending column is reduced with numpy into a :class:`PartialSums`, handed to the
 second sinks it was built with (the live bus and alarm rules) and merged
 into the *deltas*: per
 (machine, sensor, type), the sums of each minute not yet flushed.
@@ -31,6 +33,7 @@ that chose c before the store had loaded it stays exact.
 
 import itertools
 import math
+from array import array
 
 import numpy as np
 from twisted.application import service
@@ -66,6 +69,54 @@ def reduce_values(chunks):
     return PartialSums.of(as_array(chunks))
 
 
+class PendingSamples:
+    """The samples of one key for the current second, in arrival order, with
+    no Python object per sample (issue 18).
+
+    Lists and tuples (the deployed 30-sample frames off the pickle path) and
+    small arrays are copied into a flat ``array('d')`` at once, so the
+    frame's list and its floats go right away; an array of ``KEEP_AT``
+    samples or more (a run of frames) is kept as it is, one object for many
+    samples: the hub's arrays are not changed afterwards (its ``StatsSink``
+    contract), as before.  :meth:`array` is every sample, in order, as one
+    float64 array (no copy when nothing but lists came).
+    """
+
+    __slots__ = ("pieces", "tail")
+    KEEP_AT = 256
+
+    def __init__(self):
+        self.tail = array("d")
+        self.pieces = [self.tail]
+
+    def add(self, values):
+        kind = type(values)
+        if kind is list:
+            self.tail.fromlist(values)  # all or nothing
+        elif kind is np.ndarray:
+            if values.size >= self.KEEP_AT:
+                self.pieces.append(values)
+                self.tail = array("d")
+                self.pieces.append(self.tail)
+            else:
+                self.tail.frombytes(np.asarray(values, dtype=np.float64).tobytes())
+        else:
+            tail = self.tail
+            size = len(tail)
+            try:
+                tail.extend(values)
+            except BaseException:
+                del tail[size:]
+                raise
+
+    def array(self):
+        pieces = [np.frombuffer(p, dtype=np.float64) if type(p) is array else
+                  np.asarray(p, dtype=np.float64).ravel() for p in self.pieces if len(p)]
+        if len(pieces) == 1:
+            return pieces[0]
+        return np.concatenate(pieces) if pieces else np.empty(0)
+
+
 @implementer(ICounters)
 class StatsService(service.Service):
     """Implements the hub's ``StatsSink``; writes through an ``AggregateStore``
@@ -89,7 +140,7 @@ class StatsService(service.Service):
         self.calendar = Calendar(config.time.zone)
         self.flush_interval = config.database.flush
         self.tick_interval = tick
-        self._pending = {}        # (machine, sensor, stype) -> [values, ...]
+        self._pending = {}        # (machine, sensor, stype) -> PendingSamples of this second
         self._partial = {}        # same key -> sums of this second reduced by a flush
         self._second_start = math.inf
         self._second_end = -math.inf
@@ -157,13 +208,17 @@ class StatsService(service.Service):
             self._roll(t)
         key = (machine, sensor, stype)
         if len(values) >= self.REDUCE_AT and type(values) is np.ndarray:
-            self._fold(key, self.calendar.minute_start(self._second_start), (values,))
+            self._fold(key, self.calendar.minute_start(self._second_start), values)
             return
-        chunks = self._pending.get(key)
-        if chunks is None:
-            self._pending[key] = [values]
-        else:
-            chunks.append(values)
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = PendingSamples()
+        try:
+            pending.add(values)
+        except (TypeError, ValueError):
+            # The hub hands finite floats only; anything else is a bug
+            # upstream, logged with context and not allowed to stop others.
+            self.log.failure("{key}: cannot reduce a value list of {n}", key=key, n=len(values))
 
     def add_late(self, machine, sensor, stype, values, t):
         a = np.asarray(values, dtype=np.float64).ravel()
@@ -191,7 +246,7 @@ class StatsService(service.Service):
         self._second_end = start + 1
 
     def _reduce_pending(self, second_done):
-        """Reduce the pending lists of the current second into the deltas.
+        """Reduce the pending columns of the current second into the deltas.
 
         A flush calls this mid-second too (so a SIGKILL loses at most one
         flush interval); what was reduced early is kept in ``_partial`` so
@@ -202,8 +257,8 @@ class StatsService(service.Service):
         if pending:
             self._pending = {}
             m0 = self.calendar.minute_start(self._second_start)
-            for key, chunks in pending.items():
-                self._fold(key, m0, chunks)
+            for key, samples in pending.items():
+                self._fold(key, m0, samples.array())
         partial = self._partial
         if not second_done or not partial:
             return
@@ -219,18 +274,16 @@ class StatsService(service.Service):
                 except Exception:
                     self.log.failure("{key}: {sink} failed on a second", key=key, sink=type(sink).__name__)
 
-    def _fold(self, key, m0, chunks):
-        """Reduce ``chunks`` of ``key`` into the deltas of minute ``m0`` and
-        the sums of the current second (``_partial``)."""
+    def _fold(self, key, m0, values):
+        """Reduce the samples ``values`` (an array) of ``key`` into the deltas
+        of minute ``m0`` and the sums of the current second (``_partial``)."""
         try:
-            a = as_array(chunks)
+            a = np.asarray(values, dtype=np.float64).ravel()
             sums = PartialSums.of(a)
             if sums:
                 sums.moments = self._moments(key[0], key[1], a)
         except (TypeError, ValueError):
-            # The hub hands finite floats only; anything else is a bug
-            # upstream, logged with context and not allowed to stop others.
-            self.log.failure("{key}: cannot reduce {n} value lists", key=key, n=len(chunks))
+            self.log.failure("{key}: cannot reduce {n} values", key=key, n=len(values))
             return
         if not sums:
             return
