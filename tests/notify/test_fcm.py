@@ -242,8 +242,7 @@ def test_ingest_goes_on_while_fcm_hangs(tmp_path, clock, google, receiver):
     svc = start(tmp_path, clock, google, fcm_retries=1,
                 notify={"WEBHOOKS": [{"url": hook_rec.base + "/hook", "retries": 0}]})
     google.receiver.routes["/v1/"] = "hang"
-    hub = MachineHub(make_config(tmp_path), clock)
-    hub.notifier = svc
+    hub = MachineHub(make_config(tmp_path), clock, notifier=svc)
     machine = hub.claim("ShotBlast", FakeDAQ())
     hub.fault(machine, 7.0, 5.0)
     send = yield get(google.receiver.requests)
