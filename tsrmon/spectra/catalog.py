@@ -3,7 +3,8 @@
 One :class:`SensorCatalog` per daemon (reactor thread).  The hub's spectra
 sink calls :meth:`SensorCatalog.observe` with every live frame's sample
 count (the legacy feed's rate is inferred from samples per 1-s frame,
-``analytics.meta.RateEstimator``); the ingest decoder may later hand the
+``analytics.meta.RateEstimator``), or :meth:`SensorCatalog.steady` once for
+a run of frames of one length; the ingest decoder may later hand the
 JSON per-sensor ``rate``/``unit``/``rpm`` to :meth:`SensorCatalog.report`
 (peer input: a bad value raises ValueError for the caller to refuse the
 frame).  ``/machines`` can show :meth:`SensorCatalog.as_dict` per machine.
@@ -50,14 +51,23 @@ class SensorCatalog:
             e.meta = None
         return e
 
-    def observe(self, machine, sensor, stype, samples):
-        """A live frame of ``samples`` values arrived; the sensor's metadata."""
+    def steady(self, machine, sensor, stype, samples):
+        """The sensor's metadata when a live frame of ``samples`` values would
+        change nothing (a steady feed whose rate is already this frame
+        length), else None.  Then any number of such frames leave it as it
+        is: a run of frames can be taken with one look."""
         e = self._sensors.get((machine, sensor))
-        # The hot path (every chunk of every sensor): a steady feed whose rate
-        # is already this frame length changes nothing.
         if (e is not None and e.meta is not None and samples == e.last
                 and e.stype == stype and e.inferred == samples):
             return e.meta
+        return None
+
+    def observe(self, machine, sensor, stype, samples):
+        """A live frame of ``samples`` values arrived; the sensor's metadata."""
+        # The hot path (every chunk of every sensor): a steady feed.
+        meta = self.steady(machine, sensor, stype, samples)
+        if meta is not None:
+            return meta
         e = self._entry(machine, sensor, stype)
         e.last = samples
         e.estimator.add(samples)

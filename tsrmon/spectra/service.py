@@ -228,16 +228,69 @@ class SpectraService(service.Service):
         # next chunk (data() compares); the others keep their open minute.
 
     # -- the hub's sink --------------------------------------------------------
-    def data(self, machine, sensor, stype, values, t, late=False):
-        """One chunk of one sensor; ``t`` arrival (live) or the frame's time (late)."""
-        n = len(values)
+    def data(self, machine, sensor, stype, values, t, late=False, frames=1):
+        """One chunk of one sensor; ``t`` arrival (live) or the frame's time (late).
+
+        ``frames`` > 1: a run of that many chunks of one length in one array
+        (the hub's run of same-shape frames that arrived together at ``t``):
+        the same as that many calls, each chunk stamped with the time it
+        would have arrived alone (live), or all at ``t`` (late); the catalog
+        and the accumulator are looked up once for the run.  While a
+        sensor's rate is still being learned from its chunk lengths, the
+        run goes chunk by chunk."""
+        if frames > 1:
+            self._run(machine, sensor, stype, values, t, late, frames)
+            return
         # Late data (a DAQ's offline buffer) says nothing about the live rate.
         meta = self.catalog.meta(machine, sensor, stype) if late else \
-            self.catalog.observe(machine, sensor, stype, n)
+            self.catalog.observe(machine, sensor, stype, len(values))
+        self._one(machine, sensor, late, meta, values, t)
+
+    def _one(self, machine, sensor, late, meta, values, t):
+        n = len(values)
+        found = self._accumulator(machine, sensor, late, meta, n)
+        if found is None:
+            return
+        x = np.asarray(values, dtype=np.float64)
+        # The live feed stamps a chunk with its arrival, about when its last
+        # sample was taken: the first sample is one chunk earlier.
+        self._chunk(found[0], found[1], t if late else t - n / meta.rate, x)
+
+    def _run(self, machine, sensor, stype, values, t, late, frames):
+        x = np.asarray(values, dtype=np.float64).reshape(frames, -1)
+        n = x.shape[1]
+        # The run arrived at ``t``, its last sample about then: live, chunk i
+        # is stamped as if it had arrived alone, (frames - 1 - i) chunks
+        # earlier.  One stamp for all would move the sample clock back within
+        # the run, and the result would depend on how the worker batches.
+        if late:
+            meta = self.catalog.meta(machine, sensor, stype)
+        else:
+            meta = self.catalog.steady(machine, sensor, stype, n)
+            if meta is None:
+                # The rate is still being learned (it may change within the
+                # run): chunk by chunk, as that many calls.
+                for i, chunk in enumerate(x):
+                    meta = self.catalog.observe(machine, sensor, stype, n)
+                    rate = meta.rate if meta is not None else None
+                    self._one(machine, sensor, late, meta, chunk,
+                              t - (frames - 1 - i) * (n / rate) if rate else t)
+                return
+        found = self._accumulator(machine, sensor, late, meta, n)
+        if found is None:
+            return
+        key, acc = found
+        d = 0.0 if late else n / meta.rate
+        for i, chunk in enumerate(x):
+            self._chunk(key, acc, t if late else (t - (frames - 1 - i) * d) - d, chunk)
+
+    def _accumulator(self, machine, sensor, late, meta, n):
+        """``(key, SensorSpectra)`` for chunks of ``n`` samples with ``meta``,
+        or None when the sensor gets no spectra."""
         if not self.cfg.enabled or meta is None or n == 0:
-            return
+            return None
         if meta.rate is None or meta.rate < _meta.SPECTRA_MIN_RATE:
-            return
+            return None
         key = (machine, sensor, bool(late))
         acc = self._sensors.get(key)
         if acc is not None and acc.meta is not meta:
@@ -256,11 +309,13 @@ class SpectraService(service.Service):
                     self.log.warn("{machine}/{sensor}: no spectra ({error})",
                                   machine=peer_text(machine), sensor=peer_text(sensor),
                                   error=peer_text(str(e), 200))
-                return
-        x = np.asarray(values, dtype=np.float64)
-        # The live feed stamps a chunk with its arrival, about when its last
-        # sample was taken: the first sample is one chunk earlier.
-        t_first = t if late else t - n / meta.rate
+                return None
+        return key, acc
+
+    def _chunk(self, key, acc, t_first, x):
+        """Analyse one chunk (``t_first``: its first sample's time), here or
+        on the worker."""
+        n = x.size
         if not self.threaded:
             self.chunks += 1
             self.samples += n
