@@ -14,6 +14,7 @@ import numpy as np
 
 from tsrmon.analytics import spectrum as _spectrum
 from tsrmon.reader.analytics import AnalyticsReads, _moment_row
+from tsrmon.reader.pg_serving import range_sql, text_range
 from tsrmon.store.postgres.schema import LEVEL_TABLES
 
 _SPECTRUM_KEYS = ("t0", "utc_offset", "time", "blocks", "rate", "f0", "df", "lines")
@@ -22,9 +23,7 @@ _SPECTRUM_KEYS = ("t0", "utc_offset", "time", "blocks", "rate", "f0", "df", "lin
 class PgAnalyticsReads(AnalyticsReads):
 
     def _moment_stats(self, machine, level, start, end, sensors):
-        from tsrmon.reader.pg_reader import _range, _where
-
-        lo, hi = _range(start, end)
+        lo, hi = text_range(start, end)
         out = {}
         with self._cursor() as cur:
             cur.execute("SELECT name, ref FROM sensor WHERE machine = %s ORDER BY ord, first_seen, name",
@@ -36,7 +35,7 @@ class PgAnalyticsReads(AnalyticsReads):
                 args = [machine, sensor]
                 cur.execute(f'SELECT time, t0, count, sum, min, max, sum_sq, mcount, s1, s2, s3, s4 '
                             f'FROM {LEVEL_TABLES[level]} WHERE machine = %s AND sensor = %s AND count > 0'
-                            f'{_where(lo, hi, args)} ORDER BY time, t0', args)
+                            f'{range_sql(lo, hi, args)} ORDER BY time, t0', args)
                 out[sensor] = [_moment_row(text, t0, n, total, mn_, mx, sq, ref, mc, s1, s2, s3, s4)
                                for text, t0, n, total, mn_, mx, sq, mc, s1, s2, s3, s4 in cur.fetchall()]
         return out

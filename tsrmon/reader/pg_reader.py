@@ -12,7 +12,6 @@ feed: the store's ``PgChangeFeed`` hears every node's commits, so node B's
 cache re-serves the days node A wrote.
 """
 
-import datetime
 import math
 import threading
 
@@ -26,95 +25,13 @@ from zope.interface import implementer
 from tsrmon.names import is_valid_name
 from tsrmon.reader import hourcache
 from tsrmon.reader.pg_analytics import PgAnalyticsReads
+from tsrmon.reader.pg_serving import range_sql, served_items, text_range
 from tsrmon.reader.series import Chunk, StatSeries, _finite, _item, align_series
 from tsrmon.rooms import IReconfigurable
 from tsrmon.stats.sums import PartialSums
 from tsrmon.store import schema as sqlite_schema
 from tsrmon.store.contract import IAnalyticsReader, IStatsReader
 from tsrmon.store.feed import SENSORS
-from tsrmon.store.postgres.schema import LEVEL_TABLES
-from tsrmon.store.serving import _BELOW, _group, _next_text
-
-_ROW = "time, data, count, sum, sum_abs, min, max, sum_sq"
-
-
-def _range(start, end):
-    lo = f"{start} 00:00:00" if start else None
-    hi = None
-    if end:
-        hi = (datetime.date.fromisoformat(end) + datetime.timedelta(days=1)).isoformat() + " 00:00:00"
-    return lo, hi
-
-
-def _where(lo, hi, args, column="time"):
-    sql = ""
-    if lo is not None:
-        sql += f" AND {column} >= %s"
-        args.append(lo)
-    if hi is not None:
-        sql += f" AND {column} < %s"
-        args.append(hi)
-    return sql
-
-
-def served(cur, machine, sensor, level, mode, lo=None, hi=None):
-    """``[(time, value dict)]`` of one sensor's level in a text range, by the
-    serving rules: counted rows of one ``time`` merged by their sums,
-    legacy (migrated deployed) rows averaged and losing to counted ones, a
-    bucket holding legacy rows of the level below served as their mean."""
-    args = [machine, sensor]
-    sql = (f"SELECT {_ROW} FROM {LEVEL_TABLES[level]} WHERE machine = %s AND sensor = %s "
-           f"AND data IS NOT NULL{_where(lo, hi, args)} ORDER BY time, t0")
-    cur.execute(sql, args)
-    grouped = {}
-    for r in cur.fetchall():
-        grouped.setdefault(r[0], []).append(r)
-    args = [machine, sensor, level]
-    cur.execute(f"SELECT time, data, NULL, NULL, NULL, NULL, NULL, NULL FROM stat_legacy "
-                f"WHERE machine = %s AND sensor = %s AND level = %s AND data IS NOT NULL"
-                f"{_where(lo, hi, args)} ORDER BY time, id", args)
-    for r in cur.fetchall():
-        grouped.setdefault(r[0], []).append(r)
-    below = _BELOW.get(level)
-    legacy_below = []
-    if below:
-        args = [machine, sensor, below]
-        try:
-            upper = None if hi is None else _next_text("year", hi)
-        except ValueError:
-            upper = None
-        cur.execute(f"SELECT DISTINCT time FROM stat_legacy WHERE machine = %s AND sensor = %s "
-                    f"AND level = %s AND data IS NOT NULL{_where(lo, upper, args)} ORDER BY time", args)
-        legacy_below = [r[0] for r in cur.fetchall()]
-    out = []
-    for time_text in sorted(grouped):
-        value = None
-        if legacy_below:
-            try:
-                nxt = _next_text(level, time_text)
-            except ValueError:
-                nxt = None
-            if nxt is not None and any(time_text <= t < nxt for t in legacy_below):
-                values = [v["data"] for _, v in served(cur, machine, sensor, below, mode, time_text, nxt)]
-                if values:
-                    value = {"data": sum(values) / len(values), "count": None, "min": None,
-                             "max": None, "rms": None, "std": None}
-        if value is None:
-            value = _group(grouped[time_text], mode)
-        if value is not None:
-            out.append((time_text, value))
-    return out
-
-
-def served_items(cur, machine, sensor, level, mode, start=None, end=None):
-    lo, hi = _range(start, end)
-    name = sqlite_schema.stat_table(sensor, level)
-    items = []
-    for t, v in served(cur, machine, sensor, level, mode, lo, hi):
-        it = _item(dict({"name": name, "time": t}, **v))
-        if it is not None:
-            items.append(it)
-    return items
 
 
 @implementer(IReconfigurable, IStatsReader, IAnalyticsReader)
@@ -357,11 +274,11 @@ class PgReader(PgAnalyticsReads, service.Service):
         return [(sensor, stype, t0, sums) for t0, _, sensor, stype, sums in out]
 
     def _score_rows(self, table, machine, start, end):
-        lo, hi = _range(start, end)
+        lo, hi = text_range(start, end)
         args = [machine]
         with self._cursor() as cur:
             cur.execute(f"SELECT time, t, score, threshold FROM {table} WHERE machine = %s"
-                        f"{_where(lo, hi, args)} ORDER BY time, id", args)
+                        f"{range_sql(lo, hi, args)} ORDER BY time, id", args)
             rows = cur.fetchall()
         out = []
         for t, epoch, score, threshold in rows:
