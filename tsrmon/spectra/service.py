@@ -4,7 +4,7 @@ The hub hands every data chunk to :meth:`SpectraService.data` (beside the
 statistics and the raw log).  For a sensor whose effective rate
 (``SensorCatalog``: config > DAQ > inferred from samples per 1-s frame) is
 at least 1 kHz, the chunk feeds that sensor's accumulators
-(``analytics.spectrum.MinuteSpectra``: Hann-windowed rfft blocks, 50 %
+(``accumulator.py``, on ``analytics.spectrum.MinuteSpectra``: Hann-windowed rfft blocks, 50 %
 overlap, Welch-averaged per minute; and the same for the envelope spectrum
 when ``SPECTRA.ENVELOPE``).  Each closed minute gives
 
@@ -36,7 +36,6 @@ thread).  Retention (``SPECTRA.MINUTE_DAYS`` for minute rows,
 rows and asks the store to commit: a SIGTERM loses no finished block.
 """
 
-import collections
 import json
 import math
 import os
@@ -52,11 +51,11 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from tsrmon.analytics import meta as _meta
-from tsrmon.analytics.envelope import EnvelopeSpectrum
 from tsrmon.analytics.features import features as _features
-from tsrmon.analytics.spectrum import MinuteSpectra, block_size, pack
+from tsrmon.analytics.spectrum import pack
 from tsrmon.peerlog import peer_text
 from tsrmon.rooms import ICounters, IReconfigurable
+from tsrmon.spectra.accumulator import SensorSpectra
 from tsrmon.stats.calendar import Calendar
 
 PRUNE_INTERVAL = 3600.0
@@ -73,62 +72,6 @@ def _finite(doc):
     if isinstance(doc, (np.floating, np.integer)):
         return _finite(doc.item())
     return doc
-
-
-class SensorSpectra:
-    """One sensor's accumulators (one live and one late stream each)."""
-
-    def __init__(self, meta, cfg, follow_early):
-        self.meta = meta
-        self.rate = meta.rate
-        self.band = meta.envelope_band
-        mode = cfg.block
-        n = block_size(self.rate, mode)
-        self.spectrum = MinuteSpectra(self.rate, follow_early=follow_early, n=n,
-                                      lines=cfg.lines)
-        self.envelope = None
-        if cfg.envelope:
-            fmax = min(float(cfg.envelope_fmax), self.rate / 2.56)
-            # No overlap for the envelope (the spectrum keeps its 50 %): the
-            # envelope is the costly analysis, and bearing tones only need
-            # the average, not the overlap's variance reduction.
-            env = EnvelopeSpectrum(self.rate, band=meta.envelope_band, env_fmax=fmax, n=n,
-                                   overlap=0.0)
-            self.envelope = MinuteSpectra(self.rate, follow_early=follow_early, welch=env)
-        self.envelopes = {}   # minute -> envelope spectrum not yet paired
-        self.follow_early = follow_early
-        self.max_gap = self.spectrum.max_gap
-        # Threaded mode: chunks waiting for the worker ((t, x), or None for a
-        # hole left by a dropped chunk) and whether a drain job is queued.
-        self.queue = collections.deque()
-        self.scheduled = False
-        self.lock = threading.Lock()
-
-    def gap(self):
-        """A hole in the data (a chunk dropped): no block spans it; the open
-        minute keeps its blocks."""
-        for ms in (self.spectrum, self.envelope):
-            if ms is not None:
-                ms.welch.reset()
-                ms._t_next = None
-
-    def add(self, t, x):
-        """Feed a chunk (worker thread); ``[(minute, lines, fine, envelope)]``."""
-        if self.envelope is not None:
-            for r in self.envelope.add(t, x):
-                self.envelopes[r.minute] = r.lines
-        return [(r.minute, r.lines, r.fine, self.envelopes.pop(r.minute, None))
-                for r in self.spectrum.add(t, x)]
-
-    def flush(self):
-        if self.envelope is not None:
-            r = self.envelope.flush()
-            if r is not None:
-                self.envelopes[r.minute] = r.lines
-        r = self.spectrum.flush()
-        out = [] if r is None else [(r.minute, r.lines, r.fine, self.envelopes.pop(r.minute, None))]
-        self.envelopes.clear()
-        return out
 
 
 @implementer(ICounters, IReconfigurable)
