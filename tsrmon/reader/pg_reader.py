@@ -61,6 +61,8 @@ class PgReader(PgAnalyticsReads, service.Service):
     # -- service -----------------------------------------------------------
     def startService(self):
         super().startService()
+        if hasattr(self.feed, "start"):
+            self.feed.start()    # PgChangeFeed: idempotent, the store may have started it
         self._ensure_pool()
         if self.warm_hour_cache:
             self._run(self._warm).addErrback(lambda f: self.log.failure("warming the hour cache", f))

@@ -45,15 +45,13 @@ class PgChangeFeed(LocalChangeFeed):
         self._thread = None
 
     def start(self):
-        """Start listening (idempotent); ``connected`` is set once LISTEN runs."""
+        """Start listening (idempotent; the store and the reader call it from
+        ``startService``, so no thread exists before twistd is running);
+        ``connected`` is set once LISTEN runs."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._listen, name="tsrmon-pg-feed", daemon=True)
             self._thread.start()
         return self
-
-    def subscribe(self, callback):
-        super().subscribe(callback)
-        self.start()
 
     def close(self):
         """Stop listening: the thread ends within ``poll`` seconds, closing

@@ -131,6 +131,8 @@ class PostgresStore(service.Service):
     # -- service ---------------------------------------------------------------
     def startService(self):
         super().startService()
+        if hasattr(self.feed, "start"):
+            self.feed.start()    # PgChangeFeed: other nodes' commits
         self.replay_done = self.replay_spool()
         self.replay_done.addErrback(lambda f: self.log.failure("replaying the spool failed", f))
         self._ticker = task.LoopingCall(self.maintain)
