@@ -1,17 +1,18 @@
 """The statistics room: samples in, per-second sums out, calendar deltas stored.
 
 Hot path (:meth:`StatsService.add`, once per sensor per frame): append the
-frame's values to one flat float64 column (``array('d')``) per (machine,
-sensor, type) for the current second.  No numpy per frame, and no Python
-object per sample is kept (issue 18: a list per frame held its floats for up
-to a second, ~100 MB at 50k frames/s).  When the clock leaves that second
-(seen by the next ``add`` or by the 1 s tick, whichever is first) every
-pending column is reduced with numpy into a :class:`PartialSums`, handed to the
+frame's values to a flat float64 column (``array('d')``, :class:`PendingSamples`;
+runs of frames stay the arrays they came as) per (machine, sensor, type) for
+the current second.  No numpy per frame, and no Python object per sample is
+kept (issue 18: a list per frame held its floats for up to a second, ~100 MB
+at 50k frames/s).  When the clock leaves that second (seen by the next
+``add`` or by the 1 s tick, whichever is first) every pending column is
+reduced with numpy into a :class:`PartialSums`, handed to the
 second sinks it was built with (the live bus and alarm rules) and merged
 into the *deltas*: per
 (machine, sensor, type), the sums of each minute not yet flushed.
 
-Every ``DATABASE.FLUSH`` seconds the pending lists are reduced (even
+Every ``DATABASE.FLUSH`` seconds the pending columns are reduced (even
 mid-second; the second sinks still get one ``second`` per second), the
 deltas are expanded to the five calendar
 levels (minute, hour, day, month, year: ``stats/calendar.py``) and handed to
