@@ -289,3 +289,22 @@ def test_the_store_records_which_node_fed_which_machine_day(pg):
             assert conn.execute("SELECT node FROM fault_detect").fetchall() == [("node1",)]
     finally:
         yield _stop(a, b)
+
+
+@pytest.mark.timeout(60)
+@pytest_twisted.inlineCallbacks
+def test_a_node_starts_while_postgresql_is_away_and_queues(pg):
+    cfg, _dsn = pg
+    away = cfg.replace(database={"dsn": "postgresql://postgres@127.0.0.1:1/none"})
+    store, feed = build_store(away, reactor)      # no ConfigError: PostgreSQL just does not answer
+    assert store.known_machines() == []
+    store.startService()
+    try:
+        store.upsert_sums("M", [row("vib", "hour", T0, "2026-11-30 17:00:00", [1.0])])
+        yield store.flush()
+        health = store.health()
+        assert health["state"] == "failing" and health["error"]
+        assert store.queued_rows == 1
+    finally:
+        yield _stop(store)
+    assert store.spooled_rows == 1

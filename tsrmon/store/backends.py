@@ -7,7 +7,8 @@ store never imports the reader).
 exactly as before, no service needed.  ``postgresql``: ``PostgresStore``,
 ``PgChangeFeed`` (LISTEN/NOTIFY: every node's commits) (and ``PgReader``) on
 ``DATABASE.DSN``; the schema is created or migrated and ``TIME.ZONE``
-checked here, so a refused database stops the start with one line.
+checked here, so a refused database stops the start with one line (a
+PostgreSQL that does not answer does not: the node starts and queues).
 """
 
 from tsrmon.config import ConfigError
@@ -17,7 +18,7 @@ def build_store(config, reactor, hub=None, feed=None):
     """``(store, feed)`` of the configured backend."""
     if config.database.backend == "postgresql":
         from tsrmon.store.postgres.feed import PgChangeFeed
-        from tsrmon.store.postgres.schema import SchemaError
+        from tsrmon.store.postgres.schema import SchemaError, StoreUnreachable
         from tsrmon.store.postgres.store import PostgresStore
 
         owned = feed is None
@@ -26,6 +27,9 @@ def build_store(config, reactor, hub=None, feed=None):
         store.owns_feed = owned
         try:
             store.prepare()
+        except StoreUnreachable as e:
+            # Like a node losing PostgreSQL: it ingests, queues and catches up.
+            store.start_unprepared(str(e))
         except SchemaError as e:
             raise ConfigError(config.source, "DATABASE.DSN", str(e)) from None
         return store, feed

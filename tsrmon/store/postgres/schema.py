@@ -36,6 +36,10 @@ class SchemaError(Exception):
     """The shared database cannot be used by this node (one line)."""
 
 
+class StoreUnreachable(SchemaError):
+    """PostgreSQL did not answer (a node may start anyway and queue)."""
+
+
 def schema_files():
     """``[(version, path)]`` of the schema files, ascending."""
     out = []

@@ -38,7 +38,12 @@ from tsrmon.store.deltas import compact_ops, op_rows
 from tsrmon.store.feed import LocalChangeFeed, change_of
 from tsrmon.store.postgres import schema, writes
 
-PARTITION_INTERVAL = 3600.0   # partitions ahead and minute retention, checked hourly
+PARTITION_INTERVAL = 3600.0
+
+
+def _first_line(e):
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__   # partitions ahead and minute retention, checked hourly
 
 
 def connection_pool(dsn, reactor, cp_min=1, cp_max=1):
@@ -113,9 +118,22 @@ class PostgresStore(service.Service):
                         sensors.setdefault(m, []).append(s)
                     now = self.clock.seconds()
                     schema.ensure_ahead(conn, now, self._partitions)
+        except psycopg.OperationalError as e:
+            raise schema.StoreUnreachable(f"cannot reach the PostgreSQL store: {_first_line(e)}") from None
         except psycopg.Error as e:
-            raise schema.SchemaError(f"cannot open the PostgreSQL store: {str(e).strip().splitlines()[0]}")
+            raise schema.SchemaError(f"cannot open the PostgreSQL store: {_first_line(e)}") from None
         self._sensors = sensors
+        self._prepared = True
+        return self
+
+    def start_unprepared(self, error):
+        """Go on without the store at start (PostgreSQL away): no machines
+        known yet, rows queued; the first commit that reaches it creates or
+        checks the schema and the zone (a refusal then keeps the store
+        failing, in /healthz, and its rows spooled at stop)."""
+        self.log.warn("{error}; starting anyway: rows are queued (and spooled at stop) until it "
+                      "answers", error=error)
+        self._sensors = {}
         return self
 
     def known_machines(self):
