@@ -18,6 +18,7 @@ is congested past ``max_queue_rows``, and whatever is queued at stop goes
 to the spool (``DATABASE.PATH/spool/``), replayed at the next start.
 """
 
+import math
 import socket
 import uuid
 
@@ -296,11 +297,15 @@ class PostgresStore(service.Service):
                                      "and are retried at every flush", result, n=rows)
                 lines = result.getErrorMessage().strip().splitlines()
                 self.failing = lines[0] if lines else result.type.__name__
+                if self.failures > 1 and math.log10(self.failures).is_integer():
+                    # Logged in full once per streak, then at 10, 100, ... failures.
+                    self.log.error("PostgreSQL store still failing ({count} attempts, {n} rows "
+                                   "queued): {error}", count=self.failures,
+                                   n=rows + self.queued_rows, error=self.failing)
                 # Re-read what this node cached: the rolled-back sensors, and
                 # partitions another node may have dropped (retention).
                 self._catalog.loaded = False
                 self._partitions = set()
-
                 kept = 0
                 for machine in set(batch) | set(self.queue):
                     ops, n = compact_ops(batch.get(machine, []) + self.queue.get(machine, []))
