@@ -308,3 +308,24 @@ def test_a_node_starts_while_postgresql_is_away_and_queues(pg):
     finally:
         yield _stop(store)
     assert store.spooled_rows == 1
+
+
+@pytest.mark.timeout(120)
+@pytest_twisted.inlineCallbacks
+def test_two_nodes_adding_the_same_buckets_in_opposite_orders_never_deadlock(pg):
+    cfg, dsn = pg
+    a = PostgresStore(cfg, reactor).prepare()
+    b = PostgresStore(cfg, reactor).prepare()
+    a.startService()
+    b.startService()
+    try:
+        rows = [row(s, "hour", T0 + k * 3600, f"t{k}", [1.0]) for s in ("vib", "temp") for k in range(40)]
+        for _ in range(10):
+            a.upsert_sums("M", rows)
+            b.upsert_sums("M", rows[::-1])
+            yield defer.gatherResults([a.flush(), b.flush()])
+        assert a.failed_transactions == b.failed_transactions == 0
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT min(count), max(count), count(*) FROM stat_hour").fetchone() == (20, 20, 80)
+    finally:
+        yield _stop(a, b)

@@ -348,7 +348,7 @@ class PostgresStore(service.Service):
         with conn.cursor() as cur:
             if not self._catalog.loaded:
                 self._catalog.load(cur)
-            for machine, ops in batch.items():
+            for machine, ops in sorted(batch.items()):   # one lock order on every node
                 for op in ops:
                     kind = op[0]
                     if kind == "sums":

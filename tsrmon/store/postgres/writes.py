@@ -105,7 +105,10 @@ def apply_sum_rows(cur, catalog, machine, rows):
         if r[5] <= 0:
             continue
         groups.setdefault((r[0], r[1], len(r) >= 17 and r[11] > 0), []).append(r)
-    for (sensor, level, moments), group in groups.items():
+    # One order of row locks on every node (sensor, level, t0), so two nodes
+    # adding to the same buckets wait for each other instead of deadlocking.
+    for (sensor, level, moments), group in sorted(groups.items(), key=lambda kv: kv[0]):
+        group.sort(key=lambda r: r[2])
         mode = catalog.mode(cur, machine, sensor)
         head = (machine, sensor)
         if moments:
