@@ -161,6 +161,18 @@ def test_without_backpressure_a_burst_under_the_hard_cap_waits_and_is_written(tm
     assert len(rows(h.file("M", "20261126_s.csv"))) == 490
 
 
+def test_the_hard_cap_holds_a_burst_of_the_largest_legal_frames(tmp_path):
+    h = started(tmp_path)
+    assert RawCSVService.BURST_FRAMES * h.config.daq.max_samples_per_frame == RawCSVService.MAX_BACKLOG_SAMPLES
+    assert h.svc.MAX_BACKLOG_SAMPLES == RawCSVService.MAX_BACKLOG_SAMPLES
+    h.svc.stopService()
+    config = h.config.replace(daq={"max_samples_per_frame": 3_000_000})
+    svc = RawCSVService(config, h.clock, None)
+    assert svc.MAX_BACKLOG_SAMPLES == RawCSVService.BURST_FRAMES * 3_000_000
+    config = h.config.replace(daq={"max_samples_per_frame": 1000})
+    assert RawCSVService(config, h.clock, None).MAX_BACKLOG_SAMPLES == RawCSVService.MAX_BACKLOG_SAMPLES
+
+
 def test_without_backpressure_rows_past_the_hard_cap_are_dropped_and_counted(tmp_path):
     h = started(tmp_path)
     stuck = stuck_jobs(h)

@@ -99,10 +99,12 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
     # Memory bounds, in float64 samples (8 bytes each).  A flush starts early
     # at FLUSH_AT_SAMPLES (8 MB) when a flush slot is free, so one job is
     # never large; with every slot busy, MAX_BUFFER_SAMPLES (16 MB) waiting
-    # asks for backpressure, and MAX_BACKLOG_SAMPLES (64 MB) is dropped.
+    # asks for backpressure, and MAX_BACKLOG_SAMPLES (64 MB, or BURST_FRAMES of
+    # DAQ.MAX_SAMPLES_PER_FRAME when larger) is dropped.
     FLUSH_AT_SAMPLES = 1_000_000
     MAX_BUFFER_SAMPLES = 2_000_000
     MAX_BACKLOG_SAMPLES = 8_000_000
+    BURST_FRAMES = 4
     # Frames waiting behind a running job (16 bytes each besides their samples).
     MAX_BACKLOG_FRAMES = 200_000
     # Longest backpressure for the raw log alone: past it (or half of
@@ -121,6 +123,12 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
         self.clock = clock
         self.backpressure = backpressure
         max_pause = float(config.daq.max_pause or 0)
+        # Without backpressure a burst waits up to the hard cap: make room
+        # for BURST_FRAMES of the largest legal frames (the default cap is
+        # exactly that for the default DAQ.MAX_SAMPLES_PER_FRAME).
+        burst = self.BURST_FRAMES * int(config.daq.max_samples_per_frame)
+        if burst > self.MAX_BACKLOG_SAMPLES:
+            self.MAX_BACKLOG_SAMPLES = burst
         self.max_congested = min(self.MAX_CONGESTED, max_pause / 2)
         self._congestion_timer = None
         DiskCare.__init__(self, data, free_space)
