@@ -30,7 +30,7 @@ import sys
 import time
 
 from tsrmon.ingest import schema
-from tsrmon.ingest.framing import PickleFramer
+from tsrmon.ingest.framing import EVENT, OK, PickleFramer
 from tsrmon.ingest.opcodes import DONE, Limits
 from tsrmon.ingest.safepickle import PickleWalk
 
@@ -87,8 +87,9 @@ def run(label, sensors, n_floats, count, repeat):
         for i in range(0, len(data), step):
             items = framer.feed(data[i:i + step])
             handle(items)
-            n += len(items)
-        assert n == count
+            # An EVENT may stand for a run of frames of one shape (DataFrame.frames).
+            n += sum(getattr(item[1], "frames", 1) if item[0] == EVENT else 1 for item in items)
+        assert n == count, (n, count)
 
     def framer_stream():
         feed(PickleFramer(limits), stream, lambda items: None)
@@ -98,7 +99,8 @@ def run(label, sensors, n_floats, count, repeat):
 
         def handle(items):
             for item in items:
-                schema.from_pickle(item[1], item[2], known)
+                if item[0] == OK:
+                    schema.from_pickle(item[1], item[2], known)
         feed(PickleFramer(limits), stream, handle)
 
     def framer_events():
@@ -106,7 +108,7 @@ def run(label, sensors, n_floats, count, repeat):
 
         def handle(items):
             for item in items:
-                if item[0] == "ok":
+                if item[0] == OK:
                     schema.from_pickle(item[1], item[2], known)
         feed(PickleFramer(limits, events=True), stream, handle)
 
