@@ -291,7 +291,7 @@ def main(argv=None):
                 name = f"fullrate-csv-{'on' if csv_on else 'off'}"
                 attempt(name, lambda name=name, csv_on=csv_on: fullrate_row(name, csv_on))
             for modname, fn in (("decoder", "bench_rows"), ("rest_hour", "bench_rows"), ("live", "bench_rows"),
-                                ("memory", "bench_rows")):
+                                ("memory", "bench_rows"), ("pg_store", "bench_rows")):
                 attempt(modname, lambda modname=modname, fn=fn: module_rows(modname, fn))
         except TimeUp as e:  # between two rows
             state["stopped"] = state["stopped"] or f"{e} received"

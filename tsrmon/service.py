@@ -338,6 +338,8 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     from tsrmon.alarms.service import AlarmService
     from tsrmon.clockjump import ClockJumpService
     from tsrmon.dashboard import dashboard_front
+    from tsrmon.cluster import room as cluster_room
+    from tsrmon.cluster.proxy import forwarded_requests
     from tsrmon.hub import LiveBus, MachineHub, MachineRegistry
     from tsrmon.ingest.listener import DAQListenerService
     from tsrmon.live.service import LiveService
@@ -348,9 +350,8 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     from tsrmon.spectra.service import SpectraService
     from tsrmon.stats.service import StatsService
     from tsrmon.rawlog.service import RawCSVService
-    from tsrmon.reader.sqlite_reader import SQLiteReader
-    from tsrmon.store.feed import LocalChangeFeed
-    from tsrmon.store.sqlite import SQLiteStore
+    from tsrmon.reader.backends import build_reader
+    from tsrmon.store.backends import build_store
     from tsrmon.web.policy import HttpPolicy
     from tsrmon.web.rest import RestAPI
 
@@ -376,16 +377,23 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     # Alarm rules emit to the live layer, which reads spectra, which feed
     # alarm rules: the bus, built first, breaks that cycle (hub/bus.py).
     bus = LiveBus()
-    feed = LocalChangeFeed()  # the store publishes each commit; the reader's cache follows
-    reader = rooms["reader"] = SQLiteReader(config, reactor, feed=feed)
-    notifier = rooms["notifier"] = NotifierService(config, reactor, reactor)
+    # Issue 16 (CLUSTER.REDIS): live events, machine leases and the notification
+    # throttle shared through Redis (tsrmon/cluster/); None on a single node.
+    cluster = cluster_room.build(config, reactor, registry, bus)
+    if cluster is not None:
+        rooms["cluster"] = cluster
+    # DATABASE.BACKEND: the store publishes each commit on its change feed (in
+    # process, or LISTEN/NOTIFY for every node's commits); the reader's cache
+    # follows it.  The store pauses DAQ reading through the registry when behind.
+    store, feed = build_store(config, reactor, registry)
+    rooms["store"] = store
+    reader = rooms["reader"] = build_reader(config, reactor, feed)
+    notifier = rooms["notifier"] = NotifierService(
+        config, reactor, reactor, throttle=cluster.throttle(reactor) if cluster else None)
     raw = rooms["raw"] = RawCSVService(config, reactor, reactor, worker=config.data.writer,
                                        backpressure=registry.raw_csv_congested)
-    # The store and the raw CSV log pause DAQ reading through the registry
-    # (each its own congestion flag); the reader's caches follow the feed.
-    store = rooms["store"] = SQLiteStore(
-        config, reactor, registry, minute_retention_days=config.database.minute_retention_days,
-        feed=feed)
+    # The raw CSV log pauses DAQ reading through the registry too (each room
+    # has its own congestion flag).
     registry.remember(store.known_machines())
     # Case checks of sensor names survive restarts (a stored 'Vib' refuses 'vib').
     for machine in store.known_machines():
@@ -406,7 +414,8 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     hub = rooms["hub"] = MachineHub(
         config, reactor, registry=registry, stats=stats, raw=raw if config.data.enabled else None,
         faults=store, live=bus, notifier=notifier, spectra=spectra,
-        catalog=catalog)  # catalog: JSON frames' own rate/unit/rpm
+        catalog=catalog,  # catalog: JSON frames' own rate/unit/rpm
+        lease=cluster.gate if cluster else None)
     daq = rooms["daq"] = DAQListenerService(config, hub, reactor)
 
     rest = rooms["rest"] = RestAPI(
@@ -414,12 +423,14 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
         # /healthz and /metrics ask every room of the tree that declares
         # IHealth / ICounters (tsrmon/rooms.py), read at each request.
         health=room_interfaces.health_checks(top), counters=room_interfaces.counter_readers(top),
-        alarms=alarms, catalog=catalog,
+        alarms=alarms, catalog=catalog, cluster=cluster,
     )
     # The dashboard's page and assets in front of the REST resource (they
     # hold no data, so they load without a token and can ask for one).
     site = Site(dashboard_front(rest.resource(), config))
     site.displayTracebacks = False
+    if config.server.trusted_proxies:  # X-Forwarded-For from trusted proxies only
+        site.requestFactory = forwarded_requests(config.server.trusted_proxies, site.requestFactory)
     http = rooms["http"] = EndpointListener(reactor, http_endpoint(config), site, "http", label="HTTP")
 
     # spectra after the store: stopped before it, so its last minutes are committed.
@@ -428,8 +439,8 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     catalog_part = room_interfaces.Part("sensor_catalog", catalog)
     policy_part = room_interfaces.Part("http_policy", policy)
     rest_part = room_interfaces.Part("rest", rest)
-    for child in (rooms["logfile"], catalog_part, policy_part, store, raw, stats, spectra, hub, notifier,
-                  reader, live, alarms, rest_part, http, daq):
+    for child in (rooms["logfile"], catalog_part, policy_part, store, raw, stats, spectra,
+                  *([cluster] if cluster else []), hub, notifier, reader, live, alarms, rest_part, http, daq):
         child.setServiceParent(top)
     # Last to start (READY=1 once listeners are up), first to stop (STOPPING=1).
     SystemdNotifyService(reactor).setServiceParent(top)

@@ -157,7 +157,7 @@ def test_the_store_catching_up_does_not_resume_reading_while_the_raw_log_is_behi
     assert a.congested
 
 
-def test_a_run_of_frames_counts_each_frame_and_hands_spectra_one_chunk_per_frame(tmp_path):
+def test_a_run_of_frames_counts_each_frame_and_hands_spectra_the_run_whole(tmp_path):
     import numpy as np
     stats, raw, spectra = Sink(), Sink(), Sink()
     hub = make_hub(tmp_path, dict(stats=stats, raw=raw, spectra=spectra))
@@ -166,5 +166,5 @@ def test_a_run_of_frames_counts_each_frame_and_hands_spectra_one_chunk_per_frame
     assert m.frames == 3 and m.samples == 6
     assert [(c[0], list(c[4])) for c in stats.calls] == [("add", [0.0, 1.0, 2.0, 3.0, 4.0, 5.0])]
     assert [(c[0], len(c[3])) for c in raw.calls] == [("write", 6)]
-    # The spectra room learns a sensor's rate from its chunk length: one per frame.
-    assert [list(c[4]) for c in spectra.calls] == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]
+    # The spectra room takes the run whole and splits it itself.
+    assert [(list(c[4]), c[7]) for c in spectra.calls] == [([0.0, 1.0, 2.0, 3.0, 4.0, 5.0], 3)]

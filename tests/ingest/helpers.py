@@ -5,6 +5,8 @@ import pickle
 import socket
 import time
 
+import numpy as np
+
 from twisted.internet import defer, reactor, task, threads
 
 from tsrmon.config import build_config
@@ -32,8 +34,10 @@ class Recorder:
         self.added.append((machine, sensor, stype, list(values), t, True))
 
     # the spectra room's side: one chunk per frame and sensor
-    def data(self, machine, sensor, stype, values, t, late=False):
-        self.chunks.append((machine, sensor, stype, list(values), t, late))
+    def data(self, machine, sensor, stype, values, t, late=False, frames=1):
+        # A run of frames comes whole; recorded frame by frame.
+        for chunk in (np.reshape(values, (frames, -1)) if frames > 1 else (values,)):
+            self.chunks.append((machine, sensor, stype, list(chunk), t, late))
 
     def per_sensor(self, entries):
         """``{sensor: every sample}`` of ``added`` or ``chunks``, in order."""

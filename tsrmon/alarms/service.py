@@ -38,7 +38,7 @@ from tsrmon.alarms.engine import ACTIVE, CLEAR, INACTIVE, PENDING, RAISE, Tracke
 from tsrmon.alarms.feature_rules import FeatureRules
 from tsrmon.alarms.machine_rules import MIN_EXPECTED_FRAMES, FrameRate, MachineRules  # noqa: F401
 from tsrmon.alarms.rule_model import FLATLINE, RATE_DROP, SEVERITIES, is_feature_metric
-from tsrmon.alarms.store import AlarmStore
+from tsrmon.store.backends import build_alarm_table
 from tsrmon.config.checks import ConfigError
 from tsrmon.rooms import ICounters, IHealth, IReconfigurable
 
@@ -69,7 +69,7 @@ class AlarmService(MachineRules, FeatureRules, AlarmEmission, service.Service):
         self.notify = notify
         self.check_interval = float(check_interval)
         self.zone = zoneinfo.ZoneInfo(config.time.zone)
-        self.store = AlarmStore(config.database.path, reactor if reactor is not None else clock)
+        self.store = build_alarm_table(config, reactor if reactor is not None else clock)
         self.trackers = {}  # (rule name, machine, sensor) -> Tracker
         self.active_alarms = {}  # alarm id -> Alarm
         self._windows = {}  # (machine, sensor, stype, window) -> WindowSums

@@ -30,8 +30,10 @@ class MachineHub(service.Service):
     name = "hub"
 
     def __init__(self, config, clock, *, registry=None, stats=None, raw=None, faults=None, live=None,
-                 notifier=None, spectra=None, catalog=None):
+                 notifier=None, spectra=None, catalog=None, lease=None):
         self.clock = clock
+        # Issue 16: the cluster's machine leases (tsrmon/cluster/room.py LeaseGate), or None.
+        self.lease = lease
         # Without a registry (tests, tools) the hub keeps its own.
         self.registry = MachineRegistry(config, clock) if registry is None else registry
         # The rooms fed (see sinks.py for what each does); None is not fed.
@@ -86,12 +88,16 @@ class MachineHub(service.Service):
         machine = self.registry.claim(name, connection)
         if self.live is not None:
             self.live.machine_status(machine)
+        if self.lease is not None:
+            self.lease.claimed(machine, connection)  # closes it when another node keeps the machine
         return machine
 
     def release(self, machine, connection):
         """``connection`` ended; the machine goes offline unless it was taken over."""
         if self.registry.release(machine, connection) and self.live is not None:
             self.live.machine_status(machine)
+        if self.lease is not None:
+            self.lease.released(machine, connection)
 
     # -- data ------------------------------------------------------------
     def data(self, machine, sensors, t=None, late=False, meta=None, raw_csv=True, frames=1):
@@ -105,9 +111,8 @@ class MachineHub(service.Service):
         ``raw_csv=False``: samples that are not raw data (the demo's
         backfilled history) skip the raw CSV log.  ``frames`` > 1: a run of
         frames of one shape that arrived together, each sensor's samples
-        of all of them in one array (statistics and raw CSV take it whole;
-        the spectra room still sees one chunk per frame, since it learns a
-        sensor's rate from the chunk length).
+        of all of them in one array (statistics, raw CSV and the spectra
+        room take it whole).
         """
         now = self.clock.seconds()
         if t is None:
@@ -139,8 +144,7 @@ class MachineHub(service.Service):
                 if frames == 1:
                     spectra.data(name, sensor, stype, values, t, late)
                 else:
-                    for chunk in values.reshape(frames, -1):
-                        spectra.data(name, sensor, stype, chunk, t, late)
+                    spectra.data(name, sensor, stype, values, t, late, frames)
         machine.samples += samples
 
     def _report_meta(self, machine, sensor, stype, reported):

@@ -7,6 +7,7 @@ from twisted.internet import defer, endpoints
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from tsrmon.cluster.proxy import proxied_factory
 from tsrmon.ingest.admission import DAQFactory
 from tsrmon.rooms import ICounters, IHealth, IReconfigurable
 
@@ -49,7 +50,8 @@ class DAQListenerService(service.Service):
         super().startService()
         description = self.endpoint_description()
         endpoint = endpoints.serverFromString(self.reactor, description)
-        d = endpoint.listen(self.factory)
+        # SERVER.TRUSTED_PROXIES: the DAQ's own address from HAProxy's PROXY header.
+        d = endpoint.listen(proxied_factory(self.factory, self.config, self.reactor))
 
         def listening(port):
             self.port = port

@@ -19,7 +19,8 @@ from zope.interface import implementer
 from tsrmon.config.checks import ConfigError
 from tsrmon.notify.delivery import Delivery, Notification, http_client
 from tsrmon.notify.fcm import FcmChannel
-from tsrmon.notify.records import HISTORY_LIMIT, AttemptRecords
+from tsrmon.notify.records import HISTORY_LIMIT
+from tsrmon.store.backends import build_attempt_table
 from tsrmon.notify.throttle import Throttle
 from tsrmon.notify.webhook import parse_webhooks
 from tsrmon.rooms import ICounters, IHealth, IReconfigurable
@@ -43,15 +44,16 @@ class NotifierService(service.Service):
     counters_key = "notify"  # ICounters: its /metrics prefix
 
     def __init__(self, config, clock, reactor, fcm_send_url=None, fcm_timeout=10.0, fcm_retries=3,
-                 stop_timeout=5.0, max_in_flight=200, http=None):
+                 stop_timeout=5.0, max_in_flight=200, http=None, throttle=None):
         self.clock = clock
         self.reactor = reactor
         self.stop_timeout = stop_timeout
         self.max_in_flight = max_in_flight
         # treq's HTTPClient on an Agent (injectable, e.g. with its own pool).
         self.http = http if http is not None else http_client(reactor)
-        self.throttle = Throttle(clock, 0, 0)
-        self.records = AttemptRecords(config.database.path, reactor)
+        # Issue 16: a cluster's throttle (notify/throttle.py ClusterThrottle) decides in Redis.
+        self.throttle = Throttle(clock, 0, 0) if throttle is None else throttle
+        self.records = build_attempt_table(config, reactor)
         self.fcm = None
         self._fcm_args = (fcm_send_url, fcm_timeout, fcm_retries)
         self.targets = []
@@ -219,6 +221,21 @@ class NotifierService(service.Service):
         return decision
 
     def _dispatch(self, note, add_suffix):
+        confirm = getattr(self.throttle, "confirm", None)
+        if confirm is not None:  # issue 16: sent once across the cluster, Redis decides
+            confirm((note.machine, note.kind)).addCallback(self._confirmed, note, add_suffix)
+            return
+        self._deliver(note, add_suffix)
+
+    def _confirmed(self, decision, note, add_suffix):
+        if not decision.send:
+            self._counters[decision.reason] += 1
+            return
+        note.suppressed = decision.suppressed
+        note.data["suppressed"] = decision.suppressed
+        self._deliver(note, add_suffix)
+
+    def _deliver(self, note, add_suffix):
         if note.suppressed and add_suffix:
             note.body += SUPPRESSED_SUFFIX.format(suppressed=note.suppressed)
         self.log.info("notify {machine} ({kind}): {title} | {body} -> {n} target(s)",

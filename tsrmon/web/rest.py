@@ -50,8 +50,9 @@ class RestAPI(StatRoutes, FaultRoutes, MachineRoutes, SpectraRoutes, Notificatio
     log = Logger()
 
     def __init__(self, config, clock, hub, reader, live=None, notifier=None, health=None,
-                 counters=None, alarms=None, policy=None, catalog=None):
+                 counters=None, alarms=None, policy=None, catalog=None, cluster=None):
         self.config = config
+        self.cluster = cluster  # issue 16: tsrmon.cluster.room.ClusterRoom, or None
         self.catalog = catalog  # tsrmon.spectra.catalog.SensorCatalog (sensor metadata), or None
         # CORS and tokens: the daemon's one HttpPolicy (shared with the live
         # layer and reloaded by SIGHUP as a room of its own), or our own.

@@ -25,6 +25,9 @@ class MachineRoutes(Answers, Params):
                     s["meta"] = self._sensor_meta(m.name, s["name"])
             st["frames_per_second"] = self._rate(m, now)
             out.append(st)
+        if self.cluster is not None:  # issue 16: the machines other nodes feed too
+            d = self.cluster.with_cluster(out)
+            return d.addCallback(lambda machines: self._json(request, {"machines": machines, "time": float(now)}))
         return self._json(request, {"machines": out, "time": float(now)})
 
     def _sensor_meta(self, machine, sensor):
