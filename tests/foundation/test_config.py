@@ -229,26 +229,6 @@ def test_to_yaml_round_trips(tmp_path):
     assert again.server.port == 9000 and again.stat_mode("PRESSURE") == ("ABS", True)
 
 
-def test_transitional_item_access_still_works(tmp_path):
-    """tsrmon.config.compat, until every caller reads attributes."""
-    from tsrmon.config import SCHEMA
-
-    c = build_config({"DATA": {"IDLE_CLOSE": 5}}, base_dir=str(tmp_path))
-    assert c["DATA"]["IDLE_CLOSE"] == 5.0 and c["DATA"] is c.data
-    assert c.key("DATA.PATH") == c.data.path
-    assert "DATA" in c and "IDLE_CLOSE" in c["DATA"] and "NOPE" not in c["DATA"]
-    assert c.get("NOPE", {}) == {} and c["SPECTRA"].get("ENABLED", False) is True
-    assert list(c)[:3] == ["SERVER", "FCM", "LOGGER"] and dict(c["LIVE"])["MAX_QUEUE"] == 1000
-    c["DATA"]["IDLE_CLOSE"] = 2.0
-    c["DAQ"].update({"MAX_SENSORS": 3})
-    assert c.data.idle_close == 2.0 and c.daq.max_sensors == 3
-    c["AUTH"] = {"API_TOKENS": ["t"]}  # a mapping is checked as the file's section
-    assert c.auth.api_tokens == ["t"]
-    with pytest.raises(ConfigError):
-        c["AUTH"] = {"API_TOKENS": "t"}
-    assert "IDLE_CLOSE" in SCHEMA["DATA"] and SCHEMA["DATA"]["IDLE_CLOSE"][0] == 60
-
-
 def test_section_classes_live_with_their_rooms():
     from tsrmon.config.model import Config
 

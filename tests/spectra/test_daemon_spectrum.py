@@ -13,7 +13,7 @@ from bench.load import frame
 from tests.daemon.harness import Daemon
 from tsrmon.analytics import signals
 from tsrmon.config import build_config
-from tsrmon.store.reader import SQLiteReader
+from tsrmon.reader.sqlite_reader import SQLiteReader
 
 RATE = 25600
 

@@ -17,7 +17,7 @@ from tsrmon.analytics import signals
 from tsrmon.hub.machines import MachineHub
 from tsrmon.spectra.catalog import SensorCatalog
 from tsrmon.spectra.service import SpectraService
-from tsrmon.store.reader import SQLiteReader
+from tsrmon.reader.sqlite_reader import SQLiteReader
 from tsrmon.store.sqlite import SQLiteStore
 
 ZONE = "Asia/Seoul"

@@ -15,7 +15,7 @@ from tests.stats.helpers import LEVELS, Rig, config, epoch
 from tsrmon.analytics.moments import Moments
 from tsrmon.stats.memory import MemoryStore
 from tsrmon.store import migrate, schema, serving
-from tsrmon.store.reader import SQLiteReader
+from tsrmon.reader.sqlite_reader import SQLiteReader
 from tsrmon.store.sqlite import SQLiteStore
 
 ZONE = "Europe/Berlin"

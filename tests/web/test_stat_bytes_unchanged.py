@@ -30,6 +30,8 @@ def old_rest_api(tmp_path):
                               capture_output=True, text=True).stdout
     except (OSError, subprocess.CalledProcessError) as e:
         pytest.skip(f"git history with {BEFORE} is not available: {e}")
+    # The modules it imported have moved since (issue 19): point it at their homes.
+    text = text.replace("from tsrmon.store.reader import", "from tsrmon.reader.series import")
     path = tmp_path / "rest_before.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location("tsrmon_rest_before", path)

@@ -14,8 +14,7 @@ Package layout, one job each:
 - ``sections``: the daemon-wide SERVER, TIME, LOGGER sections;
 - ``model``: :class:`Config` (sections from every room), ``build_config``
   and the checks across sections;
-- ``strict_yaml`` / ``loader``: reading the file;
-- ``compat``: the transitional ``config["DATA"]["PATH"]`` access.
+- ``strict_yaml`` / ``loader``: reading the file.
 
 This ``__init__`` imports nothing: a room's settings module imports
 ``tsrmon.config.checks`` and ``tsrmon.config.section``, and ``model``
@@ -42,7 +41,6 @@ _EXPORTS = {
     "StrictLoader": "strict_yaml",
     "default_config_path": "loader",
     "load_config": "loader",
-    "SCHEMA": "compat",  # transitional
 }
 
 __all__ = sorted(_EXPORTS)
@@ -53,8 +51,6 @@ def __getattr__(name):
     if where is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module = importlib.import_module(f"{__name__}.{where}")
-    if name == "SCHEMA":
-        return module.schema_table(importlib.import_module(f"{__name__}.model").Config)
     return getattr(module, name)
 
 

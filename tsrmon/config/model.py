@@ -17,7 +17,6 @@ import yaml
 from tsrmon.alarms.settings import AlarmSettings
 from tsrmon.cluster.settings import ClusterSettings
 from tsrmon.config.checks import ConfigError
-from tsrmon.config.compat import ConfigCompat
 from tsrmon.config.section import Section
 from tsrmon.config.sections import LoggerSettings, ServerSettings, TimeSettings
 from tsrmon.ingest.settings import DaqSettings
@@ -38,7 +37,7 @@ def _section(cls, build=None):
 
 
 @attrs.frozen
-class Config(ConfigCompat):
+class Config:
     """The effective configuration (sections in the file's order).
 
     ``source`` is the file it came from (or None) and ``base_dir`` the

@@ -6,8 +6,7 @@ lower case (``config.data.idle_close``), the YAML key keeps its upper-case
 spelling (``DATA: {IDLE_CLOSE: 60}``).  :meth:`Section.from_yaml` checks a
 section's mapping once, when the file is loaded; a room reads attributes.
 
-Leaf module: it imports only attrs and :mod:`tsrmon.config.checks` (and the
-transitional item access of :mod:`tsrmon.config.compat`), so a room's
+Leaf module: it imports only attrs and :mod:`tsrmon.config.checks`, so a room's
 settings module can import it without importing the loader.
 """
 
@@ -17,7 +16,6 @@ import os
 import attrs
 
 from tsrmon.config.checks import ConfigError
-from tsrmon.config.compat import SectionCompat
 
 # attrs field metadata: the YAML key, its check, whether it is a path.
 KEY, CHECK, PATH = "tsrmon.key", "tsrmon.check", "tsrmon.path"
@@ -33,7 +31,7 @@ def setting(key, default, check, *, path=False):
     return attrs.field(default=default, metadata={KEY: key, CHECK: check, PATH: path})
 
 
-class Section(SectionCompat):
+class Section:
     """Base of the attrs section classes; ``SECTION`` is the YAML name."""
 
     __slots__ = ()

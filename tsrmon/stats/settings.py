@@ -41,13 +41,3 @@ class StatSettings:
 
     def to_yaml_dict(self):
         return dict(self.modes)
-
-    # TRANSITIONAL (see tsrmon.config.compat): ``config["STAT"]`` was the dict.
-    def __getitem__(self, sensor_type):
-        return self.modes[sensor_type]
-
-    def __contains__(self, sensor_type):
-        return sensor_type in self.modes
-
-    def __iter__(self):
-        return iter(self.modes)
