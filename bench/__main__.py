@@ -255,10 +255,13 @@ def main(argv=None):
             row(name, "ingest", "error", "≥ 50,000", False, repr(e)[:200])
 
     def fullrate_row(name, csv_on):
-        target = 20e6  # issue 18: full rate at 20 M samples/s, raw CSV on or off
+        # Issue 18: full rate at >= 20 M samples/s with raw CSV on, >= 35 M with it off.
+        # Spectra are off here: the analytics add their cost in their own rows
+        # (bench/analytics_ingest.py), and this sender runs far faster than real time.
+        target = 20e6 if csv_on else 35e6
         try:
             r = ingest(os.path.join(tmp, name), 1, 4, 25_600, 40 if q else 600,
-                       overrides={"DATA": {"ENABLED": csv_on, "MIN_FREE_MB": 0}})
+                       overrides={"DATA": {"ENABLED": csv_on, "MIN_FREE_MB": 0}, "SPECTRA": {"ENABLED": False}})
             row(name, f"full rate 4×25,600 floats, raw CSV {'on' if csv_on else 'off'}: samples/s",
                 round(r["samples_per_s"]), f"≥ {target:,.0f}", r["samples_per_s"] >= target and r["lost_samples_vib1"] == 0,
                 f"lost {r['lost_samples_vib1']} samples"
