@@ -47,6 +47,7 @@ from tsrmon.peerlog import peer_text
 from tsrmon.rooms import ICounters
 from tsrmon.ticks import next_tick_delay
 from tsrmon.stats.calendar import Calendar
+from tsrmon.stats.sinks import SumRow
 from tsrmon.stats.sums import PartialSums
 
 
@@ -116,6 +117,9 @@ class PendingSamples:
         if len(pieces) == 1:
             return pieces[0]
         return np.concatenate(pieces) if pieces else np.empty(0)
+
+
+_new_row = tuple.__new__  # a SumRow from its 17 fields, without the keyword machinery
 
 
 @implementer(ICounters)
@@ -352,7 +356,7 @@ class StatsService(service.Service):
         out = {}
         for machine, merged in by_machine.items():
             out[machine] = [
-                (sensor, b[0], b[1], b[2], b[3]) + s.as_tuple() + s.moment_tuple()
+                _new_row(SumRow, (sensor, *b, *s.as_tuple(), *s.moment_tuple()))
                 for (sensor, b), s in merged.items()
             ]
         return out

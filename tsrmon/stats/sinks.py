@@ -17,10 +17,32 @@ store creates the row or adds to it (count/sums added, min/max widened,
 rollovers share one path.
 """
 
-from typing import Iterable, Protocol, Tuple
+from typing import Iterable, NamedTuple, Protocol
 
-SumRow = Tuple[str, str, int, int, str, int, float, float, float, float, float]
-# ... + (mcount, ref, s1, s2, s3, s4) when the row carries moments.
+
+class SumRow(NamedTuple):
+    """One sum row as statistics hand it to the store (issue 19: named
+    between rooms).  A tuple still, so backends bind it as SQL parameters
+    and tools that build plain 11- or 17-tuples (rebuild, spool replay,
+    migration) are read the same way."""
+
+    sensor: str
+    level: str
+    t0: int
+    utc_offset: int
+    time: str
+    count: int
+    sum: float
+    sum_abs: float
+    min: float
+    max: float
+    sum_sq: float
+    mcount: int
+    ref: float
+    s1: float
+    s2: float
+    s3: float
+    s4: float
 
 
 class SecondSink(Protocol):
