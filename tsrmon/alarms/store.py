@@ -57,6 +57,7 @@ class AlarmStore(SidecarFile):
     FILE_NAME = FILE_NAME
     SCHEMA = SCHEMA
     WHAT = "alarm history"
+    MARK = "?"   # the driver's parameter placeholder (the PostgreSQL table: "%s")
 
     def __init__(self, folder, reactor):
         super().__init__(folder, reactor)
@@ -69,7 +70,7 @@ class AlarmStore(SidecarFile):
         cutoff = now - RETENTION_DAYS * 86400
 
         def load(txn):
-            txn.execute("DELETE FROM alarms WHERE state = 'cleared' AND cleared_t < ?", (cutoff,))
+            txn.execute(f"DELETE FROM alarms WHERE state = 'cleared' AND cleared_t < {self.MARK}", (cutoff,))
             txn.execute(f"SELECT {', '.join(COLUMNS)} FROM alarms WHERE state = 'active' "
                         f"ORDER BY raised_t, id")
             return [Alarm(**dict(zip(COLUMNS, row))) for row in txn.fetchall()]
@@ -105,10 +106,13 @@ class AlarmStore(SidecarFile):
         if self.pool is None:
             return defer.succeed(None)
         row = alarm.row()
-        d = self.pool.runOperation(
-            f"INSERT OR REPLACE INTO alarms ({', '.join(COLUMNS)}) "
-            f"VALUES ({', '.join('?' * len(COLUMNS))})", tuple(row[c] for c in COLUMNS))
+        d = self.pool.runOperation(self._upsert_sql(), tuple(row[c] for c in COLUMNS))
         return self._track(d, "insert", alarm.id)
+
+    def _upsert_sql(self):
+        """The dialect's insert-or-replace of one whole alarm row."""
+        return (f"INSERT OR REPLACE INTO alarms ({', '.join(COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(COLUMNS))})")
 
     def update(self, alarm, *columns):
         """Write ``columns`` of ``alarm`` (all but the id when none are named)."""
@@ -116,7 +120,7 @@ class AlarmStore(SidecarFile):
             return defer.succeed(None)
         columns = columns or tuple(c for c in COLUMNS if c != "id")
         d = self.pool.runOperation(
-            f"UPDATE alarms SET {', '.join(c + ' = ?' for c in columns)} WHERE id = ?",
+            self._update_sql(columns),
             tuple(getattr(alarm, c) for c in columns) + (alarm.id,))
         return self._track(d, "update", alarm.id)
 
@@ -125,21 +129,26 @@ class AlarmStore(SidecarFile):
         if self.pool is None or not alarms:
             return defer.succeed(None)
         rows = [tuple(getattr(a, c) for c in columns) + (a.id,) for a in alarms]
-        sql = f"UPDATE alarms SET {', '.join(c + ' = ?' for c in columns)} WHERE id = ?"
+        sql = self._update_sql(columns)
         d = self.pool.runInteraction(lambda txn: txn.executemany(sql, rows))
         return self._track(d, "update", f"{len(rows)} alarms")
+
+    def _update_sql(self, columns):
+        m = self.MARK
+        return f"UPDATE alarms SET {', '.join(c + ' = ' + m for c in columns)} WHERE id = {m}"
 
     def query(self, start_t, end_t, machine=None, limit=HISTORY_LIMIT):
         """Deferred[list of :class:`Alarm`] active at some time in [start_t, end_t]."""
         if self.pool is None:
             return self._unavailable()
-        sql = (f"SELECT {', '.join(COLUMNS)} FROM alarms WHERE raised_t <= ? "
-               f"AND (cleared_t IS NULL OR cleared_t >= ?)")
+        m = self.MARK
+        sql = (f"SELECT {', '.join(COLUMNS)} FROM alarms WHERE raised_t <= {m} "
+               f"AND (cleared_t IS NULL OR cleared_t >= {m})")
         args = [end_t, start_t]
         if machine is not None:
-            sql += " AND machine = ?"
+            sql += f" AND machine = {m}"
             args.append(machine)
-        d = self.pool.runQuery(sql + " ORDER BY raised_t, id LIMIT ?", (*args, int(limit)))
+        d = self.pool.runQuery(sql + f" ORDER BY raised_t, id LIMIT {m}", (*args, int(limit)))
         d.addCallback(lambda rows: [Alarm(**dict(zip(COLUMNS, r))) for r in rows])
         return d
 

@@ -53,6 +53,7 @@ class AttemptRecords(SidecarFile):
     FILE_NAME = FILE_NAME
     SCHEMA = SCHEMA
     WHAT = "notification history"
+    MARK = "?"   # the driver's parameter placeholder (the PostgreSQL table: "%s")
 
     def __init__(self, folder, reactor):
         super().__init__(folder, reactor)
@@ -64,7 +65,7 @@ class AttemptRecords(SidecarFile):
         cutoff = now - RETENTION_DAYS * 86400
 
         def prune(txn):
-            txn.execute("DELETE FROM notification_attempts WHERE t < ?", (cutoff,))
+            txn.execute(f"DELETE FROM notification_attempts WHERE t < {self.MARK}", (cutoff,))
 
         return self._open(prune).addCallback(lambda _: None)
 
@@ -76,7 +77,7 @@ class AttemptRecords(SidecarFile):
         values = tuple(row.get(c) for c in _COLUMNS)
         d = self.pool.runOperation(
             f"INSERT INTO notification_attempts ({', '.join(_COLUMNS)}) "
-            f"VALUES ({', '.join('?' * len(_COLUMNS))})", values)
+            f"VALUES ({', '.join([self.MARK] * len(_COLUMNS))})", values)
 
         def ok(_):
             self.written += 1
@@ -92,12 +93,13 @@ class AttemptRecords(SidecarFile):
 
     def query(self, start_t, end_t, machine=None, limit=HISTORY_LIMIT):
         """Deferred[list of row dicts] with start_t <= t <= end_t, oldest first."""
-        sql = f"SELECT {', '.join(_COLUMNS)} FROM notification_attempts WHERE t >= ? AND t <= ?"
+        m = self.MARK
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM notification_attempts WHERE t >= {m} AND t <= {m}"
         args = [start_t, end_t]
         if machine is not None:
-            sql += " AND machine = ?"
+            sql += f" AND machine = {m}"
             args.append(machine)
-        sql += " ORDER BY t, id LIMIT ?"
+        sql += f" ORDER BY t, id LIMIT {m}"
         args.append(int(limit))
         if self.pool is None:
             return self._unavailable()
