@@ -98,17 +98,22 @@ class AnalyticsReads:
             raise ValueError(f"unknown spectrum level {level!r} "
                              f"(minute, hour or envelope)") from None
 
-    def _spectrum(self, machine, sensor, t, level):
-        kind, span = self._spectrum_kind(level)
+    def _spectrum_rows(self, machine, sensor, kind, start_t=None, end_t=None, limit=None,
+                       latest=False):
+        """The backend's spectrum rows (``store.spectra.spectrum_rows``); [] without a file."""
         conn, _path = self._connect(machine)
         if conn is None:
-            return None
+            return []
+        return _spectra.spectrum_rows(conn, sensor, kind, start_t, end_t, limit=limit, latest=latest)
+
+    def _spectrum(self, machine, sensor, t, level):
+        kind, span = self._spectrum_kind(level)
         if t is None:
-            rows = _spectra.spectrum_rows(conn, sensor, kind, limit=1, latest=True)
+            rows = self._spectrum_rows(machine, sensor, kind, limit=1, latest=True)
         else:
             t0 = math.floor(t)
-            rows = _spectra.spectrum_rows(conn, sensor, kind, t0 - span + 1, t0 + 1,
-                                          limit=1, latest=True)
+            rows = self._spectrum_rows(machine, sensor, kind, t0 - span + 1, t0 + 1,
+                                       limit=1, latest=True)
         if not rows:
             return None
         r = rows[0]
@@ -126,11 +131,8 @@ class AnalyticsReads:
 
     def _waterfall(self, machine, sensor, start_t, end_t, n_rows, n_lines, level):
         kind, _span = self._spectrum_kind(level)
-        conn, _path = self._connect(machine)
         empty = {"t0": [], "f0": 0.0, "df": 0.0, "convention": "rms", "rows": []}
-        if conn is None:
-            return empty
-        got = _spectra.spectrum_rows(conn, sensor, kind, start_t, end_t)
+        got = self._spectrum_rows(machine, sensor, kind, start_t, end_t)
         if not got:
             return empty
         last = got[-1]
@@ -155,32 +157,41 @@ class AnalyticsReads:
         return self._run(self._features, machine, sensor, start_t, end_t, level)
 
     def _features(self, machine, sensor, start_t, end_t, level):
+        rows = self._features_rows(machine, sensor, start_t, end_t)
+        if level == "minute":
+            return rows
+        return _hours_of_features(rows)
+
+    def _features_rows(self, machine, sensor, start_t, end_t):
+        """The backend's feature rows (``store.spectra.features_rows``); [] without a file."""
         conn, _path = self._connect(machine)
         if conn is None:
             return []
-        rows = _spectra.features_rows(conn, sensor, start_t, end_t)
-        if level == "minute":
-            return rows
-        hours = {}
-        for r in rows:
-            # The hour of the row's local clock (utc_offset is whole minutes).
-            off = r["utc_offset"] or 0
-            h = (r["t0"] + off) // 3600 * 3600 - off
-            hours.setdefault(h, []).append(r)
-        out = []
-        for h, group in sorted(hours.items()):
-            v = [r["velocity_rms"] for r in group if r["velocity_rms"] is not None]
-            bands = {}
-            for r in group:
-                for name, val in (r["features"].get("bands") or {}).items():
-                    if isinstance(val, (int, float)):
-                        bands.setdefault(name, []).append(val)
-            out.append({"t0": h, "minutes": len(group),
-                        "velocity_rms": math.sqrt(sum(x * x for x in v) / len(v)) if v else None,
-                        "velocity_rms_max": max(v) if v else None,
-                        "bands": {k: math.sqrt(sum(x * x for x in vs) / len(vs))
-                                  for k, vs in bands.items()}})
-        return out
+        return _spectra.features_rows(conn, sensor, start_t, end_t)
+
+
+def _hours_of_features(rows):
+    """Per hour of the rows' local clock: their count, RMS velocity and bands."""
+    hours = {}
+    for r in rows:
+        # The hour of the row's local clock (utc_offset is whole minutes).
+        off = r["utc_offset"] or 0
+        h = (r["t0"] + off) // 3600 * 3600 - off
+        hours.setdefault(h, []).append(r)
+    out = []
+    for h, group in sorted(hours.items()):
+        v = [r["velocity_rms"] for r in group if r["velocity_rms"] is not None]
+        bands = {}
+        for r in group:
+            for name, val in (r["features"].get("bands") or {}).items():
+                if isinstance(val, (int, float)):
+                    bands.setdefault(name, []).append(val)
+        out.append({"t0": h, "minutes": len(group),
+                    "velocity_rms": math.sqrt(sum(x * x for x in v) / len(v)) if v else None,
+                    "velocity_rms_max": max(v) if v else None,
+                    "bands": {k: math.sqrt(sum(x * x for x in vs) / len(vs))
+                              for k, vs in bands.items()}})
+    return out
 
 
 def _fin(x):

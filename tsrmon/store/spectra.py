@@ -68,14 +68,16 @@ def features_rows(conn, sensor, start_t=None, end_t=None):
     if not _exists(conn, table):
         return []
     where, args = _t0_range(start_t, end_t)
-    out = []
-    for t0, off, text, blocks, v, doc in conn.execute(
-            f"SELECT t0, utc_offset, time, blocks, velocity_rms, json FROM "
-            f"{quote_identifier(table)} WHERE {' AND '.join(where)} ORDER BY t0", args):
-        try:
-            feats = json.loads(doc) if doc else {}
-        except ValueError:
-            feats = {}
-        out.append({"t0": t0, "utc_offset": off, "time": text, "blocks": blocks,
-                    "velocity_rms": v, "features": feats})
-    return out
+    return [feature_row(*r) for r in conn.execute(
+        f"SELECT t0, utc_offset, time, blocks, velocity_rms, json FROM "
+        f"{quote_identifier(table)} WHERE {' AND '.join(where)} ORDER BY t0", args)]
+
+
+def feature_row(t0, off, text, blocks, v, doc):
+    """A features row as both backends serve it (``doc`` the stored JSON)."""
+    try:
+        feats = json.loads(doc) if doc else {}
+    except ValueError:
+        feats = {}
+    return {"t0": t0, "utc_offset": off, "time": text, "blocks": blocks,
+            "velocity_rms": v, "features": feats}
