@@ -27,6 +27,7 @@ import sqlite3
 
 from tsrmon.names import quote_identifier
 from tsrmon.reader.series import Chunk
+from tsrmon.store.feed import SENSORS
 
 # A Change spanning more days than this re-checks the table by checksums
 # instead of re-serving day by day (a backfill, a long outage's late rows).
@@ -151,3 +152,35 @@ def month_end(key):
     """``YYYY-MM`` → the month's last date as ``YYYY-MM-DD``."""
     year, month = int(key[:4]), int(key[5:7])
     return f"{key}-{calendar.monthrange(year, month)[1]:02d}"
+
+
+def change_work(change, key):
+    """The pending work a feed ``Change`` leaves per cache key: ``key(sensor)``
+    for each sensor whose hours it names (those local days) or that it
+    announces (a re-check); other spans touch no hour row."""
+    work = {}
+    for (sensor, kind), span in change.spans.items():
+        if sensor is None:
+            continue
+        if kind == "hour" and span[2] is not None:
+            w = {(span[2], span[3])}
+        elif kind == SENSORS:
+            w = RECHECK
+        else:
+            continue
+        k = key(sensor)
+        work[k] = merge_pending(work.get(k), w)
+    return work
+
+
+def mark_pending(hour, pending, owner, work, everything):
+    """Add ``work`` to ``pending`` for the cached keys ``(owner, k)`` of
+    ``hour`` (every one of them when ``everything``); the caller holds the
+    lock.  Only cached keys: one not cached yet is loaded whole by its
+    first read."""
+    for key in list(hour):
+        if key[0] != owner:
+            continue
+        w = RECHECK if everything else work.get(key[1])
+        if w is not None:
+            pending[key] = merge_pending(pending.get(key), w)

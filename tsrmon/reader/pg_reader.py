@@ -17,15 +17,14 @@ import threading
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from tsrmon.names import is_valid_name
 from tsrmon.reader import hourcache
 from tsrmon.reader.pg_analytics import PgAnalyticsReads
 from tsrmon.reader.pg_serving import range_sql, served_items, text_range
+from tsrmon.reader.pooled import PooledReads
 from tsrmon.reader.series import Chunk, StatSeries, _finite, _item, align_series
 from tsrmon.rooms import IReconfigurable
 from tsrmon.stats.sums import PartialSums
@@ -35,12 +34,13 @@ from tsrmon.store.feed import SENSORS
 
 
 @implementer(IReconfigurable, IStatsReader, IAnalyticsReader)
-class PgReader(PgAnalyticsReads, service.Service):
+class PgReader(PooledReads, PgAnalyticsReads, service.Service):
     """Reads of the shared PostgreSQL store for REST and live."""
 
     log = Logger()
     name = "pg-reader"
     warm_hour_cache = True
+    POOL_NAME = "tsrmon-pg-read"
 
     def __init__(self, config, reactor, feed, dsn=None, threads=2):
         self.config = config
@@ -84,15 +84,6 @@ class PgReader(PgAnalyticsReads, service.Service):
     def reconfigure(self, config):
         self.config = config
 
-    def _ensure_pool(self):
-        if self._pool is None:
-            self._pool = ThreadPool(minthreads=1, maxthreads=self._threads, name="tsrmon-pg-read")
-            self._pool.start()
-        return self._pool
-
-    def _run(self, fn, *args, then=None):
-        return deferToThreadPool(self.reactor, self._ensure_pool(), self._call, fn, args, then)
-
     def _call(self, fn, args, then):
         import psycopg
 
@@ -120,48 +111,15 @@ class PgReader(PgAnalyticsReads, service.Service):
 
     # -- the feed ----------------------------------------------------------
     def _changed(self, change):
-        work = {}
-        for (sensor, kind), span in change.spans.items():
-            if sensor is None:
-                continue
-            if kind == "hour" and span[2] is not None:
-                w = {(span[2], span[3])}
-            elif kind == SENSORS:
-                w = hourcache.RECHECK
-            else:
-                continue
-            work[sensor] = hourcache.merge_pending(work.get(sensor), w)
+        work = hourcache.change_work(change, lambda sensor: sensor)
         with self._lock:
             if change.everything or any(k == SENSORS for _s, k in change.spans):
                 self._sensor_rows.pop(change.machine, None)
-            for key in list(self._hour):
-                if key[0] != change.machine:
-                    continue
-                w = hourcache.RECHECK if change.everything else work.get(key[1])
-                if w is not None:
-                    self._pending[key] = hourcache.merge_pending(self._pending.get(key), w)
+            hourcache.mark_pending(self._hour, self._pending, change.machine, work, change.everything)
 
     # -- public API --------------------------------------------------------
     def machines(self):
         return self._run(self._machines)
-
-    def stats(self, machine, level, start=None, end=None, align=True, then=None):
-        return self._run(self._stats, machine, level, start, end, align, then=then)
-
-    def minutes(self, machine, since_t, until_t=None, then=None):
-        return self._run(self._minutes, machine, since_t, until_t, then=then)
-
-    def recent_minutes(self, machine, since_t):
-        return self._run(self._recent_minutes, machine, since_t)
-
-    def anomalies(self, machine, start=None, end=None):
-        return self._run(self._anomalies, machine, start, end)
-
-    def all_anomalies(self, start=None, end=None):
-        return self._run(self._all_anomalies, start, end)
-
-    def faults(self, machine, start=None, end=None):
-        return self._run(self._faults, machine, start, end)
 
     # -- reads (reader threads) --------------------------------------------
     def _machines(self):

@@ -22,21 +22,19 @@ import urllib.parse
 
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from tsrmon.names import is_valid_name, quote_identifier
 from tsrmon.reader import hourcache
 from tsrmon.reader.analytics import AnalyticsReads
+from tsrmon.reader.pooled import PooledReads
 from tsrmon.reader.scores import ScoreReads
 from tsrmon.reader.series import Chunk, StatSeries, _finite, _item, align_series
 from tsrmon.rooms import IReconfigurable
 from tsrmon.stats.sums import PartialSums
 from tsrmon.store import schema, serving
 from tsrmon.store.contract import IAnalyticsReader, IStatsReader
-from tsrmon.store.feed import SENSORS
 from tsrmon.store.filefeed import FileChangeFeed
 
 
@@ -55,7 +53,7 @@ class _Conn:
 
 
 @implementer(IReconfigurable, IStatsReader, IAnalyticsReader)
-class SQLiteReader(AnalyticsReads, ScoreReads, service.Service):
+class SQLiteReader(PooledReads, AnalyticsReads, ScoreReads, service.Service):
     """Read-only access to ``DATABASE.PATH/<machine>.db`` for REST and live.
 
     ``feed``: the change feed the hour cache follows (the store's
@@ -66,6 +64,7 @@ class SQLiteReader(AnalyticsReads, ScoreReads, service.Service):
     log = Logger()
     name = "sqlite-reader"
     warm_hour_cache = True
+    POOL_NAME = "tsrmon-sqlite-read"
 
     def __init__(self, config, reactor, threads=2, feed=None):
         self.config = config
@@ -119,17 +118,6 @@ class SQLiteReader(AnalyticsReads, ScoreReads, service.Service):
             pool.stop()
         return defer.succeed(None)
 
-    def _ensure_pool(self):
-        if self._pool is None:
-            self._pool = ThreadPool(minthreads=1, maxthreads=self._threads, name="tsrmon-sqlite-read")
-            self._pool.start()
-        return self._pool
-
-    def _run(self, fn, *args, then=None):
-        """Run ``fn(*args)`` in the pool; then ``then(result)`` there too, so a
-        caller can encode a large answer without blocking the reactor."""
-        return deferToThreadPool(self.reactor, self._ensure_pool(), self._call, fn, args, then)
-
     def _call(self, fn, args, then):
         try:
             result = fn(*args)
@@ -167,27 +155,9 @@ class SQLiteReader(AnalyticsReads, ScoreReads, service.Service):
             path = self.db_path(change.machine)
         except ValueError:
             return
-        work = {}
-        for (sensor, kind), span in change.spans.items():
-            if sensor is None:
-                continue
-            if kind == "hour" and span[2] is not None:
-                w = {(span[2], span[3])}
-            elif kind == SENSORS:
-                w = hourcache.RECHECK
-            else:
-                continue
-            table = schema.stat_table(sensor, "hour")
-            work[table] = hourcache.merge_pending(work.get(table), w)
+        work = hourcache.change_work(change, lambda sensor: schema.stat_table(sensor, "hour"))
         with self._lock:
-            # Only cached tables: a table not cached yet is loaded whole by
-            # its first read (it is in ``_hour`` before that read's SELECT).
-            for key in list(self._hour):
-                if key[0] != path:
-                    continue
-                w = hourcache.RECHECK if change.everything else work.get(key[1])
-                if w is not None:
-                    self._pending[key] = hourcache.merge_pending(self._pending.get(key), w)
+            hourcache.mark_pending(self._hour, self._pending, path, work, change.everything)
 
     def _take_pending(self, key):
         with self._lock:
@@ -197,34 +167,6 @@ class SQLiteReader(AnalyticsReads, ScoreReads, service.Service):
     def machines(self):
         """Valid machine names that have a ``.db`` file, sorted."""
         return self._run(self.list_machines)
-
-    def stats(self, machine, level, start=None, end=None, align=True, then=None):
-        """Deferred[list[StatSeries]] in table (creation) order.
-
-        ``then(series)`` runs in the worker thread too, so the caller can
-        encode a large answer without blocking the reactor.
-        """
-        return self._run(self._stats, machine, level, start, end, align, then=then)
-
-    def anomalies(self, machine, start=None, end=None):
-        """Deferred[[(machine, time, score, threshold)]] oldest first."""
-        return self._run(self._anomalies, machine, start, end)
-
-    def all_anomalies(self, start=None, end=None):
-        """Every machine's anomalies, newest first."""
-        return self._run(self._all_anomalies, start, end)
-
-    def faults(self, machine, start=None, end=None):
-        """Deferred[[(time, t, score, threshold)]] from ``fault_detect``, oldest first."""
-        return self._run(self._faults, machine, start, end)
-
-    def minutes(self, machine, since_t, until_t=None, then=None):
-        """Deferred[list[StatSeries]] of minute rows with since_t <= t0 < until_t."""
-        return self._run(self._minutes, machine, since_t, until_t, then=then)
-
-    def recent_minutes(self, machine, since_t):
-        """Deferred[[(sensor, stype, t0, PartialSums)]], oldest first."""
-        return self._run(self._recent_minutes, machine, since_t)
 
     # -- files and connections -------------------------------------------
     def db_path(self, machine):
