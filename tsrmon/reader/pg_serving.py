@@ -9,7 +9,7 @@ import datetime
 from tsrmon.reader.series import _item
 from tsrmon.store import schema as sqlite_schema
 from tsrmon.store.postgres.schema import LEVEL_TABLES
-from tsrmon.store.serving import _BELOW, _group, _next_text
+from tsrmon.store.serving import _BELOW, _next_text, serve_groups
 
 _ROW = "time, data, count, sum, sum_abs, min, max, sum_sq"
 
@@ -61,25 +61,9 @@ def served(cur, machine, sensor, level, mode, lo=None, hi=None):
             upper = None
         cur.execute(f"SELECT DISTINCT time FROM stat_legacy WHERE machine = %s AND sensor = %s "
                     f"AND level = %s AND data IS NOT NULL{range_sql(lo, upper, args)} ORDER BY time", args)
-        legacy_below = [r[0] for r in cur.fetchall()]
-    out = []
-    for time_text in sorted(grouped):
-        value = None
-        if legacy_below:
-            try:
-                nxt = _next_text(level, time_text)
-            except ValueError:
-                nxt = None
-            if nxt is not None and any(time_text <= t < nxt for t in legacy_below):
-                values = [v["data"] for _, v in served(cur, machine, sensor, below, mode, time_text, nxt)]
-                if values:
-                    value = {"data": sum(values) / len(values), "count": None, "min": None,
-                             "max": None, "rms": None, "std": None}
-        if value is None:
-            value = _group(grouped[time_text], mode)
-        if value is not None:
-            out.append((time_text, value))
-    return out
+        legacy_below = sorted(r[0] for r in cur.fetchall())   # serve_groups bisects it
+    return serve_groups(grouped, level, mode, legacy_below,
+                        lambda lo_, hi_: served(cur, machine, sensor, below, mode, lo_, hi_))
 
 
 def served_items(cur, machine, sensor, level, mode, start=None, end=None):

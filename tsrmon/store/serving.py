@@ -115,9 +115,18 @@ def _served(conn, sensor, level, mode, lo_text=None, hi_text=None):
     grouped = {}
     for r in _rows(conn, table, lo_text, hi_text):
         grouped.setdefault(r[0], []).append(r)
-    out = []
     below = _BELOW.get(level)
     legacy_below = _legacy_times(conn, sensor, below, lo_text, hi_text) if below else []
+    return serve_groups(grouped, level, mode, legacy_below,
+                        lambda lo, hi: _served(conn, sensor, below, mode, lo, hi))
+
+
+def serve_groups(grouped, level, mode, legacy_below, served_below):
+    """``[(time, value dict)]`` of the rows of a level grouped by ``time``
+    (both backends): a bucket holding legacy rows of the level below
+    (``legacy_below``, their sorted ``time`` texts) is the mean of
+    ``served_below(lo_text, hi_text)``, any other the ``_group`` of its rows."""
+    out = []
     for time_text in sorted(grouped):
         value = None
         hi = None
@@ -130,7 +139,7 @@ def _served(conn, sensor, level, mode, lo_text=None, hi_text=None):
             i = bisect.bisect_left(legacy_below, time_text)
             if i < len(legacy_below) and legacy_below[i] < hi:
                 # Rule 3: a switch-over bucket is the mean of the values below.
-                values = [v["data"] for _, v in _served(conn, sensor, below, mode, time_text, hi)]
+                values = [v["data"] for _, v in served_below(time_text, hi)]
                 if values:
                     value = {"data": sum(values) / len(values), "count": None, "min": None,
                              "max": None, "rms": None, "std": None}
