@@ -40,6 +40,7 @@ from tsrmon.store import schema, serving, spool
 from tsrmon.store.contract import IAggregateStore, ISpectraStore, ISpool
 from tsrmon.store.deltas import compact_ops
 from tsrmon.store.feed import LocalChangeFeed
+from tsrmon.store.queueing import QueuedStore
 from tsrmon.store.sqlite_machine import MachineDatabase
 
 MINUTE_RETENTION_DAYS = 7
@@ -47,7 +48,7 @@ PRUNE_INTERVAL = 3600.0
 
 
 @implementer(IHealth, ICounters, IAggregateStore, ISpectraStore, ISpool)
-class SQLiteStore(service.Service):
+class SQLiteStore(QueuedStore, service.Service):
     """``DATABASE.PATH/<machine>.db`` files; see the module docstring."""
 
     log = Logger()
@@ -325,15 +326,9 @@ class SQLiteStore(service.Service):
         self.faults += 1
         self.database(machine).enqueue(
             ("fault", self.calendar.text(t), t, float(score), float(threshold)), 1)
-        # Faults are rare and wanted at once: commit on the next reactor turn.
-        if self._fault_commit is None and not self.closed:
-            self._fault_commit = self.reactor.callLater(0, self._commit_faults)
+        self._commit_faults_soon()
 
     fault = record_fault  # the hub's FaultSink
-
-    def _commit_faults(self):
-        self._fault_commit = None
-        self.flush()
 
     def flush(self):
         if self.closed:
@@ -424,17 +419,6 @@ class SQLiteStore(service.Service):
     def _committed(self, change):
         if change is not None:
             self.feed.publish(change)
-
-    def _queue_changed(self, delta):
-        self.queued_rows += delta
-        if not self.congested and self.queued_rows > self.max_queue_rows:
-            self.congested = True
-            if self.hub is not None:
-                self.hub.storage_congested(True)
-        elif self.congested and self.queued_rows <= self.max_queue_rows // 2:
-            self.congested = False
-            if self.hub is not None:
-                self.hub.storage_congested(False)
 
     # -- reads -------------------------------------------------------------------------
     def recent_minutes(self, machine, since_t):

@@ -20,6 +20,7 @@ from tsrmon.peerlog import peer_text
 from tsrmon.store import migrate, sqlite_spectra
 from tsrmon.store.deltas import compact_ops, op_rows
 from tsrmon.store.feed import change_of
+from tsrmon.store.queueing import join_commit
 from tsrmon.store.sqlite_upsert import SensorCatalog, apply_fault, apply_sum_rows, prune_minutes
 
 
@@ -76,11 +77,7 @@ class MachineDatabase:
         for a retry after a logged failure).  Never errbacks."""
         if self.broken is not None and self._inflight is None:
             return defer.succeed(None)
-        d = defer.Deferred()
-        self._waiters.append(d)
-        if self._inflight is None:
-            self._start()
-        return d
+        return join_commit(self)
 
     def _start(self):
         ops, self.queue = self.queue, []

@@ -38,6 +38,7 @@ from tsrmon.store.contract import IAggregateStore, ISpectraStore, ISpool
 from tsrmon.store.deltas import compact_ops, op_rows
 from tsrmon.store.feed import LocalChangeFeed, change_of
 from tsrmon.store.postgres import schema, writes
+from tsrmon.store.queueing import QueuedStore, join_commit
 
 PARTITION_INTERVAL = 3600.0
 
@@ -56,7 +57,7 @@ def connection_pool(dsn, reactor, cp_min=1, cp_max=1):
 
 
 @implementer(IHealth, ICounters, IAggregateStore, ISpectraStore, ISpool)
-class PostgresStore(service.Service):
+class PostgresStore(QueuedStore, service.Service):
     """The shared store of ``DATABASE.DSN``; see the module docstring."""
 
     log = Logger()
@@ -233,14 +234,9 @@ class PostgresStore(service.Service):
     def record_fault(self, machine, score, threshold, t):
         self.faults += 1
         self._enqueue(machine, ("fault", self.calendar.text(t), t, float(score), float(threshold)))
-        if self._fault_commit is None and not self.closed:
-            self._fault_commit = self.reactor.callLater(0, self._commit_faults)
+        self._commit_faults_soon()
 
     fault = record_fault  # the hub's FaultSink
-
-    def _commit_faults(self):
-        self._fault_commit = None
-        self.flush()
 
     def upsert_spectrum(self, machine, sensor, kind, t0, utc_offset, text, blocks, rate, f0, df, blob):
         self._enqueue(machine, ("spectrum", sensor, kind, int(t0), int(utc_offset), text, int(blocks),
@@ -274,11 +270,7 @@ class PostgresStore(service.Service):
         """Commit everything queued now: a Deferred that never errbacks."""
         if self.closed:
             return defer.succeed(None)
-        d = defer.Deferred()
-        self._waiters.append(d)
-        if self._inflight is None:
-            self._start()
-        return d
+        return join_commit(self)
 
     def _start(self):
         batch, self.queue = self.queue, {}
@@ -370,17 +362,6 @@ class PostgresStore(service.Service):
                     cur.execute("SELECT pg_notify(%s, %s)",
                                 (schema.CHANNEL, writes.encode_change(change, self.node)))
         return {m: self._catalog.refs_of(m) for m in batch}
-
-    def _queue_changed(self, delta):
-        self.queued_rows += delta
-        if not self.congested and self.queued_rows > self.max_queue_rows:
-            self.congested = True
-            if self.hub is not None:
-                self.hub.storage_congested(True)
-        elif self.congested and self.queued_rows <= self.max_queue_rows // 2:
-            self.congested = False
-            if self.hub is not None:
-                self.hub.storage_congested(False)
 
     # -- the spool -----------------------------------------------------------------
     def spool_queued(self):
