@@ -33,7 +33,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tsrmon.cluster.redis import RedisLink, RedisUnavailable
+from tsrmon.cluster.redis import RedisLink, RedisUnavailable, Subscribed
 from tsrmon.rooms import ICounters, IHealth
 from tsrmon.stats.sums import PartialSums
 
@@ -68,7 +68,7 @@ def channel(prefix):
 
 
 @implementer(IHealth, ICounters)
-class ClusterBus(service.Service):
+class ClusterBus(Subscribed, service.Service):
     """Publishes this node's live events and delivers the other nodes'.
 
     ``where``: ``(host, port, db, password)`` of Redis; ``node``: this node's
@@ -132,21 +132,8 @@ class ClusterBus(service.Service):
         # Whatever was published just now goes out before the link closes.
         return defer.gatherResults([self.commands.stop(), self.subscriber.stop()], consumeErrors=True)
 
-    def subscribed(self):
-        """A Deferred that fires once the subscriber listens (for tests)."""
-        if self._subscribed.called:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._subscribed.addBoth(lambda r: (d.callback(None), r)[1])
-        return d
-
     def _subscribe(self, protocol):
-        d = protocol.subscribe(self.channel)
-
-        def done(_):
-            if not self._subscribed.called:
-                self._subscribed.callback(None)
-        return d.addCallback(done)
+        return protocol.subscribe(self.channel).addCallback(self._listening)
 
     # -- publishing (LiveSink) ---------------------------------------------------
     def publish(self, machine, event, payload):

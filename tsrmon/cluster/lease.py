@@ -32,7 +32,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tsrmon.cluster.redis import RedisLink, RedisUnavailable
+from tsrmon.cluster.redis import RedisLink, RedisUnavailable, Subscribed
 from tsrmon.rooms import ICounters, IHealth
 
 TAKEOVER_WAIT = 2.0  # seconds a same-address reconnect waits for the old node to release
@@ -74,7 +74,7 @@ def holder(value):
 
 
 @implementer(IHealth, ICounters)
-class Leases(service.Service):
+class Leases(Subscribed, service.Service):
     """This node's machine leases.
 
     ``on_lost(machine)``: a lease this node held is now another node's (close
@@ -139,16 +139,8 @@ class Leases(service.Service):
             lambda _: None)
         yield defer.gatherResults([self.link.stop(), self.requests.stop()], consumeErrors=True)
 
-    def subscribed(self):
-        if self._subscribed.called:
-            return defer.succeed(None)
-        d = defer.Deferred()
-        self._subscribed.addBoth(lambda r: (d.callback(None), r)[1])
-        return d
-
     def _subscribe(self, protocol):
-        d = protocol.subscribe(f"{self.prefix}:takeover:{self.node}")
-        return d.addCallback(lambda _: None if self._subscribed.called else self._subscribed.callback(None))
+        return protocol.subscribe(f"{self.prefix}:takeover:{self.node}").addCallback(self._listening)
 
     # -- the API ---------------------------------------------------------------
     @defer.inlineCallbacks

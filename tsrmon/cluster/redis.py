@@ -219,3 +219,20 @@ def _when_ready(protocol):
 def _is_ipv4(host):
     parts = host.split(".")
     return len(parts) == 4 and all(p.isdigit() for p in parts)
+
+
+class Subscribed:
+    """A mixin of the bus and the lease: ``self._subscribed`` (a Deferred)
+    fires the first time their subscriber listens."""
+
+    def subscribed(self):
+        """A Deferred that fires once the subscriber listens (for tests)."""
+        if self._subscribed.called:
+            return defer.succeed(None)
+        d = defer.Deferred()
+        self._subscribed.addBoth(lambda r: (d.callback(None), r)[1])
+        return d
+
+    def _listening(self, _=None):
+        if not self._subscribed.called:
+            self._subscribed.callback(None)
