@@ -49,13 +49,9 @@ class Node:
         if scalars == len(items):
             self.scalars += scalars
             return
+        add = self.add
         for item in items:
-            if item.__class__ is Node:
-                self.kids.append(item)
-                if item.depth + 1 > self.depth:
-                    self.depth = item.depth + 1
-            else:
-                self.scalars += 1
+            add(item)
 
 
 def node_depth(item):
