@@ -42,14 +42,20 @@ def fresh_read(cfg):
     return got
 
 
-@pytest_twisted.inlineCallbacks
-def test_reported_commits_patch_the_cache_and_match_a_fresh_read(tmp_path, monkeypatch):
-    cfg = make_config(tmp_path)
+def started_store_and_reader(cfg):
+    """A started SQLite store and a started reader following its feed (no warming)."""
     store = SQLiteStore(cfg, reactor)
     store.startService()
     reader = SQLiteReader(cfg, reactor, feed=store.feed)
     reader.warm_hour_cache = False
     reader.startService()
+    return store, reader
+
+
+@pytest_twisted.inlineCallbacks
+def test_reported_commits_patch_the_cache_and_match_a_fresh_read(tmp_path, monkeypatch):
+    cfg = make_config(tmp_path)
+    store, reader = started_store_and_reader(cfg)
     try:
         for sensor in ("vib1", "vib2"):
             store.ensure_sensor("M", sensor, "VIB", "ABS")
@@ -80,11 +86,7 @@ def test_reported_commits_patch_the_cache_and_match_a_fresh_read(tmp_path, monke
 @pytest_twisted.inlineCallbacks
 def test_the_cache_changes_only_through_the_feed(tmp_path):
     cfg = make_config(tmp_path)
-    store = SQLiteStore(cfg, reactor)
-    store.startService()
-    reader = SQLiteReader(cfg, reactor, feed=store.feed)
-    reader.warm_hour_cache = False
-    reader.startService()
+    store, reader = started_store_and_reader(cfg)
     seen = []
     store.feed.subscribe(seen.append)
     try:
