@@ -12,7 +12,7 @@ from twisted.internet import reactor
 
 from tests.stats.helpers import Rig, config, epoch
 from tests.store.pg_fixtures import fresh_database
-from tests.store.test_sqlite_store import stop
+from tests.store.test_sqlite_store import feed_session, stop
 from tsrmon.reader.pg_reader import PgReader
 from tsrmon.reader.sqlite_reader import SQLiteReader
 from tsrmon.store.feed import LocalChangeFeed
@@ -28,15 +28,6 @@ def pg_dsn():
     dsn, drop = fresh_database()
     yield dsn
     drop()
-
-
-def _feed(rig, session):
-    for kind, body in session["messages"]:
-        if kind == "DataUpdate":
-            rig.hub.data(rig.machine, [(s, d["type"], d["data"]) for s, d in body.items()])
-            rig.clock.advance(1)
-        elif kind == "FaultDetect":
-            rig.hub.fault(rig.machine, float(body["score"]), float(body["threshold"]))
 
 
 def _sums(p):
@@ -62,11 +53,11 @@ def test_a_session_stores_and_serves_the_same_on_both_backends(tmp_path, expecte
         database={"backend": "postgresql", "dsn": pg_dsn})
     lite = SQLiteStore(lite_cfg, reactor)
     rig = _rig(lite_cfg, lite, start)
-    _feed(rig, session)
+    feed_session(rig, session)
     yield stop(rig, lite)
     pg = PostgresStore(pg_cfg, reactor).prepare()
     rig = _rig(pg_cfg, pg, start)
-    _feed(rig, session)
+    feed_session(rig, session)
     yield stop(rig, pg)
 
     path = os.path.join(lite_cfg.database.path, "ShotBlast.db")

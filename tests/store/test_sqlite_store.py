@@ -44,12 +44,10 @@ def stop(rig, store):
     yield store.stopService()
 
 
-@pytest_twisted.inlineCallbacks
-def test_session_replay_matches_truth(tmp_path, expected_json):
-    """session.bin's messages fed to the hub one second apart, across a year
-    end in Berlin; SIGTERM-like stop; every level agrees with the truth."""
-    session = expected_json["session.bin"]
-    cfg, store, rig = make_rig(tmp_path, epoch(BERLIN, "2026-12-31 23:59:00"))
+def feed_session(rig, session):
+    """A session's messages to the hub one second apart; the time of the
+    last fault over its threshold (None without one)."""
+    fault_t = None
     for kind, body in session["messages"]:
         if kind == "DataUpdate":
             rig.hub.data(rig.machine, [(s, d["type"], d["data"]) for s, d in body.items()])
@@ -58,6 +56,16 @@ def test_session_replay_matches_truth(tmp_path, expected_json):
             rig.hub.fault(rig.machine, float(body["score"]), float(body["threshold"]))
             if body["score"] > body["threshold"]:
                 fault_t = rig.clock.seconds()
+    return fault_t
+
+
+@pytest_twisted.inlineCallbacks
+def test_session_replay_matches_truth(tmp_path, expected_json):
+    """session.bin's messages fed to the hub one second apart, across a year
+    end in Berlin; SIGTERM-like stop; every level agrees with the truth."""
+    session = expected_json["session.bin"]
+    cfg, store, rig = make_rig(tmp_path, epoch(BERLIN, "2026-12-31 23:59:00"))
+    fault_t = feed_session(rig, session)
     yield stop(rig, store)
 
     path = os.path.join(cfg.database.path, "ShotBlast.db")
