@@ -18,8 +18,6 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tsrmon.cluster.bus import ClusterBus, LiveDelivery
-from tsrmon.cluster.lease import Leases
 from tsrmon.ordered import OrderedMultiService
 from tsrmon.rooms import IReconfigurable
 
@@ -89,6 +87,11 @@ class ClusterRoom(OrderedMultiService):
     name = "cluster_room"
 
     def __init__(self, config, reactor, registry, live_bus, prefix="tsrmon"):
+        # Imported here: txredisapi comes with the 'cluster' extra, and a
+        # single node (no CLUSTER.REDIS) must start without it.
+        from tsrmon.cluster.bus import ClusterBus, LiveDelivery
+        from tsrmon.cluster.lease import Leases
+
         super().__init__()
         self.config = config
         self.prefix = prefix
