@@ -315,3 +315,68 @@ def test_walk_in_turns_finishes_after_the_peer_hung_up(tmp_path):
         rig.clock.advance(0)
     assert [len(a[3]) for a in rig.rec.added] == [3 * WALK_BUDGET, 10]
     assert rig.hub.machines["M1"].connection is None and rig.factory.connections == set()
+
+
+def _refusals(rig):
+    """Refusal and eviction counters that moved, the factory's and the hub's."""
+    moved = {k for k, v in rig.factory.counters.items() if v and k.startswith(("refused_", "evicted_"))}
+    hub = getattr(rig.hub, "counters", None) or {}
+    return moved | {k for k, v in hub.items() if v and k.startswith("refused_")}
+
+
+def _huge_unnamed(rig):
+    rig.connect().dataReceived(b"\x80\x04X" + (15_000_000).to_bytes(4, "little") + b"a" * PRE_NAME_BUFFER)
+
+
+def _stuck_budget(rig):
+    a, b = rig.connect(name="M1"), rig.connect(name="M2")
+    a.dataReceived(partial(50_000))
+    b.dataReceived(partial(70_000))
+    rig.clock.advance(6)
+
+
+def _memo(rig):
+    from tests.hostile.ingest_attacks import memo_amplification
+    rig.connect(name="M1").dataReceived(memo_amplification(64, 40_000))
+
+
+# (config, what the peer does, the counter it must move)
+PROVOKED = [
+    ({"ALLOW": ["10.1.0.0/16"]}, lambda r: r.connect("10.0.0.1"), "refused_allow"),
+    ({"MAX_CONNECTIONS_PER_HOST": 1}, lambda r: (r.connect(name="M1"), r.connect()), "refused_per_host"),
+    ({"MAX_CONNECTIONS": 1}, lambda r: (r.connect(name="M1"), r.connect("10.0.0.2")), "refused_max_connections"),
+    ({"MAX_CONNECTIONS": 1}, lambda r: (r.connect("10.0.0.2"), r.connect(name="M1")), "evicted_unnamed"),
+    ({"NAME_TIMEOUT": 1}, lambda r: (r.connect(), r.clock.advance(2)), "refused_name_timeout"),
+    ({}, _huge_unnamed, "refused_unnamed_buffer"),
+    ({"MAX_BUFFER_BYTES": 50_000}, lambda r: r.connect(name="M1").dataReceived(partial(60_000)), "refused_buffer"),
+    ({"MAX_TOTAL_BUFFER_BYTES": 100_000, "MAX_PAUSE": 5}, _stuck_budget, "refused_buffer_budget"),
+    ({"MAX_FRAME_BYTES": 1000}, lambda r: r.connect(name="M1").dataReceived(b"\x80\x04\xff" + b"z" * 5000),
+     "refused_undecodable"),
+    ({"TOKENS": {"M1": "s3cret"}}, lambda r: r.connect(name="M1"), "refused_token"),
+    ({}, lambda r: r.connect(name="a/b"), "refused_name_bad"),
+    ({"MACHINES": ["M1"]}, lambda r: r.connect(name="M2"), "refused_name_not_allowed"),
+    ({"MAX_MACHINES": 1}, lambda r: (r.connect(name="M1"), r.connect("10.0.0.2", name="M2")),
+     "refused_name_max_machines"),
+    ({}, lambda r: (r.connect(name="M1"), r.connect("10.0.0.2", name="M1")), "refused_name_in_use"),
+    ({}, lambda r: (r.connect(name="M1"), r.connect("10.0.0.2", name="m1")), "refused_name_case"),
+    ({}, lambda r: r.connect(name="M1").dataReceived(frame("Nonsense", {})), "refused_frames"),
+    ({}, _memo, "refused_expansion"),
+    ({}, lambda r: r.connect(name="M1").dataReceived(frame("DataUpdate", {"Vib": {"type": "VIB", "data": [1.0]},
+                                                                          "vib": {"type": "VIB", "data": [2.0]}})),
+     "refused_sensor_case"),
+    ({"MAX_SENSORS": 1}, lambda r: r.connect(name="M1").dataReceived(frame("DataUpdate", {
+        "a": {"type": "VIB", "data": [1.0]}, "b": {"type": "VIB", "data": [2.0]}})), "refused_sensor_max"),
+]
+
+
+@pytest.mark.parametrize("daq, act, key", PROVOKED, ids=[p[2] for p in PROVOKED])
+def test_every_refusal_reason_has_a_counter_from_the_start(tmp_path, daq, act, key):
+    """Each refusal moves a counter the listener exports before any traffic
+    (so /metrics shows it at 0 and a rate() over it works from the start)."""
+    from tsrmon.ingest.listener import DAQListenerService
+    rig = Rig(tmp_path, **daq)
+    declared = set(DAQListenerService(rig.config, rig.hub, rig.clock).counters())
+    act(rig)
+    moved = _refusals(rig)
+    assert key in moved
+    assert moved <= declared, moved - declared
