@@ -1,8 +1,11 @@
-"""Issue 17 reads of the SQLite reader: moments, spectra, features.
+"""Issue 17 reads: moments, spectra, features.
 
 A mixin of :class:`~tsrmon.reader.sqlite_reader.SQLiteReader` (it uses the
 reader's threads and connections); the figures come from the
-backend-neutral ``analytics`` package.
+backend-neutral ``analytics`` package.  The public methods (arguments,
+checks, figures) serve the PostgreSQL reader too:
+:class:`~tsrmon.reader.pg_analytics.PgAnalyticsReads` subclasses this and
+replaces only the private row reads.
 """
 
 import math
