@@ -132,18 +132,38 @@ def test_backup_includes_the_side_databases(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("kind", ["a file", "under a file"])
-def test_backup_to_an_unusable_destination_is_one_line_and_exit_2(tmp_path, kind):
+def test_backup_to_an_unusable_destination_is_one_line_and_exit_2(tmp_path, kind, capsys):
+    # In process: an exception other than the one-line refusal would escape
+    # main() here (the console script itself: test_cli.py).
     cfg = write_config(tmp_path)
     (tmp_path / "db").mkdir()
     make_db(tmp_path / "db" / "M.db", 1.0)
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
     dest = blocker if kind == "a file" else blocker / "sub"
-    done = subprocess.run([os.path.join(BIN, "tsrmon"), "backup", "--config", cfg, str(dest)],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert done.stderr.startswith("tsrmon: backup destination ") and "unusable" in done.stderr
-    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert main(["backup", "--config", cfg, str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tsrmon: backup destination {dest} is unusable: ")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_backup_to_a_folder_it_may_not_write_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    # Root writes anywhere, so the permission is refused the way a plant
+    # operator's account sees it: the destination is not writable.
+    from tsrmon.store import sqlite_tools
+
+    cfg = write_config(tmp_path)
+    (tmp_path / "db").mkdir()
+    make_db(tmp_path / "db" / "M.db", 1.0)
+    dest = tmp_path / "readonly"
+    dest.mkdir()
+    real = os.access
+    monkeypatch.setattr(sqlite_tools.os, "access",
+                        lambda p, mode: False if os.path.abspath(p) == str(dest) else real(p, mode))
+    assert main(["backup", "--config", cfg, str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"tsrmon: backup destination {dest} is unusable: Permission denied\n"
+    assert os.listdir(dest) == []
 
 
 # -- rebuild-stats -------------------------------------------------------------------
@@ -161,6 +181,19 @@ def test_rebuild_stats_counts_a_one_day_range_as_one_day(tmp_path, capsys):
     assert main(["rebuild-stats", "--config", cfg, "--machine", "M",
                  "--from", "2026-11-26", "--to", "2026-11-27"]) == 0
     assert re.search(r"\bdays: 2$", capsys.readouterr().out.strip())
+
+
+def test_rebuild_stats_on_the_postgresql_store_refuses_in_one_line_and_touches_nothing(tmp_path, capsys):
+    # The backend half comes from store/backends.py; PostgreSQL has none yet.
+    path = tmp_path / "pg.yml"
+    path.write_text(f"DATABASE:\n  PATH: {tmp_path / 'db'}\n  BACKEND: postgresql\n"
+                    f"  DSN: postgresql://postgres@127.0.0.1:1/none\nDATA:\n  PATH: {tmp_path / 'data'}\n"
+                    f"LOGGER:\n  PATH: {tmp_path / 'log'}\n")
+    assert main(["rebuild-stats", "--config", str(path), "--machine", "M",
+                 "--from", "2026-11-26", "--to", "2026-11-26"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "SQLite store only" in err and "DATABASE.BACKEND: postgresql" in err
+    assert sorted(os.listdir(tmp_path)) == ["pg.yml"]
 
 
 # -- no pidfile, console level ------------------------------------------------------

@@ -9,9 +9,13 @@ exactly as before, no service needed.  ``postgresql``: ``PostgresStore``,
 ``DATABASE.DSN``; the schema is created or migrated and ``TIME.ZONE``
 checked here, so a refused database stops the start with one line (a
 PostgreSQL that does not answer does not: the node starts and queues).
+
+The offline tools (``store/tools.py``) take their backend's half from here
+too: what ``backup`` copies and what ``rebuild-stats`` writes into.
 """
 
 from tsrmon.config import ConfigError
+from tsrmon.store.contract import ToolError
 
 
 def build_store(config, reactor, hub=None, feed=None):
@@ -60,3 +64,31 @@ def build_attempt_table(config, reactor):
     from tsrmon.notify.records import AttemptRecords
 
     return AttemptRecords(config.database.path, reactor)
+
+
+def backup(config, dest):
+    """``tsrmon backup DEST`` of the configured backend: online copies of every
+    SQLite database in ``DATABASE.PATH`` (side files too), or a ``pg_dump``
+    of the shared store (its own consistent snapshot).  Returns the files
+    written; a refusal is a :class:`ToolError` with a one-line reason."""
+    if config.database.backend == "postgresql":
+        from tsrmon.store.postgres.backup import backup as pg_backup
+
+        return pg_backup(config, dest)
+    from tsrmon.store.sqlite_tools import backup as sqlite_backup
+
+    return sqlite_backup(config, dest)
+
+
+def rebuild_target(config):
+    """``open(machine)``: the machine store ``rebuild-stats`` writes rebuilt
+    buckets into.  Asked before anything is read or opened, so a backend
+    without one refuses in one line and touches nothing."""
+    if config.database.backend == "postgresql":
+        # Not yet: it needs every feeding node's raw CSV (the store records
+        # them in fed_day).
+        raise ToolError("rebuild-stats works on the SQLite store only; with DATABASE.BACKEND: "
+                        "postgresql it is not available yet (docs/scale-out.md)")
+    from tsrmon.store.sqlite_tools import SQLiteRebuild
+
+    return lambda machine: SQLiteRebuild(config.database.path, machine)

@@ -2,7 +2,8 @@
 
 Both are synchronous (the CLI runs them without a reactor).  This module is
 the backend-neutral part (``contract.IStoreTools``): refusals, the raw CSV
-and the bucket deltas; ``sqlite_tools.py`` writes and copies the files.
+and the bucket deltas; the configured backend's half (``store/backends.py``:
+``sqlite_tools.py`` or PostgreSQL's) writes and copies.
 ``rebuild-stats`` refuses while a daemon holds the instance lock, so the
 daemon's reader never misses one of its writes (docs/storage.md).
 """
@@ -22,8 +23,8 @@ from tsrmon.stats.calendar import Calendar
 from tsrmon.stats.sums import PartialSums
 from tsrmon.store import spool
 from tsrmon.store.contract import IStoreTools, ToolError
-from tsrmon.store import sqlite_tools
-from tsrmon.store.sqlite_tools import SQLiteRebuild, database_files
+from tsrmon.store import backends
+from tsrmon.store.sqlite_tools import database_files
 
 __all__ = ["ToolError", "backup", "database_files", "parse_raw_csv", "raw_files", "rebuild_stats"]
 
@@ -31,15 +32,8 @@ moduleProvides(IStoreTools)
 
 
 def backup(config, dest):
-    """``tsrmon backup DEST``: online copies of every SQLite database, or with
-    ``DATABASE.BACKEND: postgresql`` a ``pg_dump`` of the shared store (its
-    own consistent snapshot).  Returns the files written; a refusal is a
-    :class:`ToolError` with a one-line reason."""
-    if config.database.backend == "postgresql":
-        from tsrmon.store.postgres.backup import backup as pg_backup
-
-        return pg_backup(config, dest)
-    return sqlite_tools.backup(config, dest)
+    """``tsrmon backup DEST`` of the configured backend (``backends.backup``)."""
+    return backends.backup(config, dest)
 
 _CSV_NAME = re.compile(r"^(\d{8})_(.+)\.csv(\.gz)?$")
 # The levels a date's raw CSV decides wholly; months and years are then
@@ -229,11 +223,7 @@ def rebuild_stats(config, machine, date_from, date_to, progress=None):
     Returns a summary dict.  Raises :class:`ToolError` (with a one-line
     reason) when a daemon holds the lock or the arguments are wrong.
     """
-    if config.database.backend == "postgresql":
-        # Not yet: it needs every feeding node's raw CSV (the store records
-        # them in fed_day); refused in one line rather than touching SQLite.
-        raise ToolError("rebuild-stats works on the SQLite store only; with DATABASE.BACKEND: "
-                        "postgresql it is not available yet (docs/scale-out.md)")
+    open_target = backends.rebuild_target(config)  # a backend without one refuses here
     problem = name_problem(machine)
     if problem is not None:
         raise ToolError(f"bad machine name {machine!r}: {problem}")
@@ -250,7 +240,7 @@ def rebuild_stats(config, machine, date_from, date_to, progress=None):
     total = sum(os.path.getsize(p) for _, _, p in files)
     done = 0
     calendar = Calendar(config.time.zone)
-    target = SQLiteRebuild(config.database.path, machine)
+    target = open_target(machine)
     summary = {"machine": machine, "files": len(files), "samples": 0, "bad_lines": 0,
                "sensors": [], "days": 0}
     try:
