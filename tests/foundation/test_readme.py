@@ -6,6 +6,9 @@ README's test command."""
 import os
 import re
 import shlex
+import subprocess
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -88,3 +91,17 @@ def test_the_checks_catch_what_they_should():
     assert twistd_without_pidfile_off(text) == ["twistd -n tsrmon"]
     assert twistd_without_pidfile_off("run `twistd -ny tsrmon.tac` here") == ["twistd -ny tsrmon.tac"]
     assert twistd_without_pidfile_off("`.venv/bin/twistd -n --pidfile= tsrmon`") == []
+
+
+def test_gitignore_covers_what_documented_commands_leave():
+    """A twistd run without ``--pidfile=`` (or the demo's relative folders)
+    still leaves nothing git would offer to commit."""
+    names = ["twistd.pid", "twistd.log", "db/M.db", "data/M/20260101_vib.csv", "log/tsrmon.20260101.log"]
+    try:
+        done = subprocess.run(["git", "check-ignore", "--no-index", *names], cwd=ROOT,
+                              capture_output=True, text=True, timeout=30)
+    except OSError:
+        pytest.skip("git is not installed")
+    if done.returncode not in (0, 1):
+        pytest.skip(f"not a git checkout ({done.stderr.strip()})")
+    assert sorted(done.stdout.split()) == sorted(names)
