@@ -140,7 +140,16 @@ def test_each_settings_module_imports_first_in_a_fresh_interpreter():
             "importlib.import_module(sys.argv[1])\n"
             "from tsrmon.config import build_config, load_config, ConfigError, StrictLoader\n"
             "build_config({}, None, sys.argv[2])\n")
-    for first in firsts:
-        done = subprocess.run([sys.executable, "-c", code, first, ROOT], cwd=ROOT,
-                              capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, (first, done.stderr[-2000:])
+    # The interpreters are independent: started together, they take the time of one per core.
+    procs = [(first, subprocess.Popen([sys.executable, "-c", code, first, ROOT], cwd=ROOT,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+             for first in firsts]
+    try:
+        for first, proc in procs:
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, (first, err[-2000:])
+    finally:
+        for _, proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -52,9 +52,15 @@ class Api:
         yield self.reader.stopService()
 
 
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    # Filled once for the module (about 1-2 s of real statistics and spectra):
+    # every test only reads it, through a reader and a port of its own.
+    return pytest_twisted.blockon(fill(tmp_path_factory.mktemp("analytics")))
+
+
 @pytest.fixture
-def api(tmp_path):
-    filled = pytest_twisted.blockon(fill(tmp_path))
+def api(filled):
     a = Api(filled)
     yield a
     pytest_twisted.blockon(a.close())
