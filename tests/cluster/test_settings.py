@@ -11,14 +11,17 @@ def test_defaults_mean_no_cluster():
     c = build_config({})
     assert c.cluster.redis is None and not c.cluster.enabled
     assert c.cluster.lease_ttl == 10
+    assert c.cluster.prefix == "tsrmon"
     assert c.cluster.node  # the host name, never empty
     assert c.server.trusted_proxies == []
 
 
 def test_a_cluster_configuration():
-    c = build_config({"CLUSTER": {"REDIS": "redis://:pw@10.0.0.5:6380/2", "NODE": "node-a", "LEASE_TTL": 3},
+    c = build_config({"CLUSTER": {"REDIS": "redis://:pw@10.0.0.5:6380/2", "NODE": "node-a", "LEASE_TTL": 3,
+                                  "PREFIX": "site2"},
                       "SERVER": {"TRUSTED_PROXIES": ["10.0.0.0/8", "::1/128"]}})
     assert c.cluster.enabled and c.cluster.node == "node-a" and c.cluster.lease_ttl == 3
+    assert c.cluster.prefix == "site2"
     assert c.cluster.connection() == ("10.0.0.5", 6380, 2, "pw")
     assert c.server.trusted_proxies == ["10.0.0.0/8", "::1/128"]
     assert build_config({"CLUSTER": {"REDIS": "redis://localhost"}}).cluster.connection() == ("localhost", 6379, 0, None)
@@ -34,6 +37,7 @@ def test_a_cluster_configuration():
     ({"CLUSTER": {"NODE": "a b"}}, "CLUSTER.NODE", "not a node name"),
     ({"CLUSTER": {"NODE": "-a"}}, "CLUSTER.NODE", "not a node name"),
     ({"CLUSTER": {"LEASE_TTL": 0}}, "CLUSTER.LEASE_TTL", "at least 1"),
+    ({"CLUSTER": {"PREFIX": "a:b"}}, "CLUSTER.PREFIX", "not a key prefix"),
     ({"CLUSTER": {"LEASE": 1}}, "CLUSTER.LEASE", "unknown key"),
     ({"SERVER": {"TRUSTED_PROXIES": ["10.0.0.0/33"]}}, "SERVER.TRUSTED_PROXIES", "not an IP network"),
     ({"SERVER": {"TRUSTED_PROXIES": "10.0.0.1"}}, "SERVER.TRUSTED_PROXIES", "list of strings"),

@@ -86,7 +86,7 @@ class ClusterRoom(OrderedMultiService):
     log = Logger()
     name = "cluster_room"
 
-    def __init__(self, config, reactor, registry, live_bus, prefix="tsrmon"):
+    def __init__(self, config, reactor, registry, live_bus, prefix=None):
         # Imported here: txredisapi comes with the 'cluster' extra, and a
         # single node (no CLUSTER.REDIS) must start without it.
         from tsrmon.cluster.bus import ClusterBus, LiveDelivery
@@ -94,6 +94,7 @@ class ClusterRoom(OrderedMultiService):
 
         super().__init__()
         self.config = config
+        prefix = prefix or config.cluster.prefix
         self.prefix = prefix
         self.node = config.cluster.node
         self.gate = LeaseGate(registry, live_bus)
@@ -146,8 +147,9 @@ class ClusterRoom(OrderedMultiService):
         self.config = config
 
 
-def build(config, reactor, registry, live_bus, prefix="tsrmon"):
-    """The cluster room, or None when CLUSTER.REDIS is not set."""
+def build(config, reactor, registry, live_bus, prefix=None):
+    """The cluster room, or None when CLUSTER.REDIS is not set; ``prefix``
+    (tests) overrides CLUSTER.PREFIX."""
     if not config.cluster.enabled:
         return None
     return ClusterRoom(config, reactor, registry, live_bus, prefix)

@@ -47,6 +47,12 @@ def node_name(v):
     return v
 
 
+def key_prefix(v):
+    if not isinstance(v, str) or not _NODE.match(v):
+        raise ValueError(f"{v!r} is not a key prefix (1-63 of A-Z a-z 0-9 . _ -, starting with a letter or digit)")
+    return v
+
+
 def default_node():
     """The host name, cut to what a node name allows."""
     name = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:63].lstrip("._-")
@@ -60,6 +66,8 @@ class ClusterSettings(Section):
     redis: str | None = setting("REDIS", None, redis_url)
     node: str | None = setting("NODE", None, node_name)
     lease_ttl: float = setting("LEASE_TTL", 10, number(1, 3600))
+    # Of every Redis key and channel: several clusters (or test runs) may share one Redis.
+    prefix: str = setting("PREFIX", "tsrmon", key_prefix)
 
     @property
     def enabled(self):
