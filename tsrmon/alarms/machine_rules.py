@@ -38,6 +38,8 @@ class MachineRules:
             return
         now = self.clock.seconds()
         for name, machine in list(self.hub.machines.items()):
+            if name in self._syncing:
+                continue  # a new owner's read of the stored state is on its way (owner_sync.py)
             for rule in self._machine_rules:
                 if not rule.matches_machine(name):
                     continue

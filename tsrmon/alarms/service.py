@@ -37,6 +37,7 @@ from tsrmon.alarms.emission import AlarmEmission
 from tsrmon.alarms.engine import ACTIVE, CLEAR, INACTIVE, PENDING, RAISE, Tracker, WindowSums
 from tsrmon.alarms.feature_rules import FeatureRules
 from tsrmon.alarms.machine_rules import MIN_EXPECTED_FRAMES, FrameRate, MachineRules  # noqa: F401
+from tsrmon.alarms.owner_sync import OwnerSync
 from tsrmon.alarms.rule_model import FLATLINE, RATE_DROP, SEVERITIES, is_feature_metric
 from tsrmon.store.backends import build_alarm_table
 from tsrmon.config.checks import ConfigError
@@ -47,7 +48,7 @@ MAX_ACKED_BY = 200
 
 
 @implementer(IHealth, ICounters, IReconfigurable)
-class AlarmService(MachineRules, FeatureRules, AlarmEmission, service.Service):
+class AlarmService(MachineRules, FeatureRules, AlarmEmission, OwnerSync, service.Service):
     """Owns the rules, the trackers, the active alarms and the alarm store.
 
     Split by job: DAQ silence and frame rate in ``machine_rules.py``, the
@@ -85,6 +86,8 @@ class AlarmService(MachineRules, FeatureRules, AlarmEmission, service.Service):
         # and per (machine, sensor, window) the recent minutes' feature values.
         self.catalog = catalog
         self._minutes = {}  # (machine, sensor, rule name) -> deque[(t, value)]
+        # Issue 16: a cluster's new owner of a machine reads its alarms first (owner_sync.py).
+        self._init_owner_sync(config)
 
     # -- rules -------------------------------------------------------------------
     def _set_rules(self, rules):
@@ -146,6 +149,24 @@ class AlarmService(MachineRules, FeatureRules, AlarmEmission, service.Service):
         self._loaded.addCallback(self._resume)
         self._loaded.addErrback(lambda f: self.log.failure("alarms: resuming the stored state failed", f))
 
+    def _adopt(self, alarm):
+        """``alarm`` (stored active) is active here again, not raised anew;
+        returns its tracker when its rule no longer covers it (to clear)."""
+        rule = self.rules_by_name.get(alarm.rule)
+        tracker = self._tracker(alarm.rule, alarm.machine, alarm.sensor or "", alarm.stype)
+        tracker.state = ACTIVE
+        tracker.alarm = alarm
+        self.active_alarms[alarm.id] = alarm
+        if rule is None or not self._covers(rule, tracker):
+            return tracker
+        if rule.kind == RATE_DROP and alarm.level:
+            # The usual rate is not stored, but the alarm's level is
+            # ``below`` × usual: resume from it so the alarm can clear.
+            rate_state = self._rates[alarm.machine] = FrameRate()
+            rate_state.usual = alarm.level / rule.level
+            rate_state.learned = rule.extra["warmup"]
+        return None
+
     def whenReady(self):
         """Deferred firing once the stored state is loaded and rules are judged."""
         if self._loaded is None:
@@ -155,21 +176,7 @@ class AlarmService(MachineRules, FeatureRules, AlarmEmission, service.Service):
         return d
 
     def _resume(self, alarms):
-        cleared = []
-        for alarm in alarms:
-            rule = self.rules_by_name.get(alarm.rule)
-            tracker = self._tracker(alarm.rule, alarm.machine, alarm.sensor or "", alarm.stype)
-            tracker.state = ACTIVE
-            tracker.alarm = alarm
-            self.active_alarms[alarm.id] = alarm
-            if rule is None or not self._covers(rule, tracker):
-                cleared.append(tracker)
-            elif rule.kind == RATE_DROP and alarm.level:
-                # The usual rate is not stored, but the alarm's level is
-                # ``below`` × usual: resume from it so the alarm can clear.
-                rate_state = self._rates[alarm.machine] = FrameRate()
-                rate_state.usual = alarm.level / rule.level
-                rate_state.learned = rule.extra["warmup"]
+        cleared = [t for t in map(self._adopt, alarms) if t is not None]
         for tracker in cleared:
             self._clear(tracker, tracker.alarm.value, "rule removed or changed its scope")
         self._ready = True
@@ -204,6 +211,8 @@ class AlarmService(MachineRules, FeatureRules, AlarmEmission, service.Service):
         """One second of one sensor; judges the sensor rules that cover it."""
         if not self._ready:
             self._counters["seconds_not_ready"] += 1
+            return
+        if self._sync_on and not self._owned(machine):
             return
         binding = self._bindings.get((machine, sensor, stype))
         if binding is None:
@@ -335,6 +344,9 @@ class AlarmService(MachineRules, FeatureRules, AlarmEmission, service.Service):
             "alarm_seconds_judged": c["seconds"],
             "alarm_minutes_judged": c["minutes"],
             "alarm_seconds_not_ready": c["seconds_not_ready"],
+            "alarm_seconds_syncing": c["seconds_syncing"],
+            "alarms_adopted": c["alarms_adopted"],
+            "alarms_dropped_stale": c["alarms_dropped_stale"],
             "alarm_store_writes": self.store.writes,
             "alarm_store_errors": self.store.failures,
         })

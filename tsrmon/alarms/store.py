@@ -152,6 +152,19 @@ class AlarmStore(SidecarFile):
         d.addCallback(lambda rows: [Alarm(**dict(zip(COLUMNS, r))) for r in rows])
         return d
 
+    def machine_state(self, machine, ids=()):
+        """Deferred[list of :class:`Alarm`]: ``machine``'s active alarms and
+        the rows of ``ids`` whatever their state (a cluster's new owner of
+        the machine reads them, ``alarms/owner_sync.py``)."""
+        if self.pool is None:
+            return defer.succeed([])
+        m = self.MARK
+        extra = f" OR id IN ({', '.join([m] * len(ids))})" if ids else ""
+        sql = (f"SELECT {', '.join(COLUMNS)} FROM alarms WHERE machine = {m} "
+               f"AND (state = 'active'{extra}) ORDER BY raised_t, id")
+        d = self.pool.runQuery(sql, (machine, *ids))
+        return d.addCallback(lambda rows: [Alarm(**dict(zip(COLUMNS, r))) for r in rows])
+
     def close(self):
         """Deferred firing once pending writes are done and the pool is closed."""
         pending = list(self._pending)
