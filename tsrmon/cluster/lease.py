@@ -15,8 +15,12 @@ The takeover rule is the single node's (``hub/registry.py``), across nodes:
   through the balancer, its old connection still open over there): that
   node is asked, on ``{prefix}:takeover:{node}``, to close its connection
   and release (``on_takeover``); the new connection is accepted as soon as
-  the lease is free, waiting up to TAKEOVER_WAIT, else refused (the DAQ
-  retries; a dead node's lease expires after at most the TTL);
+  the lease is free, waiting up to the TTL (at least TAKEOVER_WAIT): a
+  dead node answers nothing, and its lease expires within the TTL, so the
+  DAQ that reconnected after its node died is accepted on that connection
+  rather than closed and made to reconnect again (the frames it writes
+  into a closed connection are lost); a holder that keeps renewing past
+  the TTL is alive and the connection is refused;
 - another node holds it for **another** address: refused, so two PCs with
   one name cannot knock each other off.
 
@@ -35,7 +39,7 @@ from zope.interface import implementer
 from tsrmon.cluster.redis import RedisLink, RedisUnavailable, Subscribed
 from tsrmon.rooms import ICounters, IHealth
 
-TAKEOVER_WAIT = 2.0  # seconds a same-address reconnect waits for the old node to release
+TAKEOVER_WAIT = 2.0  # seconds (at least; up to the lease TTL) a same-address reconnect waits for the old node
 TAKEOVER_POLL = 0.1
 
 # KEYS[1] lease key; ARGV: node, peer, ttl ms.  Returns {1 or 0, previous value}.
@@ -156,8 +160,8 @@ class Leases(Subscribed, service.Service):
                     self._counters["takeovers_asked"] += 1
                     yield self.link.command("PUBLISH", f"{self.prefix}:takeover:{node}",
                                             orjson.dumps([machine, peer, self.node]))
-                    waited = 0.0
-                    while not ok and waited < TAKEOVER_WAIT:
+                    waited, limit = 0.0, max(TAKEOVER_WAIT, self.ttl + TAKEOVER_POLL)
+                    while not ok and waited < limit:
                         yield task.deferLater(self.clock, TAKEOVER_POLL, lambda: None)
                         waited += TAKEOVER_POLL
                         ok, value = yield self._acquire(machine, peer)
