@@ -26,6 +26,7 @@ import numpy as np
 # Central second moment below this fraction of the mean square of (x - c) is
 # rounding noise: treat the bucket as constant (skewness/kurtosis undefined).
 _ZERO_VARIANCE = 64 * np.finfo(np.float64).eps
+_add, _min, _max, _dot = np.add.reduce, np.minimum.reduce, np.maximum.reduce, np.dot
 
 
 def choose_reference(values):
@@ -247,39 +248,57 @@ def peak_figures(count, sum_sq, minimum, maximum):
             "crest": peak / rms if rms else None}
 
 
+def power_sums(x, ref, a, b):
+    """``(s1, s2, s3, s4)``: the power sums of ``x - ref`` (numpy scalars).
+
+    ``a`` and ``b`` are float64 scratch arrays of ``x``'s length (they are
+    overwritten).  Three element-wise passes and four reductions: d and d²
+    are formed once, s1 and s2 are numpy's pairwise ``add.reduce`` (error
+    ~ eps·log n) and s3 = d²·d, s4 = d²·d² are dot products, which need no
+    third and fourth temporary and run at about twice the speed of
+    multiply-then-add.  The daemon runs one BLAS thread
+    (``OPENBLAS_NUM_THREADS=1``, set by the twistd plugin): a threaded
+    ``ddot`` on a loaded 2-core host ran 3-5x slower (bench/analytics.py).
+    """
+    d = np.subtract(x, ref, out=a)
+    d2 = np.multiply(d, d, out=b)
+    return _add(d), _add(d2), _dot(d2, d), _dot(d2, d2)
+
+
+def scratch_of(n, scratch=None):
+    """Two float64 arrays of length ``n``: views of ``scratch`` when it is
+    long enough, else new ones."""
+    if scratch is None or scratch[0].size < n:
+        return np.empty(n), np.empty(n)
+    return scratch[0][:n], scratch[1][:n]
+
+
+def check_finite(n, lo, hi, s4):
+    """min/max propagate NaN and show ±inf, so the finiteness check is free."""
+    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(s4)):
+        raise ValueError("moments: non-finite samples (or |x - c| beyond 1e77) in a chunk "
+                         "of %d" % n)
+
+
 def reduce_chunk(x, ref, scratch=None):
     """One chunk's columns ``(count, ref, s1, s2, s3, s4, min, max)``.
 
     ``x`` is a 1-D float64 array of finite samples (the decoder already
     refuses NaN/inf; a chunk that has one anyway raises ValueError before
-    anything is added).  Vectorised, five element-wise passes and six
-    reductions; ``scratch`` (two float64 arrays at least as long as ``x``)
-    avoids allocating two temporaries when the caller reduces many chunks.
-
-    Every sum is numpy's pairwise ``add.reduce`` (error ~ eps·log n), not
-    ``dot``: BLAS ``ddot`` is faster on an idle core but OpenBLAS threads it,
-    and on a loaded 2-core host the threaded call ran 3–5× slower
-    (bench/analytics.py).
+    anything is added).  Vectorised (:func:`power_sums`); ``scratch`` (two
+    float64 arrays at least as long as ``x``) avoids allocating two
+    temporaries when the caller reduces many chunks.  The statistics room
+    reduces the six deployed sums and these in one go
+    (``stats/sums.py`` ``SumsReducer``), with the same operations.
     """
     x = np.asarray(x, dtype=np.float64)
     n = x.size
     if n == 0:
         return (0, float(ref), 0.0, 0.0, 0.0, 0.0, math.inf, -math.inf)
-    if scratch is None:
-        a, b = np.empty(n), np.empty(n)
-    else:
-        a, b = scratch[0][:n], scratch[1][:n]
-    add = np.add.reduce
-    d = np.subtract(x, ref, out=a)
-    d2 = np.multiply(d, d, out=b)
-    s1, s2 = add(d), add(d2)
-    s3 = add(np.multiply(d2, d, out=a))
-    s4 = add(np.multiply(d2, d2, out=a))
-    lo, hi = float(x.min()), float(x.max())
-    # min/max propagate NaN and show ±inf: the finiteness check is free.
-    if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(s4)):
-        raise ValueError("moments: non-finite samples (or |x - c| beyond 1e77) in a chunk "
-                         "of %d" % n)
+    a, b = scratch_of(n, scratch)
+    s1, s2, s3, s4 = power_sums(x, ref, a, b)
+    lo, hi = float(_min(x)), float(_max(x))
+    check_finite(n, lo, hi, s4)
     return (n, float(ref), float(s1), float(s2), float(s3), float(s4), lo, hi)
 
 

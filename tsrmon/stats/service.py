@@ -42,13 +42,13 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tsrmon.analytics.moments import ChunkReducer, choose_reference
+from tsrmon.analytics.moments import choose_reference
 from tsrmon.peerlog import peer_text
 from tsrmon.rooms import ICounters
 from tsrmon.ticks import next_tick_delay
 from tsrmon.stats.calendar import Calendar
 from tsrmon.stats.sinks import SumRow
-from tsrmon.stats.sums import PartialSums
+from tsrmon.stats.sums import PartialSums, SumsReducer
 
 
 def as_array(chunks):
@@ -152,7 +152,7 @@ class StatsService(service.Service):
         self._deltas = {}         # (machine, sensor, stype) -> {minute t0: PartialSums}
         self._announced = {}      # (machine, sensor) -> stype given to the store
         self._refs = {}           # (machine, sensor) -> the moments' reference c
-        self._reducer = ChunkReducer()
+        self._reducer = SumsReducer()  # six sums + moments of a chunk in one go
         self._align = None  # the next tick (a DelayedCall)
         self._flusher = None
         self.samples = 0
@@ -227,10 +227,9 @@ class StatsService(service.Service):
 
     def add_late(self, machine, sensor, stype, values, t):
         a = np.asarray(values, dtype=np.float64).ravel()
-        sums = PartialSums.of(a)
-        if not sums:
+        if not a.size:
             return
-        sums.moments = self._moments(machine, sensor, a)
+        sums = self._reduce(machine, sensor, a)
         self.late_samples += sums.count
         key = (machine, sensor, stype)
         self._announce(key)
@@ -284,9 +283,7 @@ class StatsService(service.Service):
         of minute ``m0`` and the sums of the current second (``_partial``)."""
         try:
             a = np.asarray(values, dtype=np.float64).ravel()
-            sums = PartialSums.of(a)
-            if sums:
-                sums.moments = self._moments(key[0], key[1], a)
+            sums = self._reduce(key[0], key[1], a) if a.size else None
         except (TypeError, ValueError):
             self.log.failure("{key}: cannot reduce {n} values", key=key, n=len(values))
             return
@@ -314,7 +311,8 @@ class StatsService(service.Service):
             self._refs[k] = ref
         return ref
 
-    def _moments(self, machine, sensor, a):
+    def _reduce(self, machine, sensor, a):
+        """The six sums and the moments of the non-empty float64 array ``a``."""
         return self._reducer(a, self.reference(machine, sensor, a))
 
     def _announce(self, key):

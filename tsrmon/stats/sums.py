@@ -16,10 +16,21 @@ import math
 
 import numpy as np
 
-from tsrmon.analytics.moments import Moments
+from tsrmon.analytics.moments import Moments, check_finite, power_sums, scratch_of
 
 # The moment columns of a sum row after the six sums: mcount, ref, s1..s4.
 NO_MOMENTS = (0, 0.0, 0.0, 0.0, 0.0, 0.0)
+_add, _min, _max = np.add.reduce, np.minimum.reduce, np.maximum.reduce
+
+
+def six_sums(a, scratch=None):
+    """``(count, sum, sum |x|, min, max, sum x²)`` of a non-empty 1-D float64
+    array; ``scratch`` (a float64 array as long) takes |x|.  The one
+    definition of the six sums: :meth:`PartialSums.of` and
+    :class:`SumsReducer` give bit-identical results for the same array."""
+    absolute = np.abs(a) if scratch is None else np.abs(a, out=scratch)
+    return (int(a.size), float(_add(a)), float(_add(absolute)),
+            float(_min(a)), float(_max(a)), float(np.dot(a, a)))
 
 
 class PartialSums:
@@ -38,17 +49,10 @@ class PartialSums:
     @classmethod
     def of(cls, values):
         """The sums of a sequence of finite floats (list or numpy array)."""
-        a = np.asarray(values, dtype=np.float64)
+        a = np.asarray(values, dtype=np.float64).ravel()
         if a.size == 0:
             return cls()
-        return cls(
-            int(a.size),
-            float(a.sum()),
-            float(np.abs(a).sum()),
-            float(a.min()),
-            float(a.max()),
-            float(np.dot(a, a)),
-        )
+        return cls(*six_sums(a))
 
     def merge(self, other):
         """Add ``other`` into this bucket (in place) and return self."""
@@ -120,6 +124,37 @@ class PartialSums:
     def value(self, mode):
         """The deployed ``data`` figure: mean of |x| for ABS, mean for REAL."""
         return self.mean_abs if mode == "ABS" else self.mean
+
+
+class SumsReducer:
+    """A chunk's six sums and its moments about ``ref`` in one go (issue 18).
+
+    ``PartialSums.of`` and the moments' :func:`reduce_chunk` each walked the
+    chunk and both took min and max; here the six sums, then the power sums
+    of (x − c) (:func:`~tsrmon.analytics.moments.power_sums`), share one
+    pair of scratch arrays (grown on demand) and one min and max.  The
+    results are those of ``PartialSums.of`` and ``reduce_chunk``, bit for bit.
+    """
+
+    def __init__(self, size=25600):
+        self._scratch = (np.empty(size), np.empty(size))
+
+    def __call__(self, a, ref):
+        """:class:`PartialSums` with ``moments`` of the 1-D float64 array ``a``
+        (empty sums for an empty array); ValueError, before anything is
+        added anywhere, when a sample is not finite."""
+        n = a.size
+        if n == 0:
+            return PartialSums()
+        if n > self._scratch[0].size:
+            self._scratch = (np.empty(n), np.empty(n))
+        x, y = scratch_of(n, self._scratch)
+        count, total, total_abs, lo, hi, total_sq = six_sums(a, x)
+        s1, s2, s3, s4 = power_sums(a, ref, x, y)
+        check_finite(n, lo, hi, s4)
+        ref = float(ref)
+        return PartialSums(count, total, total_abs, lo, hi, total_sq,
+                           Moments(count, ref, float(s1), float(s2), float(s3), float(s4), lo, hi))
 
 
 # -- sum rows ------------------------------------------------------------------
