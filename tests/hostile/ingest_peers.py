@@ -78,20 +78,25 @@ class HealthProbe(threading.Thread):
         return {s for s, _ in self.results}
 
 
-def reactor_lag(daemon):
-    """The largest timer lateness of the last minute (``/healthz``), seconds."""
+def reactor_lag(daemon, cpu=False):
+    """The largest timer lateness of the last minute (``/healthz``), seconds;
+    with ``cpu``, its CPU share (the reactor thread's own time, which other
+    processes on a loaded machine do not inflate; tsrmon/reactorlag.py)."""
     import json
     _, body, _ = daemon.get("/healthz")
-    return json.loads(body)["checks"]["reactor"]["lag_max_recent_seconds"]
+    key = "cpu_lag_max_recent_seconds" if cpu else "lag_max_recent_seconds"
+    return json.loads(body)["checks"]["reactor"][key]
 
 
-def lag_samples_over(daemon, seconds):
+def lag_samples_over(daemon, seconds, cpu=False):
     """(samples of reactor lag above ``seconds``, all samples) so far, from
-    the ``tsrmon_reactor_lag_seconds`` histogram (``seconds`` a bucket bound)."""
+    the ``tsrmon_reactor_lag_seconds`` histogram (``seconds`` a bucket bound);
+    with ``cpu``, from its CPU share ``tsrmon_reactor_cpu_lag_seconds``."""
     _, body, _ = daemon.get("/metrics")
     text = body.decode()
-    le = re.search(rf'^tsrmon_reactor_lag_seconds_bucket{{le="{seconds}"}} (\S+)$', text, re.M)
-    total = re.search(r'^tsrmon_reactor_lag_seconds_count (\S+)$', text, re.M)
+    name = "tsrmon_reactor_cpu_lag_seconds" if cpu else "tsrmon_reactor_lag_seconds"
+    le = re.search(rf'^{name}_bucket{{le="{seconds}"}} (\S+)$', text, re.M)
+    total = re.search(rf'^{name}_count (\S+)$', text, re.M)
     return float(total.group(1)) - float(le.group(1)), float(total.group(1))
 
 
