@@ -321,7 +321,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+# 150 s measured at load 6 on the 2-core machine; 240 s was cut at load 8.
+@pytest.mark.timeout(480)
 def test_schemathesis_extreme_dates_on_a_live_server(tmp_path):
     """Every phase (the spec's boundary-date examples, coverage, fuzzing) on
     every route: no 5xx, no response outside the schema.  The examples phase
@@ -346,7 +347,7 @@ def test_schemathesis_extreme_dates_on_a_live_server(tmp_path):
              # a schema-valid date outside 1970-01-01 … 9998-12-31 (or start
              # after end) gets a documented 400
              "--exclude-checks", "positive_data_acceptance"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=240)
+            cwd=tmp_path, capture_output=True, text=True, timeout=420)
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
         assert "Examples" in result.stdout
     finally:
