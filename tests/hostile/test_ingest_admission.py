@@ -103,22 +103,29 @@ def _unfinished(size):
 @pytest.mark.timeout(180)
 def test_unfinished_pickles_before_the_name_hold_nothing(tmp_path):
     d = Daemon(tmp_path, rlimit_as=ADDRESS_SPACE).start()
+    legit = LegitDaq(d.tcp_port, "Legit")
     try:
         wait_for(lambda: d.get("/healthz")[0] == 200, 20, what="healthy daemon")
         base = d.rss()
+        legit.start()
+        wait_for(lambda: csv_bytes(d, "Legit") > 0, 20, what="Legit stored")
         threads = [threading.Thread(target=_push, args=(d.tcp_port, _unfinished(15_000_000), 15_000_000),
                                     kwargs={"bind": f"127.0.0.{2 + i % 5}"}) for i in range(30)]
         for t in threads:
             t.start()
+        stored = csv_bytes(d, "Legit")
+        wait_for(lambda: csv_bytes(d, "Legit") > stored, 30, what="Legit stored during the attack")
         for t in threads:
             t.join(60)
         wait_for(lambda: d.metric("tsrmon_ingest_refused_unnamed_buffer_total") == 30, 20,
                  what="30 refusals at 64 KiB")
+        assert legit.connects == 1
         print(f"30 x 15 MB unfinished pickles before the name: RSS {base / MiB:.0f} -> peak "
               f"{d.peak_rss() / MiB:.0f} MiB")
         assert d.peak_rss() < base + 64 * MiB  # was 1.25 GB
         assert d.metric("tsrmon_ingest_buffered_bytes_now") == 0
     finally:
+        legit.stop()
         rc = d.stop()
     assert rc == 0
 
