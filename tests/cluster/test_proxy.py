@@ -11,7 +11,8 @@ from twisted.internet import endpoints, protocol, reactor, task
 from twisted.web.http_headers import Headers
 
 from tests.cluster.helpers import Collect, until
-from tsrmon.cluster.proxy import ProxiedFactory, address_of, client_address, is_trusted, networks, proxied_factory
+from tsrmon.cluster.proxy import (ProxiedFactory, TrustedProxies, address_of, client_address, is_trusted, networks,
+                                  proxied_factory)
 from tsrmon.config import build_config
 
 pytestmark = pytest.mark.timeout(20)
@@ -157,6 +158,59 @@ def test_no_trusted_proxies_leaves_the_factory_alone():
     assert proxied_factory(f, build_config({}), reactor) is f
     wrapped = proxied_factory(f, build_config({"SERVER": {"TRUSTED_PROXIES": ["10.0.0.0/8"]}}), reactor)
     assert isinstance(wrapped, ProxiedFactory) and wrapped.seen is f.seen  # the DAQ factory's attributes
+
+
+@pytest_twisted.inlineCallbacks
+def test_sighup_changes_the_trusted_proxies_for_the_next_connection():
+    proxies = TrustedProxies.from_config(build_config({}))
+    inner = RecorderFactory()
+    factory = proxied_factory(inner, build_config({}), reactor, proxies)  # wrapped though none is trusted
+    port = yield endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
+    header = v2_header("10.1.2.3", 4567)
+    trusted = build_config({"SERVER": {"TRUSTED_PROXIES": ["127.0.0.1/32"]}})
+
+    @pytest_twisted.inlineCallbacks
+    def connection(wire):
+        n = len(inner.seen)
+        client = yield dial(port)
+        client.transport.write(wire)
+        yield until(lambda: client.closed or (len(inner.seen) > n and inner.seen[-1].data.endswith(b"x")))
+        return client
+    try:
+        yield connection(header + b"x")  # nothing trusted: no header is read, every byte passes
+        first = inner.seen[-1]
+        assert first.peer.host == "127.0.0.1" and first.data == header + b"x"
+        proxies.reconfigure(trusted)  # SIGHUP
+        yield connection(header + b"x")
+        assert len(inner.seen) == 2 and inner.seen[-1].peer.host == "10.1.2.3" and inner.seen[-1].data == b"x"
+        refused = yield connection(b"x")  # a trusted proxy's connection must carry a header now
+        assert refused.closed and factory.proxy_counters["refused_no_proxy_header"] == 1
+        assert not first.lost  # a connection keeps what it was accepted with
+        proxies.reconfigure(build_config({}))
+        yield connection(header + b"x")
+        assert inner.seen[-1].peer.host == "127.0.0.1" and inner.seen[-1].data == header + b"x"
+    finally:
+        yield port.stopListening()
+
+
+def test_sighup_changes_what_the_site_believes():
+    from twisted.web.server import Request
+
+    proxies = TrustedProxies([])
+
+    class Direct(Request):
+        def __init__(self, peer, *xff):
+            self.peer = address_of(peer, 1234)
+            self.requestHeaders = Headers({b"x-forwarded-for": list(xff)})
+
+        def getClientAddress(self):
+            return self.peer
+    from tsrmon.cluster.proxy import forwarded_requests
+
+    cls = forwarded_requests(proxies, Direct)
+    assert cls("10.0.0.5", b"203.0.113.7").getClientAddress().host == "10.0.0.5"
+    proxies.reconfigure(build_config({"SERVER": {"TRUSTED_PROXIES": ["10.0.0.0/24"]}}))
+    assert cls("10.0.0.5", b"203.0.113.7").getClientAddress().host == "203.0.113.7"
 
 
 def test_trust_checks():

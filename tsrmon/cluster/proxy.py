@@ -20,6 +20,11 @@ Parsing is Twisted's (``twisted.protocols.haproxy``'s V1/V2 parsers, as its
 
 HTTP: :func:`client_address` reads ``X-Forwarded-For`` only when the direct
 peer is a trusted proxy.
+
+SIGHUP: :class:`TrustedProxies` holds the list; the DAQ wrapper and the
+site's request factory read it at each connection and request, so a reload
+(its ``reconfigure``) applies to the next ones.  With the list empty no
+header is ever read, whichever way it became empty.
 """
 
 import ipaddress
@@ -40,6 +45,35 @@ V1_SIGNATURE = b"PROXY "
 
 def networks(cidrs):
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+class TrustedProxies:
+    """SERVER.TRUSTED_PROXIES as the DAQ wrapper and the HTTP site read it
+    (``nets``); ``reconfigure(config)`` takes a reloaded list (SIGHUP, held in
+    the tree as a ``rooms.Part``).  Established connections keep what they
+    were accepted with."""
+
+    log = Logger()
+
+    def __init__(self, cidrs=()):
+        self.cidrs = list(cidrs)
+        self.nets = networks(self.cidrs)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config.server.trusted_proxies)
+
+    def __bool__(self):
+        return bool(self.nets)
+
+    def reconfigure(self, config):
+        cidrs = list(config.server.trusted_proxies)
+        if cidrs == self.cidrs:
+            return
+        self.log.info("SIGHUP: SERVER.TRUSTED_PROXIES {old} -> {new} (for new connections)",
+                      old=self.cidrs or "none", new=cidrs or "none")
+        self.cidrs = cidrs
+        self.nets = networks(cidrs)
 
 
 def is_trusted(host, nets):
@@ -72,12 +106,15 @@ class ProxiedProtocol(policies.ProtocolWrapper):
     def __init__(self, factory, wrapped, direct):
         super().__init__(factory, wrapped)
         self.direct = direct  # the proxy's (or the PC's) own address
-        self.trusted = is_trusted(getattr(direct, "host", None), factory.trusted)
+        nets = factory.trusted
+        self.trusted = is_trusted(getattr(direct, "host", None), nets)
         self.proxy_info = None
         self._buffer = b""
         self._parser = None
         self._timer = None
-        self._passing = False  # data goes straight to the wrapped protocol
+        # Data goes straight to the wrapped protocol; from the start when no
+        # proxy is trusted at all (no header is read then).
+        self._passing = not nets
         self._refused = False
 
     def makeConnection(self, transport):
@@ -181,7 +218,8 @@ class ProxiedFactory(policies.WrappingFactory):
 
     def __init__(self, wrappedFactory, trusted, clock, peerlog=None):
         super().__init__(wrappedFactory)
-        self.trusted = networks(trusted)
+        # A TrustedProxies (shared with the HTTP site, reloaded by SIGHUP) or CIDR texts.
+        self.proxies = trusted if isinstance(trusted, TrustedProxies) else TrustedProxies(trusted)
         self.clock = clock
         self.peerlog = peerlog if peerlog is not None else PeerLog(self.log, clock)
         self.proxy_counters = dict.fromkeys(("proxied", "proxy_local", "refused_untrusted_proxy_header",
@@ -190,9 +228,14 @@ class ProxiedFactory(policies.WrappingFactory):
     def buildProtocol(self, addr):
         return self.protocol(self, self.wrappedFactory.buildProtocol(addr), addr)
 
+    @property
+    def trusted(self):
+        """The trusted networks now (read at each new connection)."""
+        return self.proxies.nets
+
     def reconfigure(self, trusted):
-        """New SERVER.TRUSTED_PROXIES for the next connection."""
-        self.trusted = networks(trusted)
+        """New SERVER.TRUSTED_PROXIES (CIDR texts) for the next connection."""
+        self.proxies = TrustedProxies(trusted)
 
     def __getattr__(self, name):
         # The listener service reads its DAQ factory's counters, health etc.
@@ -204,9 +247,14 @@ class ProxiedFactory(policies.WrappingFactory):
         return f"{self.wrappedFactory.__class__.__name__} (PROXY)"
 
 
-def proxied_factory(factory, config, clock):
-    """``factory`` wrapped for SERVER.TRUSTED_PROXIES, or ``factory`` itself
-    when none is configured (no PROXY header is ever read then)."""
+def proxied_factory(factory, config, clock, proxies=None):
+    """``factory`` wrapped for SERVER.TRUSTED_PROXIES.  With ``proxies`` (the
+    daemon's :class:`TrustedProxies`) it is always wrapped, so a SIGHUP that
+    adds a proxy applies to the next connection (an empty list passes every
+    byte through unread); without, ``factory`` itself when none is
+    configured."""
+    if proxies is not None:
+        return ProxiedFactory(factory, proxies, clock)
     trusted = config.server.trusted_proxies
     if not trusted:
         return factory
@@ -247,15 +295,19 @@ def forwarded_requests(trusted, base=None):
     :func:`client_address` (X-Forwarded-For from a trusted proxy), so every
     user of the client address (REST logs and token refusals, Engine.IO
     polling) sees the browser's own; ``getPeer()`` stays the direct peer.
-    ``base``: the request class to extend (``twisted.web.server.Request``)."""
+    ``base``: the request class to extend (``twisted.web.server.Request``).
+    ``trusted``: CIDR texts, or a :class:`TrustedProxies` read at each
+    request (SIGHUP)."""
     if base is None:
         from twisted.web.server import Request as base
-    nets = networks(trusted)
+    proxies = trusted if isinstance(trusted, TrustedProxies) else TrustedProxies(trusted)
 
     class ForwardedRequest(base):
         def getClientAddress(self):
             direct = super().getClientAddress()
-            host = client_address(self, nets, direct)
+            if not proxies.nets:
+                return direct
+            host = client_address(self, proxies.nets, direct)
             if host is None or host == getattr(direct, "host", None):
                 return direct
             return address_of(host, 0)
