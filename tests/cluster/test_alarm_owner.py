@@ -107,6 +107,19 @@ def test_the_new_owner_adopts_the_alarm_and_the_old_one_drops_its_copy(tmp_path,
         assert len(again) == 1 and again != [raised]
         assert a.events == ["raised", "raised"] and a.pushes == [raised, again[0]]
         assert a.svc.counters()["alarms_dropped_stale"] == 1
+
+        # c starts now: it holds a copy of a's active alarm (every node loads
+        # the active ones); a clears it; c's stop must not write over it.
+        c = Node(tmp_path, "c", pg_dsn, clock)
+        c.svc.startService()
+        yield c.svc.whenReady()
+        yield a.feed(20)
+        assert a.svc.active() == [] and [x["id"] for x in c.svc.active()] == again
+        c.svc.active_alarms[again[0]].note(150.0, True)  # a stale value c would persist
+        yield c.svc.stopService()
+        yield until(lambda: not c.svc.store._pending)
+        final = [x for x in (yield a.svc.history()) if x["id"] == again[0]]
+        assert [(x["state"], x["value"] < 100) for x in final] == [("cleared", True)], final
     finally:
         for n in (a, b):
             yield n.svc.stopService()

@@ -198,7 +198,11 @@ class AlarmService(MachineRules, FeatureRules, AlarmEmission, OwnerSync, service
 
         def persist(_):
             # The latest values of active alarms; states were written as they changed.
-            self.store.update_many(list(self.active_alarms.values()), "value", "peak")
+            active = list(self.active_alarms.values())
+            if self._sync_on:  # shared table: never over a row another node cleared
+                self.store.update_active(active, "value", "peak")
+            else:
+                self.store.update_many(active, "value", "peak")
             return self.store.close()
 
         self._ready = False

@@ -133,6 +133,17 @@ class AlarmStore(SidecarFile):
         d = self.pool.runInteraction(lambda txn: txn.executemany(sql, rows))
         return self._track(d, "update", f"{len(rows)} alarms")
 
+    def update_active(self, alarms, *columns):
+        """:meth:`update_many` for the rows still active: in a cluster a node
+        holds copies of alarms that another node may have cleared meanwhile,
+        and must not write over their final values at its stop."""
+        if self.pool is None or not alarms:
+            return defer.succeed(None)
+        rows = [tuple(getattr(a, c) for c in columns) + (a.id,) for a in alarms]
+        sql = self._update_sql(columns) + " AND state = 'active'"
+        d = self.pool.runInteraction(lambda txn: txn.executemany(sql, rows))
+        return self._track(d, "update", f"{len(rows)} alarms")
+
     def _update_sql(self, columns):
         m = self.MARK
         return f"UPDATE alarms SET {', '.join(c + ' = ' + m for c in columns)} WHERE id = {m}"
