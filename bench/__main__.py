@@ -296,7 +296,7 @@ def main(argv=None):
             for modname, fn in (("decoder", "bench_rows"), ("rest_hour", "bench_rows"), ("live", "bench_rows"),
                                 ("memory", "bench_rows"), ("pg_store", "bench_rows")):
                 attempt(modname, lambda modname=modname, fn=fn: module_rows(modname, fn))
-            if not q:  # issue 16: about 40 s of daemon starts (PostgreSQL + Redis), so the full run only
+            if not q:  # issue 16: about a minute (five daemon starts, PostgreSQL + Redis): the full run only
                 attempt("cluster", lambda: module_rows("cluster", "bench_rows"))
         except TimeUp as e:  # between two rows
             state["stopped"] = state["stopped"] or f"{e} received"
