@@ -22,9 +22,10 @@ ROUTES = {"/spectrum": ("time",), "/spectrum/waterfall": ("start", "end"), "/fea
 _PLAIN = re.compile(r"\d{4}-\d{2}-\d{2}$")
 
 
-@pytest.fixture
-def api(tmp_path):
-    filled = pytest_twisted.blockon(fill(tmp_path))
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    # Filled once (7-9 s): every test here only reads.
+    filled = pytest_twisted.blockon(fill(tmp_path_factory.mktemp("spectra")))
     a = Api(filled)
     yield a
     pytest_twisted.blockon(a.close())
