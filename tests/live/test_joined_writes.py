@@ -35,17 +35,30 @@ def parse_frames(data):
     return out
 
 
+class SpySocket:
+    """A TCP transport's socket that records what each ``send`` handed to the
+    kernel (the direct send of a tick and Twisted's ``doWrite`` alike)."""
+
+    def __init__(self, sock, seen):
+        self._sock = sock
+        self._seen = seen
+
+    def send(self, data, *flags):
+        sent = self._sock.send(data, *flags)
+        self._seen.append(bytes(data[:sent]))
+        return sent
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
 def spy_writes(server):
-    """Wrap every WebSocket session's transport.write: {sid: [bytes written]}."""
+    """Every WebSocket session's sends to the kernel: {sid: [bytes sent]}."""
     writes = {}
     for sid, session in server.live.engine.sessions.items():
         transport = session.ws.transport
         seen = writes[sid] = []
-
-        def write(data, _real=transport.write, _seen=seen):
-            _seen.append(bytes(data))
-            return _real(data)
-        transport.write = write
+        transport.socket = SpySocket(transport.socket, seen)
     return writes
 
 

@@ -14,9 +14,15 @@ Fan-out (issue 18): a tick corks the engine, so each client gets all of the
 tick's events (every namespace, every sensor) in one transport write; the
 ``second`` events of one statistics roll (one synchronous loop of
 :meth:`second` calls) are held until the reactor's next turn likewise.
+Those writes go straight into each client's socket when nothing is buffered
+(``engineio.websocket.send_now``).  ``tsrmon_live_tick_seconds`` and
+``tsrmon_live_tick_cpu_seconds`` (histograms) say how long a tick took until
+every client's bytes were in the kernel, and how much of it was the
+daemon's own CPU.
 """
 
 import datetime
+import time
 import zoneinfo
 
 from twisted.application import service
@@ -29,6 +35,7 @@ from tsrmon.live.engineio import EngineServer
 from tsrmon.live.machines import NAMESPACE_PREFIX, MachineNamespace, stored_summary
 from tsrmon.live.socketio import Namespace, SocketServer
 from tsrmon.peerlog import PeerLog
+from tsrmon.reactorlag import BUCKETS, LagSeries
 from tsrmon.rooms import ICounters, IHealth, IReconfigurable
 from tsrmon.ticks import next_tick_delay
 from tsrmon.stats.sums import PartialSums
@@ -102,6 +109,13 @@ class LiveService(service.Service):
         self.policy.on_change.append(self.policy_changed)
         self._resource = self.engine.resource()
         self._align = None  # the next window close (a DelayedCall)
+        # How long a tick takes until every client's bytes are handed to the
+        # kernel: wall time, and the reactor thread's own CPU time in it
+        # (wall minus CPU: waiting for a CPU on a busy machine, or for the GIL).
+        self.now = time.monotonic
+        self.cpu_time = time.thread_time
+        self.tick_wall = LagSeries(BUCKETS, 60.0)
+        self.tick_cpu = LagSeries(BUCKETS, 60.0)
         # Only a reactor has turns to batch a statistics roll's `second`
         # events in; on a test's task.Clock (no turns) they go out at once.
         self._turns = IReactorCore.providedBy(clock)
@@ -225,6 +239,7 @@ class LiveService(service.Service):
     TICK_OFFSET = 0.25
 
     def _tick(self):
+        started, cpu0 = self.now(), self.cpu_time()
         text = self.time_text(self.clock.seconds())
         sent = 0
         # One write per client for the whole tick (every namespace, every sensor).
@@ -236,6 +251,9 @@ class LiveService(service.Service):
                     ns.push_spectra()
         finally:
             self.engine.uncork()
+        done = self.now()
+        self.tick_wall.record(done - started, done)
+        self.tick_cpu.record(max(0.0, self.cpu_time() - cpu0), done)
         self._counters["windows_closed"] += 1
         self._counters["updates_sent"] += sent
         self._counters["events_emitted"] += sent
@@ -334,6 +352,8 @@ class LiveService(service.Service):
         out["namespace_clients"] = sum(len(n.sockets) for n in self.namespaces.values())
         out["subscriptions"] = sum(len(s) for r in self.namespaces.values() for s in r.subscribers.values())
         out["cached_updates"] = sum(len(c) for r in self.namespaces.values() for c in r.cache.values())
+        out["tick_seconds"] = self.tick_wall.histogram()
+        out["tick_cpu_seconds"] = self.tick_cpu.histogram()
         return out
 
     def healthy(self):
