@@ -76,6 +76,9 @@ class LeaseGate:
                       peer=connection.peer_host, why=why)
         if self.registry.release(machine, connection):
             self.live_bus.machine_status(machine)
+        # Another node feeds it (each reason says so): its DAQ-silence is not
+        # this node's to judge from the frames it took meanwhile.
+        machine.fed_elsewhere = machine.fed_elsewhere or "another node"
         connection.takeover(why)  # closes quietly, as after a local takeover
 
 
@@ -100,7 +103,13 @@ class ClusterRoom(OrderedMultiService):
         self.gate = LeaseGate(registry, live_bus)
         self.leases = Leases.from_config(config, reactor, on_lost=self.gate.lost, on_takeover=self.gate.takeover,
                                          prefix=prefix)
-        self.bus = ClusterBus.from_config(config, reactor, LiveDelivery(live_bus), registry=registry, prefix=prefix,
+        delivery = LiveDelivery(live_bus)
+
+        def deliver(machine, event, payload, origin):
+            if event == "status":  # who feeds it now: the alarm rules skip machines fed elsewhere
+                registry.note_remote(machine, origin, bool(payload.get("connected")))
+            delivery(machine, event, payload, origin)
+        self.bus = ClusterBus.from_config(config, reactor, deliver, registry=registry, prefix=prefix,
                                           owns=self.leases.holds)
         self.gate.leases, self.gate.bus = self.leases, self.bus
         self.bus.setServiceParent(self)  # started first, stopped last

@@ -66,6 +66,9 @@ class Machine:
         self.paused_seconds = 0.0
         self.connects = 0
         self.takeovers = 0
+        # Issue 16: the node that feeds it now, when another node of the
+        # cluster does (its machine rules are that node's business).
+        self.fed_elsewhere = None
 
     @property
     def connected(self):
@@ -201,6 +204,7 @@ class MachineRegistry:
         machine.connected_since = t
         machine.disconnected_at = None
         machine.connects += 1
+        machine.fed_elsewhere = None
         if self._congested:
             connection.storage_congested(True)
         if takeover:
@@ -223,6 +227,18 @@ class MachineRegistry:
         self.peerlog.info(connection.peer_host, "disconnect " + machine.name, "{machine} disconnected",
                           machine=machine.name)
         return True
+
+    def note_remote(self, name, node, connected):
+        """Another node's ``status`` of ``name`` (issue 16): it feeds the
+        machine now (``connected``), or no longer.  Only machines known here
+        are noted; a local connection is this node's own business."""
+        machine = self.machines.get(name)
+        if machine is None or machine.connection is not None:
+            return
+        if connected:
+            machine.fed_elsewhere = node
+        elif machine.fed_elsewhere == node:
+            machine.fed_elsewhere = None
 
     def connections(self):
         return [m.connection for m in self.machines.values() if m.connection is not None]
