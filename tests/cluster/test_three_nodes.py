@@ -222,7 +222,6 @@ def test_three_nodes_behind_haproxy(tmp_path, pg_dsn, prefix, fcm):
         history = alarm_rows(reborn.http_port)
         assert [a["id"] for a in history] == [active[0]["id"]] == [cleared[0]["id"]], history
         assert len(fcm.pushes(kind="alarm:m1-hot")) == 1, fcm.pushes(kind="alarm:m1-hot")
-        assert owner3 != owner1
         print(f"\nM1 sent {sent['M1']} stored {stored:g} (lost {sent['M1'] - stored:g}); moved after "
               f"{moved_at - killed_at:.1f} s from {owner1} to {owner3}")
     finally:
