@@ -339,7 +339,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     from tsrmon.clockjump import ClockJumpService
     from tsrmon.dashboard import dashboard_front
     from tsrmon.cluster import room as cluster_room
-    from tsrmon.cluster.proxy import forwarded_requests
+    from tsrmon.cluster.proxy import TrustedProxies, forwarded_requests
     from tsrmon.hub import LiveBus, MachineHub, MachineRegistry
     from tsrmon.ingest.listener import DAQListenerService
     from tsrmon.live.service import LiveService
@@ -416,7 +416,11 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
         faults=store, live=bus, notifier=notifier, spectra=spectra,
         catalog=catalog,  # catalog: JSON frames' own rate/unit/rpm
         lease=cluster.gate if cluster else None)
-    daq = rooms["daq"] = DAQListenerService(config, hub, reactor)
+    # SERVER.TRUSTED_PROXIES for the DAQ port's PROXY header and the HTTP
+    # site's X-Forwarded-For: one object, read at each new connection and
+    # request, so a SIGHUP reload applies to the next ones.
+    proxies = TrustedProxies.from_config(config)
+    daq = rooms["daq"] = DAQListenerService(config, hub, reactor, proxies=proxies)
 
     rest = rooms["rest"] = RestAPI(
         config, reactor, registry, reader, live=live, notifier=notifier, policy=policy,
@@ -429,8 +433,7 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     # hold no data, so they load without a token and can ask for one).
     site = Site(dashboard_front(rest.resource(), config))
     site.displayTracebacks = False
-    if config.server.trusted_proxies:  # X-Forwarded-For from trusted proxies only
-        site.requestFactory = forwarded_requests(config.server.trusted_proxies, site.requestFactory)
+    site.requestFactory = forwarded_requests(proxies, site.requestFactory)  # trusted peers only
     http = rooms["http"] = EndpointListener(reactor, http_endpoint(config), site, "http", label="HTTP")
 
     # spectra after the store: stopped before it, so its last minutes are committed.
@@ -438,8 +441,9 @@ def makeService(config, reactor=None, demo=False, lock=True, exit_status=None):
     # before the rooms that use them, so they are reconfigured first.
     catalog_part = room_interfaces.Part("sensor_catalog", catalog)
     policy_part = room_interfaces.Part("http_policy", policy)
+    proxies_part = room_interfaces.Part("trusted_proxies", proxies)
     rest_part = room_interfaces.Part("rest", rest)
-    for child in (rooms["logfile"], catalog_part, policy_part, store, raw, stats, spectra,
+    for child in (rooms["logfile"], catalog_part, policy_part, proxies_part, store, raw, stats, spectra,
                   *([cluster] if cluster else []), hub, notifier, reader, live, alarms, rest_part, http, daq):
         child.setServiceParent(top)
     # Last to start (READY=1 once listeners are up), first to stop (STOPPING=1).

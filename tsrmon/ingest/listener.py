@@ -21,10 +21,12 @@ class DAQListenerService(service.Service):
     health_key = "daq"  # IHealth: its /healthz check
     counters_key = "ingest"  # ICounters: its /metrics prefix
 
-    def __init__(self, config, hub, reactor):
+    def __init__(self, config, hub, reactor, proxies=None):
         self.config = config
         self.hub = hub
         self.reactor = reactor
+        # SERVER.TRUSTED_PROXIES as the daemon holds it (a SIGHUP reloads it).
+        self.proxies = proxies
         self.factory = DAQFactory(config, hub, reactor)
         self.port = None
         self.listen_error = None
@@ -51,7 +53,7 @@ class DAQListenerService(service.Service):
         description = self.endpoint_description()
         endpoint = endpoints.serverFromString(self.reactor, description)
         # SERVER.TRUSTED_PROXIES: the DAQ's own address from HAProxy's PROXY header.
-        d = endpoint.listen(proxied_factory(self.factory, self.config, self.reactor))
+        d = endpoint.listen(proxied_factory(self.factory, self.config, self.reactor, self.proxies))
 
         def listening(port):
             self.port = port

@@ -191,6 +191,15 @@ class IAlarmTable(ISideTable):
     def update_many(alarms, *columns):
         """Store these columns of several alarms in one transaction."""
 
+    def machine_state(machine, ids=()):
+        """Deferred[list of Alarm]: ``machine``'s active alarms and the rows
+        of ``ids`` (alarms this node holds) whatever their state, so a
+        cluster's new owner adopts them and drops the ones cleared meanwhile."""
+
+    def update_active(alarms, *columns):
+        """Like ``update_many``, but only over rows still active: a stopping
+        node never writes its stale copy over an alarm another node cleared."""
+
 
 class IAttemptTable(ISideTable):
     """Notification attempts (``notify/records.py``)."""
