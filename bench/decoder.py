@@ -17,6 +17,11 @@ terminated) and a 4 x 25,600-float chunk.  Rows:
   known shape are decoded by ``struct`` straight into hub-ready events
   (``fastpath.py``); the per-frame work of ingest before the hub.
 
+Two more rows run the protocol in process (no socket): ``protocol -> hub``
+at the deployed shape with no rooms, and full-rate frames (4 x 25,600
+floats, 1 MiB reads) through protocol -> hub -> statistics, the daemon's
+CPU per sample at full rate with raw CSV and spectra off.
+
 Rows are timed interleaved (one pass of every row per repeat, best of the
 repeats) so that load from other processes hits them alike.  Relative
 throughput is against ``pickle.loads`` on the same frames.
@@ -24,15 +29,20 @@ throughput is against ``pickle.loads`` on the same frames.
 
 import argparse
 import io
+import os
 import pickle
 import random
 import sys
 import time
 
-from tsrmon.ingest import schema
-from tsrmon.ingest.framing import EVENT, OK, PickleFramer
-from tsrmon.ingest.opcodes import DONE, Limits
-from tsrmon.ingest.safepickle import PickleWalk
+# One BLAS thread, as the daemon runs (twisted/plugins/tsrmon_plugin.py), for
+# the statistics row: effective only if numpy is not loaded yet.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+from tsrmon.ingest import schema  # noqa: E402
+from tsrmon.ingest.framing import EVENT, OK, PickleFramer  # noqa: E402
+from tsrmon.ingest.opcodes import DONE, Limits  # noqa: E402
+from tsrmon.ingest.safepickle import PickleWalk  # noqa: E402
 
 
 class _NoGlobals(pickle.Unpickler):
@@ -160,6 +170,48 @@ def run_protocol(count, repeat):
     print(f"\nprotocol -> hub (no rooms), deployed shape: {count / t:,.0f} frames/s")
 
 
+def run_fullrate_stats(count, repeat):
+    """Full-rate frames (4 x 25,600 floats) through protocol -> hub ->
+    statistics (six sums + moments, an in-memory store), fed in 1 MiB reads
+    as the daemon reads such a DAQ: the daemon's per-sample CPU at full rate
+    with raw CSV and spectra off, minus the socket."""
+    import tempfile
+
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.task import Clock
+    from twisted.internet.testing import StringTransport
+
+    from tsrmon.config import build_config
+    from tsrmon.hub.machines import MachineHub
+    from tsrmon.ingest.admission import DAQFactory
+    from tsrmon.stats.memory import MemoryStore
+    from tsrmon.stats.service import StatsService
+
+    pickles = frames(4, 25600, min(count, 20))
+    stream = pickle.dumps(("name", "Bench"), protocol=4) + b"\\o" + b"".join(
+        pickles[i % len(pickles)] + b"\\o" for i in range(count))
+    config = build_config({"DAQ": {"MAX_BUFFER_BYTES": 64 * 1024 * 1024}}, None, tempfile.mkdtemp())
+    step = 1024 * 1024
+
+    def once():
+        clock = Clock()
+        clock.advance(1.7e9)
+        stats = StatsService(config, clock, [], MemoryStore())
+        hub = MachineHub(config, clock, stats=stats)
+        proto = DAQFactory(config, hub, clock).buildProtocol(None)
+        proto.makeConnection(StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1)))
+        for i in range(0, len(stream), step):
+            proto.dataReceived(stream[i:i + step])
+            clock.advance(0.01)  # seconds roll as in the daemon
+        stats._reduce_pending(second_done=True)
+        assert stats.samples == count * 4 * 25600, stats.samples
+
+    t = min(best(once, 1) for _ in range(repeat))
+    RESULTS["fullrate-stats"] = count * 4 * 25600 / t
+    print(f"\nprotocol -> hub -> statistics, 4 x 25,600 floats: {count * 4 * 25600 / t / 1e6:,.1f} M samples/s "
+          f"(CPU time, one core)")
+
+
 RESULTS = {}
 
 
@@ -178,6 +230,12 @@ def bench_rows(quick=False, workdir=None):
     rows.append({"row": "decoder-protocol", "figure": "protocol → hub (no rooms), deployed shape, frames/s",
                  "value": round(RESULTS["protocol"]), "target": "", "pass": True,
                  "detail": "CPU time, one core"})
+    large = RESULTS["large chunks"]["pickle.loads"] * 4 * 25600
+    rows.append({"row": "decoder-fullrate-stats",
+                 "figure": "protocol → hub → statistics, 4×25,600 floats, M samples/s", "target": "",
+                 "value": round(RESULTS["fullrate-stats"] / 1e6, 1), "pass": True,
+                 "detail": f"CPU time, one core, 1 MiB reads; {RESULTS['fullrate-stats'] / large:.2f}x "
+                           f"pickle.loads of the same frames ({large / 1e6:.1f} M samples/s)"})
     return rows
 
 
@@ -190,6 +248,7 @@ def main(argv=None):
     run("deployed shape", 2, 30, 20000 // k, 7)
     run("large chunks", 4, 25600, 40 if k == 1 else 20, 5)  # enough frames that the first (cold) walk does not dominate
     run_protocol(20000 // k, 3)
+    run_fullrate_stats(200 // k, 3)
 
 
 if __name__ == "__main__":
