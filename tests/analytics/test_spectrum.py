@@ -32,6 +32,22 @@ def test_block_sizes():
         S.block_size(1000, "fortnight")
 
 
+def test_shared_windows_are_built_once_read_only_and_exact():
+    windows = S.Windows()
+    a = S.WelchSpectrum(RATE, windows=windows)
+    b = S.WelchSpectrum(RATE, windows=windows)
+    assert a.window is b.window and len(windows) == 1
+    assert not a.window.flags.writeable
+    w = S.hann(32768)
+    assert np.array_equal(a.window, w)
+    # Periodic Hann: Σw² = 3N/8 and Σw = N/2.
+    assert a.wss == pytest.approx(float(np.dot(w, w)), rel=1e-12) == pytest.approx(3 * 32768 / 8)
+    assert windows.get(32768).wsum == pytest.approx(32768 / 2)
+    # An analyser without shared windows gets its own, the same values.
+    c = S.WelchSpectrum(RATE)
+    assert c.window is not a.window and np.array_equal(c.window, a.window) and c.wss == a.wss
+
+
 def test_lines_layout(tone50):
     lines, fine = tone50
     assert len(lines) == 1600 and lines.rms.dtype == np.float32

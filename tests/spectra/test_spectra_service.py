@@ -129,6 +129,27 @@ def test_slow_sensors_get_no_spectra_and_config_rate_wins(tmp_path):
 
 
 @pytest_twisted.inlineCallbacks
+def test_new_sensors_share_the_rooms_windows(tmp_path):
+    # Windows are built once per size, not per sensor and analyser: a frame
+    # of many new sensors builds them on the reactor (issue 17).
+    start = epoch(ZONE, "2026-12-07 10:00:00")
+    cfg, clock, store, hub, spectra = rig(tmp_path, start)
+    machine = hub.get("Fan")
+    for _ in range(3):
+        clock.advance(1)
+        hub.data(machine, [(f"vib{i}", "VIB", np.zeros(RATE)) for i in range(8)])
+    accs = list(spectra._sensors.values())
+    yield spectra.stopService()
+    yield store.stopService()
+    assert len(accs) == 8
+    welch = [a.spectrum.welch for a in accs] + [a.envelope.welch for a in accs]
+    assert all(w.window is welch[0].window for w in welch)
+    assert all(a.envelope.welch.m_window is accs[0].envelope.welch.m_window for a in accs)
+    # The block size and the envelope's decimated size: two windows in all.
+    assert len(spectra.windows) == 2
+
+
+@pytest_twisted.inlineCallbacks
 def test_retention_prunes_minutes_and_hours_on_the_clock(tmp_path):
     start = epoch(ZONE, "2026-12-07 10:00:00")
     cfg, clock, store, hub, spectra = rig(

@@ -32,7 +32,7 @@ import math
 import numpy as np
 
 from tsrmon.analytics.spectrum.readings import amplitude_near
-from tsrmon.analytics.spectrum.welch import Spectrum, WelchSpectrum, hann
+from tsrmon.analytics.spectrum.welch import Spectrum, WelchSpectrum
 
 DEFECTS = ("bpfo", "bpfi", "bsf", "ftf")
 
@@ -105,8 +105,8 @@ class EnvelopeSpectrum(WelchSpectrum):
     0..``env_fmax`` — default 500 Hz, or rate/2.56 when lower — RMS per bin
     in the signal's unit) of the blocks since the last take."""
 
-    def __init__(self, rate, band=None, env_fmax=None, n=None, overlap=0.5):
-        super().__init__(rate, n=n, overlap=overlap)
+    def __init__(self, rate, band=None, env_fmax=None, n=None, overlap=0.5, windows=None):
+        super().__init__(rate, n=n, overlap=overlap, windows=windows)
         if env_fmax is None:
             env_fmax = min(500.0, self.rate / 2.56)
         self.band = tuple(band) if band else default_band(self.rate)
@@ -118,9 +118,10 @@ class EnvelopeSpectrum(WelchSpectrum):
             raise ValueError("env_fmax %g Hz above the envelope's Nyquist %g Hz"
                              % (env_fmax, self.env_rate / 2))
         self.env_fmax = float(env_fmax)
-        self.m_window = hann(self.m)
-        self.m_wss = float(np.dot(self.m_window, self.m_window))
-        self.m_wsum = float(self.m_window.sum())
+        win = self.windows.get(self.m)
+        self.m_window = win.w
+        self.m_wss = win.wss
+        self.m_wsum = win.wsum
         self._keep = int(math.floor(self.env_fmax / self.bin_df)) + 1
         self._sum = np.zeros(self._nbins())
 

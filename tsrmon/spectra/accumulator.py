@@ -14,14 +14,15 @@ from tsrmon.analytics.spectrum import MinuteSpectra, block_size
 class SensorSpectra:
     """One sensor's accumulators (one live and one late stream each)."""
 
-    def __init__(self, meta, cfg, follow_early):
+    def __init__(self, meta, cfg, follow_early, windows=None):
         self.meta = meta
         self.rate = meta.rate
         self.band = meta.envelope_band
         mode = cfg.block
         n = block_size(self.rate, mode)
+        # ``windows``: the room's shared Hann windows (built once per size).
         self.spectrum = MinuteSpectra(self.rate, follow_early=follow_early, n=n,
-                                      lines=cfg.lines)
+                                      lines=cfg.lines, windows=windows)
         self.envelope = None
         if cfg.envelope:
             fmax = min(float(cfg.envelope_fmax), self.rate / 2.56)
@@ -29,7 +30,7 @@ class SensorSpectra:
             # envelope is the costly analysis, and bearing tones only need
             # the average, not the overlap's variance reduction.
             env = EnvelopeSpectrum(self.rate, band=meta.envelope_band, env_fmax=fmax, n=n,
-                                   overlap=0.0)
+                                   overlap=0.0, windows=windows)
             self.envelope = MinuteSpectra(self.rate, follow_early=follow_early, welch=env)
         self.envelopes = {}   # minute -> envelope spectrum not yet paired
         self.follow_early = follow_early

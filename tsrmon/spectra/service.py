@@ -52,7 +52,7 @@ from zope.interface import implementer
 
 from tsrmon.analytics import meta as _meta
 from tsrmon.analytics.features import features as _features
-from tsrmon.analytics.spectrum import pack
+from tsrmon.analytics.spectrum import Windows, pack
 from tsrmon.peerlog import peer_text
 from tsrmon.rooms import ICounters, IReconfigurable
 from tsrmon.spectra.accumulator import SensorSpectra
@@ -101,6 +101,9 @@ class SpectraService(service.Service):
         self.wait_seconds = 0.0   # reactor time spent waiting for the worker
         self.threaded = self.cfg.thread if thread is None else thread
         self._sensors = {}       # (machine, sensor, late) -> SensorSpectra
+        # Hann windows by block size, shared read-only by every sensor's
+        # analysers: a new sensor's set-up on the reactor then costs no window.
+        self.windows = Windows()
         self._refused = set()    # (machine, sensor) told why no spectra (logged once)
         self._pool = None
         self._tail = defer.succeed(None)   # the last queued work (ordering, stop)
@@ -245,7 +248,8 @@ class SpectraService(service.Service):
                 acc = None
         if acc is None:
             try:
-                acc = self._sensors[key] = SensorSpectra(meta, self.cfg, follow_early=not late)
+                acc = self._sensors[key] = SensorSpectra(meta, self.cfg, follow_early=not late,
+                                                          windows=self.windows)
             except ValueError as e:
                 if (machine, sensor) not in self._refused:
                     self._refused.add((machine, sensor))

@@ -11,11 +11,11 @@ from tsrmon.analytics.spectrum.minutes import HourAverage, MinuteResult, MinuteS
 from tsrmon.analytics.spectrum.readings import (G_MM_S2, amplitude_near, band_rms, bands_rms, orders, peaks,
                                                 tone_rms, velocity_rms)
 from tsrmon.analytics.spectrum.welch import (MIN_BLOCK, Spectrum, WelchSpectrum, block_powers, block_size, hann,
-                                             lines_of, pack, spectrum_of, to_lines, unpack)
+                                             lines_of, pack, spectrum_of, to_lines, unpack, Window, Windows)
 
 __all__ = [
     "HourAverage", "MinuteResult", "MinuteSpectra", "average", "waterfall",
     "G_MM_S2", "amplitude_near", "band_rms", "bands_rms", "orders", "peaks", "tone_rms", "velocity_rms",
     "MIN_BLOCK", "Spectrum", "WelchSpectrum", "block_powers", "block_size", "hann", "lines_of", "pack",
-    "spectrum_of", "to_lines", "unpack",
+    "spectrum_of", "to_lines", "unpack", "Window", "Windows",
 ]

@@ -52,6 +52,45 @@ def hann(n):
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float64)
 
 
+class Window:
+    """A read-only Hann window of ``n`` points with its sum of squares
+    (``wss``, the energy correction) and its sum (``wsum``)."""
+
+    __slots__ = ("n", "w", "wss", "wsum")
+
+    def __init__(self, n):
+        w = hann(n)
+        w.flags.writeable = False   # shared between analysers and threads
+        self.n = int(n)
+        self.w = w
+        self.wss = float(np.add.reduce(w * w))
+        self.wsum = float(np.add.reduce(w))
+
+
+class Windows:
+    """Hann windows by length, each built once and shared read-only.
+
+    A new sensor's analysers need windows of the block size (and the
+    envelope's decimated size): about 1 ms of CPU per 32,768 points each,
+    times three analysers, on the thread that builds them (the reactor, in
+    the spectra room).  The room holds one ``Windows`` and passes it down,
+    so 64 new sensors cost one window per size, not 192.  A plain dict:
+    two threads asking for a new size at once at worst both build it."""
+
+    def __init__(self):
+        self._by_n = {}
+
+    def get(self, n):
+        n = int(n)
+        got = self._by_n.get(n)
+        if got is None:
+            got = self._by_n[n] = Window(n)
+        return got
+
+    def __len__(self):
+        return len(self._by_n)
+
+
 class Spectrum:
     """An RMS-per-line amplitude spectrum: value ``i`` is at ``f0 + i·df`` Hz.
 
@@ -136,7 +175,7 @@ class WelchSpectrum:
     """Streaming Welch average: feed chunks of any length; blocks of ``n``
     samples with hop ``n/2`` are cut across chunk boundaries (carry-over)."""
 
-    def __init__(self, rate, n=None, overlap=0.5, lines=1600, fmax=None):
+    def __init__(self, rate, n=None, overlap=0.5, lines=1600, fmax=None, windows=None):
         if not rate or rate <= 0:
             raise ValueError("spectrum needs a sample rate > 0, got %r" % (rate,))
         self.rate = float(rate)
@@ -148,8 +187,12 @@ class WelchSpectrum:
         self.fmax = float(fmax) if fmax else self.rate / 2.56
         if self.fmax > self.rate / 2:
             raise ValueError("fmax %g Hz is above Nyquist (%g Hz)" % (self.fmax, self.rate / 2))
-        self.window = hann(self.n)
-        self.wss = float(np.dot(self.window, self.window))
+        # ``windows``: a shared :class:`Windows` (the spectra room's); else
+        # this analyser's own.
+        self.windows = windows if windows is not None else Windows()
+        win = self.windows.get(self.n)
+        self.window = win.w
+        self.wss = win.wss
         self._carry = np.empty(0)
         self._sum = np.zeros(self._nbins())
         self._blocks = 0
