@@ -9,6 +9,7 @@ import numpy as np
 
 from twisted.internet import defer, reactor, task, threads
 
+from tsrmon.cluster.proxy import TrustedProxies
 from tsrmon.config import build_config
 from tsrmon.hub.machines import MachineHub
 from tsrmon.ingest.listener import DAQListenerService
@@ -89,7 +90,8 @@ def make_hub(config, catalog=None):
 def start_listener(tmp_path, daq=None, server=None, catalog=None):
     config = make_config(tmp_path, daq, server)
     hub, rec = make_hub(config, catalog)
-    svc = DAQListenerService(config, hub, reactor)
+    # As the daemon builds it: every connection through the PROXY wrapper.
+    svc = DAQListenerService(config, hub, reactor, proxies=TrustedProxies.from_config(config))
     svc.startService()
     return svc, hub, rec
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest_twisted
 
 from tests.ingest.helpers import frame, port_of, send, start_listener, wait_until
-from tsrmon.ingest.protocol import LARGE_FRAME, LARGE_READ
+from tsrmon.ingest.protocol import LARGE_FRAME, LARGE_READ, socket_transport
 
 
 def chunk_frame(k, n):
@@ -16,7 +16,7 @@ def chunk_frame(k, n):
 
 
 def read_sizes(svc):
-    return [c.transport.bufferSize for c in svc.factory.connections]
+    return [socket_transport(c.transport).bufferSize for c in svc.factory.connections]
 
 
 @pytest_twisted.inlineCallbacks

@@ -48,6 +48,15 @@ _EARLIEST = 946684800.0  # 2000-01-01T00:00:00Z
 _FUTURE_SLACK = 3600.0  # DAQ clocks drift; an hour ahead is still plausible
 
 
+def socket_transport(transport):
+    """The socket's own transport under protocol wrappers (the daemon reads
+    every DAQ through the PROXY-header wrapper, ``cluster/proxy.py``): its
+    ``bufferSize`` is the size of each read; the wrapper's would be ignored."""
+    while getattr(transport, "wrappedProtocol", None) is not None:
+        transport = transport.transport
+    return transport
+
+
 def _counts(machine):
     return (machine.frames, machine.samples, machine.dropped_bytes, machine.dropped_nonfinite)
 
@@ -263,8 +272,9 @@ class DAQProtocol(protocol.Protocol):
             framer.budget = self.factory.walk_budget()
         self._fed(framer, framer.feed(data))
         if self.encoding == "pickle" and framer.shapes.largest >= LARGE_FRAME and self.transport:
-            if getattr(self.transport, "bufferSize", LARGE_READ) < LARGE_READ:
-                self.transport.bufferSize = LARGE_READ
+            sock = socket_transport(self.transport)
+            if getattr(sock, "bufferSize", LARGE_READ) < LARGE_READ:
+                sock.bufferSize = LARGE_READ
 
     def _walk_on(self):
         """The next turn of a walk that used up its budget (``WALK_BUDGET``)."""
