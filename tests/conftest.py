@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 
-# One BLAS thread, as the daemon runs (tsrmon/daemon.py): threaded dot products
+# One BLAS thread, as the daemon runs (the twistd plugin sets it): threaded dot products
 # on 25,600-sample chunks took ~6 ms instead of ~35 us on a loaded 2-core machine.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
