@@ -70,14 +70,10 @@ def test_memo_amplification_refused_cheaply(tmp_path):
 
 
 # With spectra on (the default), the FFTs run on the spectra room's own
-# worker thread, but the room builds each new sensor's accumulators (Welch
-# and envelope windows: SensorSpectra -> WelchSpectrum -> hann) on the
-# reactor: 64 sensors seen for the first time cost 0.2-0.35 s of the
-# reactor's own CPU in one turn (py-spy; the ingest alone stays under 80 ms).
-WITH_SPECTRA = pytest.param(True, id="with-spectra", marks=pytest.mark.xfail(
-    reason="issue 15 bound (100 ms of the reactor's own CPU) broken by the spectra room's "
-           "accumulator set-up on the reactor for 64 new sensors; requested of tsrmon/spectra",
-    strict=False))
+# worker thread; the room builds each new sensor's accumulators on the
+# reactor, with Hann windows shared per block size (64 new sensors once cost
+# 0.2-0.7 s of the reactor's CPU building 192 windows; now ~25 ms).
+WITH_SPECTRA = pytest.param(True, id="with-spectra")
 
 
 @pytest.mark.slow
