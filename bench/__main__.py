@@ -294,7 +294,8 @@ def main(argv=None):
                 name = f"fullrate-csv-{'on' if csv_on else 'off'}"
                 attempt(name, lambda name=name, csv_on=csv_on: fullrate_row(name, csv_on))
             for modname, fn in (("decoder", "bench_rows"), ("rest_hour", "bench_rows"), ("live", "bench_rows"),
-                                ("memory", "bench_rows"), ("pg_store", "bench_rows")):
+                                ("memory", "bench_rows"), ("pg_store", "bench_rows"),
+                                ("analytics_ingest", "bench_rows")):
                 attempt(modname, lambda modname=modname, fn=fn: module_rows(modname, fn))
             if not q:  # issue 16: about a minute (five daemon starts, PostgreSQL + Redis): the full run only
                 attempt("cluster", lambda: module_rows("cluster", "bench_rows"))

@@ -111,19 +111,26 @@ def yardstick(samples, repeat=5):
 
 
 def bench_rows(quick=False, workdir=None):
-    """Rows for ``python -m bench`` (add ``("analytics_ingest", "bench_rows")``
-    to its module list): spectra off and the default, one round."""
+    """Rows for ``python -m bench``: spectra off and the default, one round,
+    with the ratio to the yardstick and to spectra off in the detail."""
     frames = 200 if quick else 1200
     workdir = workdir or tempfile.mkdtemp(prefix="tsrmon-bench-analytics-")
+    runs = [(name, spectra, fullrate(os.path.join(workdir, name), frames, spectra, spectra))
+            for name, spectra in (("fullrate-spectra-off", False), ("fullrate-spectra-on", True))]
+    stick = yardstick(frames * N_SENSORS * N_FLOATS)
+    off = runs[0][2]["samples_per_s"]
     out = []
-    for name, spectra in (("fullrate-spectra-off", False), ("fullrate-spectra-on", True)):
-        r = fullrate(os.path.join(workdir, name), frames, spectra, spectra)
+    for name, spectra, r in runs:
         sp = r["spectra"]
         out.append({"row": name, "figure": f"full rate 4×25,600 floats, raw CSV off, spectra "
                                           f"{'+ envelope on' if spectra else 'off'}: samples/s",
                     "value": round(r["samples_per_s"]), "target": "≥ 10,000,000",
                     "pass": r["samples_per_s"] >= 10e6 and r["accepted"] >= r["frames"],
-                    "detail": f"CPU {r['cpu_pct']:.0f}%, RSS {r['rss_mb']:.0f} MB, "
+                    "detail": f"{frames} frames; × yardstick (numpy.sum per 25,600-sample chunk, "
+                              f"{stick / 1e6:,.0f} M/s) {r['samples_per_s'] / stick:.4f}, "
+                              f"vs spectra off {r['samples_per_s'] / off:.2f}; "
+                              f"CPU {r['cpu_pct']:.0f}%, RSS {r['rss_mb']:.0f} MB, "
+                              f"{sp.get('minutes_total', 0):.0f} minutes, "
                               f"{sp.get('dropped_chunks_total', 0):.0f} chunks dropped for spectra"})
     return out
 
