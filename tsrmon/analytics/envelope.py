@@ -123,11 +123,9 @@ class EnvelopeSpectrum(WelchSpectrum):
         self.m_wss = win.wss
         self.m_wsum = win.wsum
         self._keep = int(math.floor(self.env_fmax / self.bin_df)) + 1
-        self._sum = np.zeros(self._nbins())
 
     def _nbins(self):
-        # Called by the base __init__ before m is known; resized after.
-        return getattr(self, "m", self.n) // 2 + 1
+        return self.m // 2 + 1
 
     def _powers(self, blocks):
         X = np.fft.rfft(blocks * self.window, axis=-1)

@@ -194,7 +194,9 @@ class WelchSpectrum:
         self.window = win.w
         self.wss = win.wss
         self._carry = np.empty(0)
-        self._sum = np.zeros(self._nbins())
+        # Allocated at the first block (on the spectra worker, not on the
+        # reactor that builds a new sensor's analysers).
+        self._sum = None
         self._blocks = 0
         self.samples = 0      # samples fed, ever
 
@@ -227,6 +229,8 @@ class WelchSpectrum:
             return 0
         m = (buf.size - self.n) // self.hop + 1
         view = np.lib.stride_tricks.sliding_window_view(buf, self.n)[::self.hop][:m]
+        if self._sum is None:
+            self._sum = np.zeros(self._nbins())
         # Bounded memory per call: at most 16 blocks in one rfft.
         for i in range(0, m, 16):
             self._sum += self._powers(view[i:i + 16]).sum(axis=0)
@@ -246,7 +250,7 @@ class WelchSpectrum:
             return None
         p = self._sum / self._blocks
         out = Spectrum(0.0, self.bin_df, np.sqrt(p), self._blocks, self.rate, lobe=2)
-        self._sum = np.zeros_like(self._sum)
+        self._sum = None
         self._blocks = 0
         return out
 
