@@ -6,7 +6,8 @@ import numpy as np
 import pytest_twisted
 
 from tests.ingest.helpers import frame, port_of, send, start_listener, wait_until
-from tsrmon.ingest.protocol import LARGE_FRAME, LARGE_READ, socket_transport
+from tsrmon.cluster.proxy import socket_transport
+from tsrmon.ingest.protocol import LARGE_FRAME, LARGE_READ
 
 
 def chunk_frame(k, n):

@@ -320,3 +320,13 @@ def address_of(host, port=0):
     version = "TCP6" if ":" in host else "TCP"
     cls = taddress.IPv6Address if version == "TCP6" else taddress.IPv4Address
     return cls(version, host, port)
+
+
+def socket_transport(transport):
+    """The socket's own transport under protocol wrappers (the daemon reads
+    every DAQ through :class:`ProxiedProtocol`): its ``bufferSize`` is the
+    size of each read; the wrapper's would be ignored."""
+    while getattr(transport, "wrappedProtocol", None) is not None:
+        transport = transport.transport
+    return transport
+

@@ -25,6 +25,7 @@ from twisted.internet import protocol
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from tsrmon.cluster.proxy import socket_transport
 from tsrmon.hub.records import DataFrame, FaultFrame, NameFrame
 from tsrmon.hub.registry import Refused
 from tsrmon.ingest import schema
@@ -46,15 +47,6 @@ _DRAIN_READS = 1024
 LARGE_FRAME, LARGE_READ = 256 * 1024, 1024 * 1024
 _EARLIEST = 946684800.0  # 2000-01-01T00:00:00Z
 _FUTURE_SLACK = 3600.0  # DAQ clocks drift; an hour ahead is still plausible
-
-
-def socket_transport(transport):
-    """The socket's own transport under protocol wrappers (the daemon reads
-    every DAQ through the PROXY-header wrapper, ``cluster/proxy.py``): its
-    ``bufferSize`` is the size of each read; the wrapper's would be ignored."""
-    while getattr(transport, "wrappedProtocol", None) is not None:
-        transport = transport.transport
-    return transport
 
 
 def _counts(machine):
