@@ -53,11 +53,22 @@ def _progress_bar(done, total):
 
 
 def _rebuild(args):
-    from tsrmon.store.tools import rebuild_stats
+    from tsrmon.store.tools import ToolError, rebuild_stats
 
     config = _load(args)
-    summary = rebuild_stats(config, args.machine, args.date_from, args.date_to, progress=_progress_bar)
+    folders = []
+    for item in args.data or ():
+        node, sep, path = item.partition("=")
+        if not sep or not node or not path:
+            raise ToolError(f"--data {item}: expected NODE=PATH (a node's DATA.PATH folder)")
+        folders.append((node, path))
+    summary = rebuild_stats(config, args.machine, args.date_from, args.date_to, progress=_progress_bar,
+                            folders=folders or None)
+    unrecorded = summary.pop("unrecorded_days", None)
     print("rebuilt " + ", ".join(f"{k}: {v}" for k, v in summary.items()))
+    if unrecorded:
+        print(f"note: the store records no node feeding {args.machine} on {', '.join(unrecorded)}: "
+              f"rebuilt from the raw CSV found in the folders given")
     return 0
 
 
@@ -116,6 +127,9 @@ def main(argv=None):
     p.add_argument("--machine", required=True)
     p.add_argument("--from", dest="date_from", required=True, help="YYYY-MM-DD")
     p.add_argument("--to", dest="date_to", required=True, help="YYYY-MM-DD")
+    p.add_argument("--data", action="append", metavar="NODE=PATH",
+                   help="a node's DATA.PATH folder of raw CSV (repeat for every node that fed the "
+                   "machine; PostgreSQL store only); default: this node's DATA.PATH")
     p.set_defaults(func=_rebuild)
 
     p = sub.add_parser("backup", help="consistent copy of every database in DATABASE.PATH (side files too)")

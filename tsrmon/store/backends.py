@@ -11,11 +11,11 @@ checked here, so a refused database stops the start with one line (a
 PostgreSQL that does not answer does not: the node starts and queues).
 
 The offline tools (``store/tools.py``) take their backend's half from here
-too: what ``backup`` copies and what ``rebuild-stats`` writes into.
+too: what ``backup`` copies and what ``rebuild-stats`` writes into (a
+machine's SQLite file, or the shared store: ``postgres/rebuild.py``).
 """
 
 from tsrmon.config import ConfigError
-from tsrmon.store.contract import ToolError
 
 
 def build_store(config, reactor, hub=None, feed=None):
@@ -80,15 +80,25 @@ def backup(config, dest):
     return sqlite_backup(config, dest)
 
 
+class RebuildTarget:
+    """What ``rebuild-stats`` writes into: ``open(machine)`` gives the machine
+    store (``reference``, ``replace_days``, ``recompute``, ``close``, and
+    ``fed_days`` when the store records which node fed which day); ``shared``
+    says whether other nodes' daemons write the store meanwhile (then raw CSV
+    comes from every feeding node's folder, and a day must be over)."""
+
+    def __init__(self, open, shared):
+        self.open = open
+        self.shared = shared
+
+
 def rebuild_target(config):
-    """``open(machine)``: the machine store ``rebuild-stats`` writes rebuilt
-    buckets into.  Asked before anything is read or opened, so a backend
-    without one refuses in one line and touches nothing."""
+    """The :class:`RebuildTarget` of the configured backend.  Nothing is read
+    or opened here (a store that does not answer refuses at ``open``)."""
     if config.database.backend == "postgresql":
-        # Not yet: it needs every feeding node's raw CSV (the store records
-        # them in fed_day).
-        raise ToolError("rebuild-stats works on the SQLite store only; with DATABASE.BACKEND: "
-                        "postgresql it is not available yet (docs/scale-out.md)")
+        from tsrmon.store.postgres.rebuild import PgRebuild
+
+        return RebuildTarget(lambda machine: PgRebuild(config, machine), shared=True)
     from tsrmon.store.sqlite_tools import SQLiteRebuild
 
-    return lambda machine: SQLiteRebuild(config.database.path, machine)
+    return RebuildTarget(lambda machine: SQLiteRebuild(config.database.path, machine), shared=False)

@@ -44,6 +44,10 @@ class SQLiteRebuild:
         """The sensor's stored moment reference, or None."""
         return self.catalog.refs.get(sensor)
 
+    def fed_days(self):
+        """None: a machine file is fed by this node only (no record kept)."""
+        return None
+
     def replace_days(self, sensor, levels, lo_text, hi_text, rows, default_mode):
         """One transaction: the rows of ``levels`` with ``lo_text <= time <
         hi_text`` (legacy rows too) are replaced by the sum rows ``rows``."""

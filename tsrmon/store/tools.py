@@ -4,19 +4,28 @@ Both are synchronous (the CLI runs them without a reactor).  This module is
 the backend-neutral part (``contract.IStoreTools``): refusals, the raw CSV
 and the bucket deltas; the configured backend's half (``store/backends.py``:
 ``sqlite_tools.py`` or PostgreSQL's) writes and copies.
-``rebuild-stats`` refuses while a daemon holds the instance lock, so the
-daemon's reader never misses one of its writes (docs/storage.md).
+``rebuild-stats`` refuses while a daemon holds the instance lock of a
+folder it reads (on SQLite: so the daemon's reader never misses one of its
+writes, docs/storage.md).  On a shared store (PostgreSQL) it reads the raw
+CSV of every node that fed the machine (``--data NODE=PATH``), refuses a
+day whose feeding node's folder is missing (the store's ``fed_day``) or
+that is not over, while the other nodes keep running
+(docs/scale-out.md, "Rebuilding statistics across nodes").
 """
 
 import datetime
 import gzip
 import os
 import re
+import socket
+import time
+import zoneinfo
 
 import numpy as np
 from zope.interface import moduleProvides
 
 from tsrmon.analytics.moments import Moments, choose_reference
+from tsrmon.cluster.settings import node_name
 from tsrmon.lock import lock_owner
 from tsrmon.names import name_problem
 from tsrmon.stats.calendar import Calendar
@@ -52,17 +61,18 @@ def _as_date(value, what):
         raise ToolError(f"{what}: expected a date YYYY-MM-DD, got {value!r}") from None
 
 
-def _refuse_if_locked(config):
-    for folder in (config.data.path, config.database.path):
+def _refuse_if_locked(folders):
+    for folder in folders:
         owner = lock_owner(folder)
         if owner is not None:
             raise ToolError(f"a tsrmon daemon (PID {owner}) holds the lock of {folder}; "
                             f"stop it before rebuilding statistics")
 
 
-def raw_files(config, machine, date_from, date_to):
-    """``[(date, sensor, path)]`` of raw CSV files in the range, sorted."""
-    folder = os.path.join(config.data.path, machine)
+def raw_files(config, machine, date_from, date_to, data_path=None):
+    """``[(date, sensor, path)]`` of raw CSV files in the range, sorted, in
+    ``data_path`` (a node's DATA.PATH; default: this node's)."""
+    folder = os.path.join(data_path or config.data.path, machine)
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
@@ -216,14 +226,117 @@ def _refuse_if_spooled(config):
                         f"replayed yet: start the daemon once (it replays them), stop it, then rebuild")
 
 
-def rebuild_stats(config, machine, date_from, date_to, progress=None):
+# A day of a shared store is rebuilt only once it ended this long ago: until
+# then a running node may still add rows of it (its queue until the next
+# flush, the raw log's buffers, a short loss of PostgreSQL).
+SETTLE_SECONDS = 3600
+
+
+def this_node(config):
+    """This node's name (CLUSTER.NODE, default the host name), as fed_day has it."""
+    return getattr(getattr(config, "cluster", None), "node", None) or socket.gethostname()
+
+
+def data_folders(config, given=None):
+    """``{node: absolute DATA.PATH}`` of ``given`` (``[(node, path)]`` or a
+    mapping), or this node's own folder; names and folders each once."""
+    if not given:
+        return {this_node(config): os.path.abspath(config.data.path)}
+    pairs = list(given.items()) if isinstance(given, dict) else list(given)
+    out, seen = {}, {}
+    for node, path in pairs:
+        try:
+            if not node_name(node):
+                raise ValueError(f"{node!r} is not a node name")
+        except ValueError as e:
+            raise ToolError(f"--data {node}={path}: {e}") from None
+        if node in out:
+            raise ToolError(f"--data names node {node} twice")
+        real = os.path.realpath(path)
+        if real in seen:
+            raise ToolError(f"--data gives {path} for both {seen[real]} and {node}: its files "
+                            f"would count twice")
+        if not os.path.isdir(path):
+            raise ToolError(f"--data {node}={path}: no such folder")
+        seen[real] = node
+        out[node] = os.path.abspath(path)
+    return out
+
+
+def _refuse_unfinished(config, date_to, now):
+    tz = zoneinfo.ZoneInfo(config.time.zone)
+    end = datetime.datetime.combine(date_to + datetime.timedelta(days=1), datetime.time(),
+                                    tzinfo=tz).timestamp()
+    if now < end + SETTLE_SECONDS:
+        after = datetime.datetime.fromtimestamp(end + SETTLE_SECONDS, tz)
+        raise ToolError(f"--to {date_to}: that day is not over, or ended less than an hour ago "
+                        f"({config.time.zone}); running nodes may still add rows of it: rebuild it "
+                        f"after {after:%Y-%m-%d %H:%M}")
+
+
+def _days_text(days):
+    days = sorted(days)
+    return ", ".join(days) if len(days) <= 4 else f"{days[0]} .. {days[-1]} ({len(days)} days)"
+
+
+def _check_fed(machine, fed, folders, found, date_from, date_to):
+    """Refuse (one line) when a node the store records as feeding a day in
+    the range has no folder given, or gave none of that day's files while
+    other nodes' files would replace the day; returns the days rebuilt
+    that the store records no node for."""
+    if fed is None:
+        return []
+    rebuilt = {day.isoformat() for day, _ in found}
+    has = {(node, day.isoformat()) for (day, _), files in found.items() for node, _ in files}
+    missing, empty = {}, {}
+    for day, nodes in fed.items():
+        if not (date_from.isoformat() <= day <= date_to.isoformat()):
+            continue
+        for node in nodes:
+            if node not in folders:
+                missing.setdefault(node, []).append(day)
+            elif day in rebuilt and (node, day) not in has:
+                empty.setdefault(node, []).append(day)
+    if missing:
+        raise ToolError(f"refused: the store records {machine} fed by node(s) whose raw CSV folder is "
+                        f"not given: " + "; ".join(f"{n} on {_days_text(d)}" for n, d in sorted(missing.items()))
+                        + " (add --data NODE=PATH for each, or leave those days out)")
+    if empty:
+        raise ToolError(f"refused: " + "; ".join(f"{n} fed {machine} on {_days_text(d)} but "
+                                                  f"{os.path.join(folders[n], machine)} holds no raw CSV of it"
+                                                  for n, d in sorted(empty.items()))
+                        + " (rebuilding from the other nodes' files would drop its samples)")
+    return sorted(d for d in rebuilt if d not in fed)
+
+
+def _parse_merged(files, calendar, day, ref):
+    """Minute sums of one (day, sensor) over every node's file, merged (a
+    machine moved between nodes mid-day has rows in both); one reference."""
+    minutes, bad = {}, 0
+    for _node, path in files:
+        got, b = parse_raw_csv(path, calendar, day, ref)
+        bad += b
+        for m0, part in got.items():
+            if ref is None and part.moments is not None:
+                ref = part.moments.ref   # the first file's choice, for the others too
+            have = minutes.get(m0)
+            if have is None:
+                minutes[m0] = part
+            else:
+                have.merge(part)
+    return minutes, bad
+
+
+def rebuild_stats(config, machine, date_from, date_to, progress=None, folders=None, now=None):
     """Recompute a machine's aggregates of local dates ``date_from..date_to``
-    (inclusive) from its raw CSV files, replacing them; see docs/storage.md.
+    (inclusive) from its raw CSV files, replacing them; see docs/storage.md
+    and docs/scale-out.md.  ``folders``: ``[(node, DATA.PATH)]`` of the
+    nodes whose raw CSV to read (default: this node's own).
 
     Returns a summary dict.  Raises :class:`ToolError` (with a one-line
     reason) when a daemon holds the lock or the arguments are wrong.
     """
-    open_target = backends.rebuild_target(config)  # a backend without one refuses here
+    backend = backends.rebuild_target(config)
     problem = name_problem(machine)
     if problem is not None:
         raise ToolError(f"bad machine name {machine!r}: {problem}")
@@ -231,26 +344,41 @@ def rebuild_stats(config, machine, date_from, date_to, progress=None):
     date_to = _as_date(date_to, "--to")
     if date_to < date_from:
         raise ToolError(f"--to {date_to} is before --from {date_from}")
-    _refuse_if_locked(config)
+    local = os.path.abspath(config.data.path)
+    given = list(folders.items()) if isinstance(folders, dict) else list(folders or ())
+    if not backend.shared and given and [os.path.realpath(p) for _, p in given] != [os.path.realpath(local)]:
+        raise ToolError(f"--data: the SQLite store is fed by this node only; rebuild-stats reads its "
+                        f"DATA.PATH ({local}), no other folder")
+    nodes = data_folders(config, folders if backend.shared else None)
+    _refuse_if_locked(list(nodes.values()) + ([] if backend.shared else [config.database.path]))
     _refuse_if_spooled(config)
-    files = raw_files(config, machine, date_from, date_to)
-    if not files:
-        raise ToolError(f"no raw CSV files for {machine} between {date_from} and {date_to} "
-                        f"in {os.path.join(config.data.path, machine)}")
-    total = sum(os.path.getsize(p) for _, _, p in files)
+    if backend.shared:
+        _refuse_unfinished(config, date_to, time.time() if now is None else now)
+    found = {}   # (day, sensor) -> [(node, path)]
+    for node, path in sorted(nodes.items()):
+        for day, sensor, file_path in raw_files(config, machine, date_from, date_to, path):
+            found.setdefault((day, sensor), []).append((node, file_path))
+    if not found:
+        where = ", ".join(os.path.join(p, machine) for p in nodes.values())
+        raise ToolError(f"no raw CSV files for {machine} between {date_from} and {date_to} in {where}")
+    total = sum(os.path.getsize(p) for files in found.values() for _, p in files)
     done = 0
     calendar = Calendar(config.time.zone)
-    target = open_target(machine)
-    summary = {"machine": machine, "files": len(files), "samples": 0, "bad_lines": 0,
-               "sensors": [], "days": 0}
+    target = backend.open(machine)
+    summary = {"machine": machine}
+    if backend.shared:
+        summary["nodes"] = sorted(nodes)
+    summary.update({"files": sum(len(f) for f in found.values()), "samples": 0, "bad_lines": 0,
+                    "sensors": [], "days": 0})
     try:
+        unrecorded = _check_fed(machine, target.fed_days(), nodes, found, date_from, date_to)
         touched = {}  # sensor -> set of (year, month)
         days = set()  # local dates rebuilt (several sensors share a day)
         if progress is not None:
             progress(0, total)
         default_mode, _ = config.stat_mode("DEFAULT")
-        for day, sensor, file_path in files:
-            minutes, bad = parse_raw_csv(file_path, calendar, day, target.reference(sensor))
+        for (day, sensor), files in sorted(found.items()):
+            minutes, bad = _parse_merged(files, calendar, day, target.reference(sensor))
             summary["bad_lines"] += bad
             merged = {}
             for m0 in sorted(minutes):
@@ -270,11 +398,11 @@ def rebuild_stats(config, machine, date_from, date_to, progress=None):
             touched.setdefault(sensor, set()).add((day.year, day.month))
             days.add(day)
             summary["days"] = len(days)
-            done += os.path.getsize(file_path)
+            done += sum(os.path.getsize(p) for _, p in files)
             if progress is not None:
                 progress(done, total)
         jobs = []
-        for sensor, months in touched.items():
+        for sensor, months in sorted(touched.items()):
             for year, month in sorted(months):
                 t_start, t_end = calendar.month_range(year, month)
                 b = calendar.levels_of_minute(calendar.minute_start(t_start))[3]
@@ -285,6 +413,10 @@ def rebuild_stats(config, machine, date_from, date_to, progress=None):
                 jobs.append((sensor, "year", "month", t_start, t_end, b[1], b[2], b[3]))
         target.recompute(jobs)
         summary["sensors"] = sorted(touched)
+        if unrecorded:
+            # No node is recorded for these days (rows from before the cluster,
+            # or migrate-store): rebuilt from the files that were there.
+            summary["unrecorded_days"] = unrecorded
     finally:
         target.close()
     return summary
