@@ -286,3 +286,26 @@ def test_a_node_adding_to_the_month_during_the_rebuild_loses_nothing(cluster):
     finally:
         for s in nodes:
             yield defer.maybeDeferred(s.stopService)
+
+
+@pytest.mark.timeout(60)
+def test_the_command_takes_data_node_path_and_says_which_days_no_node_fed(cluster, tmp_path, capsys):
+    from tsrmon.cli import main
+
+    _cfg, dsn, folders, frames, _unrecorded = cluster
+    yml = tmp_path / "pg.yml"
+    yml.write_text(f"TIME:\n  ZONE: {ZONE}\nDATABASE:\n  PATH: {tmp_path / 'db'}\n  BACKEND: postgresql\n"
+                   f"  DSN: {dsn}\nDATA:\n  PATH: {folders['node1']}\nLOGGER:\n  PATH: {tmp_path / 'log'}\n"
+                   f"CLUSTER:\n  NODE: node1\n")
+    args = ["rebuild-stats", "--config", str(yml), "--machine", "M", "--from", "2026-03-10", "--to", "2026-03-10"]
+    assert main(args + ["--data", "node2"]) == 2
+    assert capsys.readouterr().err == "tsrmon: --data node2: expected NODE=PATH (a node's DATA.PATH folder)\n"
+    assert main(args + [f"--data=node1={folders['node1']}", f"--data=node2={folders['node2']}"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("rebuilt machine: M, nodes: ['node1', 'node2'], files: 2, ")
+    assert out[0].endswith(f"samples: {sum(len(v) for _, v in frames)}, bad_lines: 0, sensors: ['vib'], days: 1")
+    assert out[1] == ("note: the store records no node feeding M on 2026-03-10: rebuilt from the raw CSV "
+                      "found in the folders given")
+    # Without --data: this node's own folder only (node1's share of the day).
+    assert main(args) == 0
+    assert "nodes: ['node1'], files: 1," in capsys.readouterr().out
