@@ -183,17 +183,23 @@ def test_rebuild_stats_counts_a_one_day_range_as_one_day(tmp_path, capsys):
     assert re.search(r"\bdays: 2$", capsys.readouterr().out.strip())
 
 
-def test_rebuild_stats_on_the_postgresql_store_refuses_in_one_line_and_touches_nothing(tmp_path, capsys):
-    # The backend half comes from store/backends.py; PostgreSQL has none yet.
+def test_rebuild_stats_on_an_unreachable_postgresql_store_refuses_in_one_line_and_touches_nothing(tmp_path, capsys):
+    # The PostgreSQL half (store/postgres/rebuild.py) connects only once the
+    # arguments, locks, spool and raw files are checked; a store that does
+    # not answer is one line and nothing is written.
     path = tmp_path / "pg.yml"
     path.write_text(f"DATABASE:\n  PATH: {tmp_path / 'db'}\n  BACKEND: postgresql\n"
                     f"  DSN: postgresql://postgres@127.0.0.1:1/none\nDATA:\n  PATH: {tmp_path / 'data'}\n"
                     f"LOGGER:\n  PATH: {tmp_path / 'log'}\n")
+    folder = tmp_path / "data" / "M"
+    folder.mkdir(parents=True)
+    (folder / "20261126_vib.csv").write_bytes(b"time,data\r\n10:00:01,1.0\r\n")
     assert main(["rebuild-stats", "--config", str(path), "--machine", "M",
                  "--from", "2026-11-26", "--to", "2026-11-26"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "SQLite store only" in err and "DATABASE.BACKEND: postgresql" in err
-    assert sorted(os.listdir(tmp_path)) == ["pg.yml"]
+    assert err.count("\n") == 1 and "cannot reach the PostgreSQL store" in err
+    assert sorted(os.listdir(tmp_path)) == ["data", "pg.yml"]
+    assert sorted(os.listdir(folder)) == ["20261126_vib.csv"]
 
 
 # -- no pidfile, console level ------------------------------------------------------

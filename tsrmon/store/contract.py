@@ -209,12 +209,15 @@ class IAttemptTable(ISideTable):
 
 
 class IStoreTools(Interface):
-    """Offline tools (``tsrmon rebuild-stats``, ``tsrmon backup``) run while
-    no daemon holds the instance lock (they refuse otherwise), so no change
-    feed needs to hear of them."""
+    """Offline tools (``tsrmon rebuild-stats``, ``tsrmon backup``).  On SQLite
+    they run while no daemon holds the instance lock (they refuse otherwise),
+    so no change feed needs to hear of them.  On PostgreSQL, ``rebuild-stats``
+    runs beside the other nodes and notifies the change feed
+    (``store/postgres/rebuild.py``)."""
 
-    def rebuild_stats(config, machine, date_from, date_to, progress=None):
-        """Rewrite the statistics of ``machine`` in a date range from raw CSV."""
+    def rebuild_stats(config, machine, date_from, date_to, progress=None, folders=None, now=None):
+        """Rewrite the statistics of ``machine`` in a date range from raw CSV.
+        ``folders``: ``[(node, DATA.PATH)]`` whose raw CSV to merge."""
 
     def backup(config, dest):
         """A consistent copy of every machine's data into ``dest``."""
