@@ -6,6 +6,7 @@ import random
 import struct
 import tracemalloc
 
+import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -61,6 +62,8 @@ def hostile_frames(rng):
                                       for _ in range(rng.randint(1, 3000))) + b"\x5c\x6f"
 
 
+@pytest.mark.slow  # many examples: the fast set stays under a minute
+@pytest.mark.timeout(120)
 def test_fuzz_protocol(tmp_path):
     config = make_config(tmp_path, daq={"MAX_FRAME_BYTES": MAX_FRAME, "MAX_BUFFER_BYTES": 2 * MAX_FRAME})
     hub, rec = make_hub(config)

@@ -56,6 +56,8 @@ def test_demo_service_feeds_data_and_an_anomaly(tmp_path):
         yield svc.stopService()
 
 
+@pytest.mark.slow  # a real process or a minute's worth of work: the fast set stays under a minute
+@pytest.mark.timeout(90)
 @pytest_twisted.inlineCallbacks
 def test_simulate_main_in_a_subprocess(tmp_path):
     """The CLI entry point itself (``tsrmon simulate`` calls simulate.main)."""

@@ -4,6 +4,7 @@ import json
 import re
 import sys
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 
@@ -28,6 +29,8 @@ class Fixture(protocol.ProcessProtocol):
         self.ended.callback(None)
 
 
+@pytest.mark.slow  # a real process or a minute's worth of work: the fast set stays under a minute
+@pytest.mark.timeout(90)
 @pytest_twisted.ensureDeferred
 async def test_conformance_fixture_process():
     fixture = Fixture()

@@ -6,6 +6,7 @@ Socket.IO WebSocket client that sent ``subscribe_spectrum``."""
 import json
 import math
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
@@ -42,6 +43,8 @@ def check_tone(payload, t0):
     assert abs(payload["peaks"][0][0] - 50.0) < 1.0
 
 
+@pytest.mark.slow  # a real process or a minute's worth of work: the fast set stays under a minute
+@pytest.mark.timeout(90)
 @pytest_twisted.ensureDeferred
 async def test_spectrum_event_is_opt_in_and_follows_new_minutes(tmp_path):
     feeder = Feeder(tmp_path / "store")
