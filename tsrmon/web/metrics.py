@@ -90,6 +90,8 @@ HELP = {
     "clock_jumps": "Wall-clock steps detected and absorbed",
     "reactor_lag_seconds": "How late reactor timers fire (seconds past their due time)",
     "reactor_lag_max_recent_seconds": "Largest reactor timer lateness of the last minute",
+    "reactor_cpu_lag_seconds": "The reactor thread's own CPU share of each timer's lateness (seconds)",
+    "reactor_cpu_lag_max_recent_seconds": "Largest CPU share of reactor timer lateness of the last minute",
 }
 
 
