@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 
+from tests.ops.helpers import wait_for
 from tsrmon.daqside.client import DAQClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,18 +29,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout, what, step=0.1):
-    """Poll ``predicate`` (real time) until it returns something true."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(step)
 
 
 def get_json(port, path, timeout=10):

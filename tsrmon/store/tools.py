@@ -203,12 +203,16 @@ def parse_raw_csv(path, calendar, day, ref=None):
         n = int(counts[k])
         part = PartialSums(n, float(s[k]), float(sa[k]), float(lo[k]), float(hi[k]), float(sq[k]),
                            Moments(n, ref, p1[k], p2[k], p3[k], p4[k], lo[k], hi[k]))
-        got = minutes.get(m0)
-        if got is None:
-            minutes[m0] = part
-        else:
-            got.merge(part)
+        _merge_minute(minutes, m0, part)
     return minutes, bad
+
+
+def _merge_minute(minutes, m0, part):
+    have = minutes.get(m0)
+    if have is None:
+        minutes[m0] = part
+    else:
+        have.merge(part)
 
 
 def _text_range(day):
@@ -319,11 +323,7 @@ def _parse_merged(files, calendar, day, ref):
         for m0, part in got.items():
             if ref is None and part.moments is not None:
                 ref = part.moments.ref   # the first file's choice, for the others too
-            have = minutes.get(m0)
-            if have is None:
-                minutes[m0] = part
-            else:
-                have.merge(part)
+            _merge_minute(minutes, m0, part)
     return minutes, bad
 
 
