@@ -92,6 +92,8 @@ HELP = {
     "reactor_lag_max_recent_seconds": "Largest reactor timer lateness of the last minute",
     "reactor_cpu_lag_seconds": "The reactor thread's own CPU share of each timer's lateness (seconds)",
     "reactor_cpu_lag_max_recent_seconds": "Largest CPU share of reactor timer lateness of the last minute",
+    "live_tick_seconds": "Live tick, start to every client's bytes in the kernel (seconds)",
+    "live_tick_cpu_seconds": "The reactor thread's CPU time in each live tick (seconds)",
 }
 
 
