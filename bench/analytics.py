@@ -26,10 +26,10 @@ from bench.__main__ import machine_info as bench_machine_info  # noqa: E402
 from tsrmon.analytics import meta as M  # noqa: E402
 from tsrmon.analytics.envelope import EnvelopeSpectrum  # noqa: E402
 from tsrmon.analytics.features import features  # noqa: E402
-from tsrmon.analytics.moments import ChunkReducer, Moments, reduce_chunk  # noqa: E402
+from tsrmon.analytics.moments import Moments, reduce_chunk  # noqa: E402
 from tsrmon.analytics.signals import BEARING_6205, FaultSignal  # noqa: E402
 from tsrmon.analytics.spectrum import MinuteSpectra, WelchSpectrum, lines_of  # noqa: E402
-from tsrmon.stats.sums import PartialSums  # noqa: E402
+from tsrmon.stats.sums import PartialSums, SumsReducer  # noqa: E402
 
 RATE = 25600
 
@@ -54,14 +54,14 @@ def rows(chunks):
         for c in chunks:
             reduce_chunk(c, ref)
 
-    def moments_scratch(r):
+    def moments_scratch(scratch):
         for c in chunks:
-            r(c, ref)
+            reduce_chunk(c, ref, scratch)
 
     def both(r):
-        # What a second bucket costs with the new columns: existing sums + moments.
+        # What the statistics room does a chunk: the six sums and the moments
+        # in one pass (SumsReducer).
         for c in chunks:
-            PartialSums.of(c)
             r(c, ref)
 
     def welch(_):
@@ -89,7 +89,6 @@ def rows(chunks):
         e = EnvelopeSpectrum(RATE, band=(2000, 5000))
         t = 1_700_000_000.0
         for c in chunks:
-            PartialSums.of(c)
             r(c, ref)
             acc.add(t, c)
             e.feed(c)
@@ -101,12 +100,12 @@ def rows(chunks):
         ("yardstick: numpy.sum per chunk", lambda: None, yardstick),
         ("existing PartialSums.of (6 sums)", lambda: None, partial_sums),
         ("moments reduce_chunk (Σd¹..⁴, min, max)", lambda: None, moments_plain),
-        ("moments ChunkReducer (scratch buffers)", ChunkReducer, moments_scratch),
-        ("PartialSums.of + moments", ChunkReducer, both),
+        ("moments reduce_chunk (scratch buffers)", lambda: (np.empty(RATE), np.empty(RATE)), moments_scratch),
+        ("six sums + moments, one pass (SumsReducer)", SumsReducer, both),
         ("Welch spectrum (N=32768, 50 %)", lambda: None, welch),
         ("MinuteSpectra.add (Welch + minute split)", lambda: None, minute),
         ("envelope spectrum (2–5 kHz band)", lambda: None, envelope),
-        ("all: sums + moments + spectrum + envelope", ChunkReducer, everything),
+        ("all: sums + moments + spectrum + envelope", SumsReducer, everything),
     ]
 
 

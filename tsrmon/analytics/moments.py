@@ -300,16 +300,3 @@ def reduce_chunk(x, ref, scratch=None):
     lo, hi = float(_min(x)), float(_max(x))
     check_finite(n, lo, hi, s4)
     return (n, float(ref), float(s1), float(s2), float(s3), float(s4), lo, hi)
-
-
-class ChunkReducer:
-    """:func:`reduce_chunk` with reused scratch buffers (grown on demand)."""
-
-    def __init__(self, size=25600):
-        self._scratch = (np.empty(size), np.empty(size))
-
-    def __call__(self, x, ref):
-        x = np.asarray(x, dtype=np.float64)
-        if x.size > self._scratch[0].size:
-            self._scratch = (np.empty(x.size), np.empty(x.size))
-        return Moments(*reduce_chunk(x, ref, self._scratch))
