@@ -40,7 +40,7 @@ class MachineRules:
         for name, machine in list(self.hub.machines.items()):
             if name in self._syncing:
                 continue  # a new owner's read of the stored state is on its way (owner_sync.py)
-            if getattr(machine, "fed_elsewhere", None) is not None:
+            if machine.fed_elsewhere is not None:
                 continue  # another cluster node feeds it: judged there (issue 16)
             for rule in self._machine_rules:
                 if not rule.matches_machine(name):

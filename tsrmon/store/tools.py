@@ -17,7 +17,6 @@ import datetime
 import gzip
 import os
 import re
-import socket
 import time
 import zoneinfo
 
@@ -236,19 +235,14 @@ def _refuse_if_spooled(config):
 SETTLE_SECONDS = 3600
 
 
-def this_node(config):
-    """This node's name (CLUSTER.NODE, default the host name), as fed_day has it."""
-    return getattr(getattr(config, "cluster", None), "node", None) or socket.gethostname()
-
-
 def data_folders(config, given=None):
-    """``{node: absolute DATA.PATH}`` of ``given`` (``[(node, path)]`` or a
-    mapping), or this node's own folder; names and folders each once."""
+    """``{node: absolute DATA.PATH}`` of ``given`` (``[(node, path)]``), or
+    this node's own folder under its name as fed_day has it (CLUSTER.NODE,
+    default the host name); names and folders each once."""
     if not given:
-        return {this_node(config): os.path.abspath(config.data.path)}
-    pairs = list(given.items()) if isinstance(given, dict) else list(given)
+        return {config.cluster.node: os.path.abspath(config.data.path)}
     out, seen = {}, {}
-    for node, path in pairs:
+    for node, path in given:
         try:
             if not node_name(node):
                 raise ValueError(f"{node!r} is not a node name")
@@ -345,7 +339,7 @@ def rebuild_stats(config, machine, date_from, date_to, progress=None, folders=No
     if date_to < date_from:
         raise ToolError(f"--to {date_to} is before --from {date_from}")
     local = os.path.abspath(config.data.path)
-    given = list(folders.items()) if isinstance(folders, dict) else list(folders or ())
+    given = list(folders or ())
     if not backend.shared and given and [os.path.realpath(p) for _, p in given] != [os.path.realpath(local)]:
         raise ToolError(f"--data: the SQLite store is fed by this node only; rebuild-stats reads its "
                         f"DATA.PATH ({local}), no other folder")

@@ -19,7 +19,6 @@ to the spool (``DATABASE.PATH/spool/``), replayed at the next start.
 """
 
 import math
-import socket
 import uuid
 
 import psycopg
@@ -79,9 +78,9 @@ class PostgresStore(QueuedStore, service.Service):
         self.feed = LocalChangeFeed() if feed is None else feed
         # Our own NOTIFYs are skipped by our feed (published locally already).
         self.node = node or getattr(self.feed, "node", None) or uuid.uuid4().hex
-        # The node's name in rows (fault_detect.node, fed_day.node).
-        cluster = getattr(config, "cluster", None)
-        self.node_name = getattr(cluster, "node", None) or socket.gethostname()
+        # The node's name in rows (fault_detect.node, fed_day.node): CLUSTER.NODE,
+        # which the configuration defaults to the host name.
+        self.node_name = config.cluster.node
         self.pool = connection_pool(self.dsn, reactor)
         self.queue = {}          # machine -> [operation]
         self.queued_rows = 0
