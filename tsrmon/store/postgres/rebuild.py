@@ -26,6 +26,7 @@ from tsrmon.store.contract import ToolError
 from tsrmon.store.deltas import mean_column
 from tsrmon.store.feed import Change
 from tsrmon.store.postgres import schema, writes
+from tsrmon.store.postgres.store import first_line, read_fed_days
 
 _COLUMNS = ("machine", "sensor", "time", "data", "t0", "utc_offset", "count", "sum", "sum_abs",
             "min", "max", "sum_sq", "mcount", "s1", "s2", "s3", "s4")
@@ -33,11 +34,6 @@ _COLUMNS = ("machine", "sensor", "time", "data", "t0", "utc_offset", "count", "s
 # t0 bounds (with a margin) let PostgreSQL prune minute and hour partitions.
 _MARGIN = 2 * 86400
 _RETRIES = 3
-
-
-def _first_line(e):
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 def _utc_day(text):
@@ -58,7 +54,7 @@ class PgRebuild:
         try:
             self.conn = (connect or psycopg.connect)(self.dsn, autocommit=False, connect_timeout=10)
         except psycopg.Error as e:
-            raise ToolError(f"cannot reach the PostgreSQL store: {_first_line(e)}") from None
+            raise ToolError(f"cannot reach the PostgreSQL store: {first_line(e)}") from None
         try:
             schema.prepare(self.conn, config.time.zone, self.node)
             self.catalog = writes.Catalog()
@@ -70,17 +66,13 @@ class PgRebuild:
             raise ToolError(str(e)) from None
         except psycopg.Error as e:
             self.conn.close()
-            raise ToolError(f"cannot open the PostgreSQL store: {_first_line(e)}") from None
+            raise ToolError(f"cannot open the PostgreSQL store: {first_line(e)}") from None
 
     def fed_days(self):
         """``{day: [node]}``: which nodes fed this machine on which local day."""
         def read():
             with self.conn.cursor() as cur:
-                cur.execute("SELECT day, node FROM fed_day WHERE machine = %s ORDER BY day, node",
-                            (self.machine,))
-                out = {}
-                for day, node in cur.fetchall():
-                    out.setdefault(day, []).append(node)
+                out = read_fed_days(cur, self.machine)
             self.conn.commit()
             return out
         return self._guard(read)
@@ -163,10 +155,10 @@ class PgRebuild:
                 self.catalog.loaded = False
                 self._guard(self._reload)
                 if attempt == _RETRIES - 1:
-                    raise ToolError(f"PostgreSQL store: {_first_line(e)} ({_RETRIES} attempts)") from None
+                    raise ToolError(f"PostgreSQL store: {first_line(e)} ({_RETRIES} attempts)") from None
             except psycopg.Error as e:
                 self._rollback()
-                raise ToolError(f"PostgreSQL store: {_first_line(e)}") from None
+                raise ToolError(f"PostgreSQL store: {first_line(e)}") from None
             except BaseException:
                 self._rollback()
                 raise
@@ -187,7 +179,7 @@ class PgRebuild:
             return fn(*args)
         except psycopg.Error as e:
             self._rollback()
-            raise ToolError(f"PostgreSQL store: {_first_line(e)}") from None
+            raise ToolError(f"PostgreSQL store: {first_line(e)}") from None
 
     def close(self):
         self.conn.close()

@@ -39,12 +39,22 @@ from tsrmon.store.feed import LocalChangeFeed, change_of
 from tsrmon.store.postgres import schema, writes
 from tsrmon.store.queueing import QueuedStore, join_commit
 
-PARTITION_INTERVAL = 3600.0
+PARTITION_INTERVAL = 3600.0  # partitions ahead and minute retention, checked hourly
 
 
-def _first_line(e):
+def first_line(e):
+    """An error's first line (psycopg messages run to several), for one-line reports."""
     lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__   # partitions ahead and minute retention, checked hourly
+    return lines[0] if lines else type(e).__name__
+
+
+def read_fed_days(cur, machine):
+    """``{day: [node]}``: which nodes fed ``machine`` on which local day."""
+    cur.execute("SELECT day, node FROM fed_day WHERE machine = %s ORDER BY day, node", (machine,))
+    out = {}
+    for day, node in cur.fetchall():
+        out.setdefault(day, []).append(node)
+    return out
 
 
 def connection_pool(dsn, reactor, cp_min=1, cp_max=1):
@@ -120,9 +130,9 @@ class PostgresStore(QueuedStore, service.Service):
                     now = self.clock.seconds()
                     schema.ensure_ahead(conn, now, self._partitions)
         except psycopg.OperationalError as e:
-            raise schema.StoreUnreachable(f"cannot reach the PostgreSQL store: {_first_line(e)}") from None
+            raise schema.StoreUnreachable(f"cannot reach the PostgreSQL store: {first_line(e)}") from None
         except psycopg.Error as e:
-            raise schema.SchemaError(f"cannot open the PostgreSQL store: {_first_line(e)}") from None
+            raise schema.SchemaError(f"cannot open the PostgreSQL store: {first_line(e)}") from None
         self._sensors = sensors
         self._prepared = True
         return self
@@ -257,11 +267,7 @@ class PostgresStore(QueuedStore, service.Service):
         local day (for ``rebuild-stats`` across nodes' raw CSV folders)."""
         def read(conn):
             with conn.cursor() as cur:
-                cur.execute("SELECT day, node FROM fed_day WHERE machine = %s ORDER BY day, node", (machine,))
-                out = {}
-                for day, node in cur.fetchall():
-                    out.setdefault(day, []).append(node)
-                return out
+                return read_fed_days(cur, machine)
         return self.pool.runWithConnection(read)
 
     # -- commits ---------------------------------------------------------------
