@@ -233,10 +233,6 @@ class ProxiedFactory(policies.WrappingFactory):
         """The trusted networks now (read at each new connection)."""
         return self.proxies.nets
 
-    def reconfigure(self, trusted):
-        """New SERVER.TRUSTED_PROXIES (CIDR texts) for the next connection."""
-        self.proxies = TrustedProxies(trusted)
-
     def __getattr__(self, name):
         # The listener service reads its DAQ factory's counters, health etc.
         if name == "wrappedFactory":
