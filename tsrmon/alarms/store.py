@@ -126,21 +126,18 @@ class AlarmStore(SidecarFile):
 
     def update_many(self, alarms, *columns):
         """One transaction for many alarms (the latest values at shutdown)."""
-        if self.pool is None or not alarms:
-            return defer.succeed(None)
-        rows = [tuple(getattr(a, c) for c in columns) + (a.id,) for a in alarms]
-        sql = self._update_sql(columns)
-        d = self.pool.runInteraction(lambda txn: txn.executemany(sql, rows))
-        return self._track(d, "update", f"{len(rows)} alarms")
+        return self._update_rows(alarms, columns, self._update_sql(columns))
 
     def update_active(self, alarms, *columns):
         """:meth:`update_many` for the rows still active: in a cluster a node
         holds copies of alarms that another node may have cleared meanwhile,
         and must not write over their final values at its stop."""
+        return self._update_rows(alarms, columns, self._update_sql(columns) + " AND state = 'active'")
+
+    def _update_rows(self, alarms, columns, sql):
         if self.pool is None or not alarms:
             return defer.succeed(None)
         rows = [tuple(getattr(a, c) for c in columns) + (a.id,) for a in alarms]
-        sql = self._update_sql(columns) + " AND state = 'active'"
         d = self.pool.runInteraction(lambda txn: txn.executemany(sql, rows))
         return self._track(d, "update", f"{len(rows)} alarms")
 
