@@ -26,25 +26,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from bench.load import data_frames, run_feeders  # noqa: E402
-from bench.proc import tree_rss_mb  # noqa: E402
+from bench.proc import children, cpu_seconds, rss_mb, tree_rss_mb  # noqa: E402
 from tests.daemon.harness import Daemon  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def rss_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
 
 def machine_info():
     model = "unknown"
@@ -120,8 +103,10 @@ def raw_csv_rows(workdir, sensor="vib1"):
 def feed(d, machines, frames, repeat, expected, timeout, processes=1):
     """Feed ``frames`` ``repeat`` times per machine from other processes and
     wait until the daemon has accepted ``expected`` frames (or ``timeout`` s).
-    Returns (accepted, seconds, daemon CPU seconds, daemon RSS MB)."""
+    Returns (accepted, seconds, daemon CPU seconds, daemon RSS MB, CPU
+    seconds of its children: the raw-CSV worker processes)."""
     cpu0 = cpu_seconds(d.proc.pid)
+    children0 = children_cpu(d.proc.pid)
     started, procs, _ = run_feeders("127.0.0.1", d.tcp_port, machines, frames, repeat, processes)
     deadline = time.perf_counter() + timeout
     got = 0
@@ -132,10 +117,22 @@ def feed(d, machines, frames, repeat, expected, timeout, processes=1):
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
     cpu = cpu_seconds(d.proc.pid) - cpu0
+    workers = sum(c - children0.get(pid, 0.0) for pid, c in children_cpu(d.proc.pid).items())
     rss = rss_mb(d.proc.pid)
     for p in procs:
         p.join(30)
-    return got, elapsed, cpu, rss
+    return got, elapsed, cpu, rss, workers
+
+
+def children_cpu(pid):
+    """{child pid: CPU seconds} of the daemon's children (0 for one that is gone)."""
+    out = {}
+    for child in children(pid):
+        try:
+            out[child] = cpu_seconds(child)
+        except OSError:
+            pass
+    return out
 
 
 def ingest(workdir, n_conns, n_sensors, n_floats, total_frames, overrides=None, processes=1):
@@ -152,7 +149,7 @@ def ingest(workdir, n_conns, n_sensors, n_floats, total_frames, overrides=None, 
         repeat = max(1, per_conn // distinct)
         expected = repeat * distinct * n_conns
         machines = [f"bench{i:03d}" for i in range(n_conns)]
-        got, elapsed, cpu, rss = feed(d, machines, frames, repeat, expected, 300, processes)
+        got, elapsed, cpu, rss, workers_cpu = feed(d, machines, frames, repeat, expected, 300, processes)
     finally:
         try:
             rc = d.stop(timeout=120)
@@ -166,6 +163,7 @@ def ingest(workdir, n_conns, n_sensors, n_floats, total_frames, overrides=None, 
         "frames_per_s": got / elapsed, "samples_per_s": got * n_sensors * n_floats / elapsed,
         "stored_samples_vib1": stored, "lost_samples_vib1": expected * n_floats - stored,
         "server_cpu_s": cpu, "server_cpu_pct": 100 * cpu / elapsed, "rss_mb": rss, "exit": rc,
+        "workers_cpu_pct": 100 * workers_cpu / elapsed,
         "burst_rss_mb": peak.peak,
         # Raw CSV may drop rows rather than slow ingest: counted from its files, not trusted.
         "raw_csv_lost_vib1": None if raw_rows is None else expected * n_floats - raw_rows,
@@ -266,8 +264,9 @@ def main(argv=None):
                 round(r["samples_per_s"]), f"≥ {target:,.0f}", r["samples_per_s"] >= target and r["lost_samples_vib1"] == 0,
                 f"lost {r['lost_samples_vib1']} samples"
                 + ("" if r["raw_csv_lost_vib1"] is None else f" (raw CSV rows {r['raw_csv_lost_vib1']})")
-                + f", CPU {r['server_cpu_pct']:.0f}%, "
-                f"RSS at the end {r['rss_mb']:.0f} MB", burst_rss_mb=r["burst_rss_mb"])
+                + f", CPU {r['server_cpu_pct']:.0f}%"
+                + (f" + raw-CSV workers {r['workers_cpu_pct']:.0f}%" if csv_on else "")
+                + f", RSS at the end {r['rss_mb']:.0f} MB", burst_rss_mb=r["burst_rss_mb"])
         except TimeUp:
             raise
         except Exception as e:

@@ -451,12 +451,12 @@ def test_process_worker_writes_the_same_files(tmp_path):
     h.svc.write("M", "s", [0.5, -0.0, 1e-7], t + 0.25)
     h.svc.write("M", "s", np.array([2.0, 3.5]), t + 0.5)  # not marshallable as is
     yield h.svc.flush()
-    pid = h.svc._worker.pid
+    pid = h.svc._workers[0].pid
     assert pid is not None and pid != os.getpid()
     assert h.svc.counters()["rows_written"] == 5
     h.svc.write("M", "s", [4.0], t + 1)
     yield h.svc.stopService()
-    assert not h.svc._worker.running
+    assert not h.svc._workers[0].running
     assert rows(h.file("M", "20261126_s.csv")) == [
         (b"2026-11-26T10:00:00.250+09:00", b"0.5"), (b"2026-11-26T10:00:00.250+09:00", b"-0.0"),
         (b"2026-11-26T10:00:00.250+09:00", b"1e-7"), (b"2026-11-26T10:00:00.500+09:00", b"2.0"),
@@ -479,7 +479,7 @@ def test_a_dead_worker_costs_one_batch_and_is_restarted(tmp_path):
     yield h.svc.maintain()  # joins the run started by startService
     assert sorted(os.listdir(h.root / "M")) == ["20261101_s.csv.gz", "20261126_s.csv"]
     assert h.svc.counters()["gzipped_files"] == 1
-    worker = h.svc._worker
+    worker = h.svc._workers[0]
     ended = defer.Deferred()
     worker._ended = [ended]
     os.kill(worker.pid, signal.SIGKILL)
@@ -503,7 +503,7 @@ def test_a_worker_dying_mid_job_drops_and_counts_that_batch(tmp_path):
     h.svc.startService()
     h.svc.write("M", "s", [1.0], h.clock.seconds())
     yield h.svc.flush()
-    worker = h.svc._worker
+    worker = h.svc._workers[0]
     # The worker dies as the next batch is sent: whether the write still
     # lands in the pipe or fails (EPIPE), the batch is never processed.
     original = worker._write
@@ -578,7 +578,7 @@ def test_a_worker_that_cannot_start_fails_jobs_not_the_timer(tmp_path):
         starts.append(args)
         raise OSError(11, "Resource temporarily unavailable")
 
-    h.svc._worker.reactor = type("NoFork", (), {"spawnProcess": staticmethod(no_fork)})()
+    h.svc._workers[0].reactor = type("NoFork", (), {"spawnProcess": staticmethod(no_fork)})()
     h.svc.startService()
     h.svc.write("M", "s", [1.0, 2.0], h.clock.seconds())
     h.clock.advance(1)  # the timer's flush fails...
@@ -589,7 +589,7 @@ def test_a_worker_that_cannot_start_fails_jobs_not_the_timer(tmp_path):
     c = h.svc.counters()
     assert c["dropped_write_error"] == 3 and c["failing"]
     assert len(h.messages("critical")) == 1
-    h.svc._worker.reactor = reactor
+    h.svc._workers[0].reactor = reactor
     h.svc.write("M", "s", [4.0], h.clock.seconds())
     yield h.svc.stopService()
     assert [v for _, v in rows(h.file("M", "20261126_s.csv"))] == [b"4.0"]

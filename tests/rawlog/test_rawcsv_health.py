@@ -128,7 +128,7 @@ def test_the_worker_process_closes_idle_files_too(tmp_path):
     h.svc.write("M", "s", [1.0], h.clock.seconds())
     yield h.svc.flush()
     path = str(h.root / "M" / f"{DAY}_s.csv")
-    fd_dir = f"/proc/{h.svc._worker.pid}/fd"
+    fd_dir = f"/proc/{h.svc._workers[0].pid}/fd"
 
     def worker_holds(p):
         out = []

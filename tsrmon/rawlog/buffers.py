@@ -93,6 +93,14 @@ class FrameBuffer:
             return np.ascontiguousarray(parts[0])
         return np.concatenate(parts)
 
+    def copy_data_into(self, out):
+        """Copy every sample into ``out`` (a float64 array of ``samples`` items)."""
+        at = 0
+        for s in self.segments:
+            n = len(s)
+            out[at:at + n] = np.frombuffer(s, dtype=_F8) if type(s) is array.array else s
+            at += n
+
     def columns(self):
         """``(times, counts, data)`` as numpy arrays."""
         return (np.frombuffer(self.times, dtype=np.float64),

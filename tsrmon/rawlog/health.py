@@ -1,4 +1,5 @@
-"""What the raw CSV log reports: /metrics counters, /healthz, and files of single sensors that fail.
+"""What the raw CSV log reports: what its write jobs met, /metrics counters,
+/healthz, and files of single sensors that fail.
 
 A file that fails for its own reason (not ENOSPC/EIO/EROFS/EDQUOT: a name
 too long, a folder in its place) only *degrades* its sensor in
@@ -8,9 +9,16 @@ too long, a folder in its place) only *degrades* its sensor in
 whose state it reads.
 """
 
+import errno
+
 from tsrmon.peerlog import PeerLog, peer_text
 
 _MB = 1024 * 1024
+# Write errors that concern the file system as a whole (the raw log is
+# failing); any other errno (a name too long, a folder where the file goes,
+# permissions of one file) degrades only that sensor's file.
+GLOBAL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS,
+                                      errno.EIO) if e is not None)
 
 
 class FileHealth:
@@ -26,6 +34,64 @@ class FileHealth:
         if self._peerlog is None:
             self._peerlog = PeerLog(self.log, self.clock)
         return self._peerlog
+
+    def _batch_done(self, result, index=0):
+        """Reactor thread: account for one worker's job and log what it met."""
+        self.rows_written += result["rows"]
+        self.bytes_written += result["bytes"]
+        self.files_opened += result["opened"]
+        self._set_open(index, result["files_open"])
+        self.dropped_bad_values += result["bad_values"]
+        self.dropped_refused += result["refused_rows"]
+        for machine, sensor, text in result["failures"]:
+            self.log.critical("raw CSV: formatting {machine}/{sensor} failed; its rows of this "
+                              "flush are dropped:\n{traceback}",
+                              machine=machine, sensor=sensor, traceback=text)
+        if result["bad_values"]:
+            self.log.warn("raw CSV: {n} values were not numbers and were not written",
+                          n=result["bad_values"])
+            self._bad_logged += result["bad_values"]
+        for note in result["notes"]:
+            self.log.warn("raw CSV: {note}", note=note)
+        errors = result["errors"]
+        if errors:
+            self.write_errors += len(errors)
+            self.dropped_write_error += result["failed_rows"]
+            path, _, text = errors[0]
+            self._last_error = f"{path}: {text}"
+        now = self.clock.seconds()
+        for machine, sensor, path, eno, text, rows in result.get("file_errors", ()):
+            if eno not in GLOBAL_ERRNOS:
+                self._file_failed(machine, sensor, path, text, rows, now)
+        for machine, sensor in result.get("recovered", ()):
+            self._file_recovered(machine, sensor)
+        errors = [e for e in errors if e[1] in GLOBAL_ERRNOS]
+        if errors:
+            failed = sum(e[5] for e in result.get("file_errors", ()) if e[3] in GLOBAL_ERRNOS)
+            path, _, text = errors[0]
+            if not self._failing:
+                self._failing = True
+                self._failed_at_failure = self.dropped_write_error - failed
+                self.log.error("raw CSV: writing {path} failed ({error}); {rows} rows of this "
+                               "flush dropped ({files} files failed); retrying at every flush, "
+                               "statistics are not affected",
+                               path=path, error=text, rows=failed, files=len(errors))
+        elif self._failing and result["succeeded"]:
+            self._failing = False
+            self.log.info("raw CSV: writes succeed again; {rows} rows were dropped while they failed",
+                          rows=self.dropped_write_error - self._failed_at_failure)
+        return result
+
+    def _batch_lost(self, failure, lost):
+        """The job itself failed (the worker process died, or a bug): count, log, go on."""
+        self.write_errors += 1
+        self.dropped_write_error += lost
+        self._last_error = failure.getErrorMessage()
+        if not self._failing:
+            self._failing = True
+            self._failed_at_failure = self.dropped_write_error - lost
+            self.log.failure("raw CSV: a write job failed; {rows} rows of this flush dropped; "
+                             "retrying at every flush", failure, rows=lost)
 
     def _file_failed(self, machine, sensor, path, text, rows, now):
         key = (machine, sensor)

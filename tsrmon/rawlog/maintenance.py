@@ -120,7 +120,8 @@ class DiskCare:
             if not due or self._stopped:
                 return None
             path, action = due.pop(0)
-            d = self._job("maintain_one", path, action)
+            # The worker that may hold the file open does it (it closes it first).
+            d = self._job("maintain_one", path, action, worker=self.owners.of_path(path))
             d.addCallbacks(self._maintained, self._maintain_failed,
                            callbackArgs=(path, action), errbackArgs=(path, action))
             d.addCallback(next_file)

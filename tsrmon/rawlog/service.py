@@ -19,10 +19,12 @@ How it stays off the ingest path, and within bounded memory:
   open between flushes.  Files idle for ``DATA.IDLE_CLOSE`` seconds are
   closed, by the clock even when no rows arrive, so a deleted file frees its
   space.  The job runs in a thread of the reactor's pool (``worker="thread"``)
-  or in a worker process (``worker="process"``, :mod:`tsrmon.rawlog.worker`),
-  where formatting gets a core of its own instead of competing for the GIL.
-  Jobs run one at a time, so open files have one owner; the job reports
-  back, and the reactor thread updates counters and logs.
+  or in worker processes (``worker="process"``, :mod:`tsrmon.rawlog.worker`),
+  where formatting gets cores of its own instead of competing for the GIL.
+  With ``DATA.WORKERS`` processes, each sensor's files belong to one of them
+  (:mod:`tsrmon.rawlog.owners`); a flush is one job per process that has rows.
+  A process runs its jobs one at a time; each reports back, and the reactor
+  thread updates counters and logs.
 - When the jobs fall behind (every flush slot busy) and ``MAX_BUFFER_SAMPLES``
   wait, the service asks for backpressure (``backpressure(True)``: the hub
   pauses DAQ reading, so a burst waits in the kernel and the DAQ) and
@@ -40,7 +42,6 @@ How it stays off the ingest path, and within bounded memory:
   its own reason only *degrades* its sensor (:mod:`tsrmon.rawlog.health`).
 """
 
-import errno
 import os
 import sys
 import zoneinfo
@@ -51,20 +52,15 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tsrmon.rawlog import rows as csvformat
-from tsrmon.rawlog.buffers import FrameBuffer, batch_frames, batch_samples, raw_buffers
+from tsrmon.rawlog.buffers import FrameBuffer, batch_frames, batch_samples
 from tsrmon.rawlog.files import CSVFiles
 from tsrmon.rawlog.health import FileHealth
 from tsrmon.rawlog.maintenance import DiskCare
+from tsrmon.rawlog.owners import SensorOwners
 from tsrmon.rooms import ICounters, IHealth
 
 _MB = 1024 * 1024
 WORKERS = ("thread", "process")
-# Write errors that concern the file system as a whole (the raw log is
-# failing); any other errno (a name too long, a folder where the file goes,
-# permissions of one file) degrades only that sensor's file.
-GLOBAL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None), errno.EROFS,
-                                      errno.EIO) if e is not None)
-
 
 def _synchronously(fn, *args):
     """Run a job on the calling thread (tests and benchmarks without a reactor)."""
@@ -113,7 +109,7 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
     # statistics anything.
     MAX_CONGESTED = 2.0
 
-    def __init__(self, config, clock, reactor=None, *, worker="thread", free_space=None,
+    def __init__(self, config, clock, reactor=None, *, worker="thread", workers=None, free_space=None,
                  open_file=None, run_in_thread=None, backpressure=None):
         data = config.data
         self.enabled = bool(data.enabled)
@@ -154,11 +150,17 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
             self.files = CSVFiles(*files_args)  # touched by one job at a time
             if open_file is not None:
                 self.files.open_file = open_file
-            self._worker = None
+            self._workers = None
         else:
             from tsrmon.rawlog.worker import CSVWorker
             self.files = None
-            self._worker = CSVWorker(reactor, files_args, self.log, run_in_thread)
+            count = int(data.workers if workers is None else workers)
+            if count < 1:
+                raise ValueError(f"workers must be at least 1, not {count}")
+            self._workers = [CSVWorker(reactor, files_args, self.log, run_in_thread)
+                             for _ in range(count)]
+        self.owners = SensorOwners(1 if self._workers is None else len(self._workers))
+        self._open_by_worker = {}  # worker index -> files it holds open
         self._day_labels = csvformat.TimeLabels(self.tz, "hms")  # reactor thread only
 
         self._buffers = {}  # (machine, sensor) -> FrameBuffer
@@ -294,35 +296,49 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
         if self._congested:
             self._set_congested(False)
         d.addErrback(lambda f: self.log.failure("raw CSV: final flush failed", f))
-        d.addCallback(lambda _: self._job("close_all"))
-        d.addCallback(self._closed)
+        d.addCallback(lambda _: self._each("close_all"))
+        d.addCallback(lambda results: self._closed(sum(closed for _, closed in results)))
         d.addErrback(lambda f: self.log.failure("raw CSV: closing files failed", f))
-        if self._worker is not None:
-            d.addCallback(lambda _: self._worker.stop())
+        if self._workers is not None:
+            d.addCallback(lambda _: defer.gatherResults([w.stop() for w in self._workers]))
         return d
 
-    def _job(self, method, *args):
+    def _job(self, method, *args, worker=0):
         """Run a :class:`CSVFiles` method where the files live; a Deferred.
 
         Jobs run in the order they were asked for, one at a time: a lock for
-        the thread; for the worker process, its pipe and its single thread.
+        the thread; for a worker process (``worker``: its index), its pipe
+        and its single thread.
         """
-        if self._worker is None:
+        if self._workers is None:
             if method == "ping":
                 return self._jobs.run(defer.succeed, None)
             return self._jobs.run(self._run_in_thread, getattr(self.files, method), *args)
         try:
             if method != "write_batch":
-                return self._worker.call(method, *args)
-            batch, now = args
-            keys, buffers = raw_buffers(batch)
-            return self._worker.call("write_raw", keys, now, buffers=buffers)
+                return self._workers[worker].call(method, *args)
+            return self._workers[worker].write_batch(*args)
         except Exception:
             # The worker could not be started (fork, pipe) or marshal refused
             # something: this job fails like any other, the next one retries.
             return defer.fail()
 
+    def _each(self, method, *args):
+        """The same job on every worker that ever had rows (the one thread,
+        or worker 0 when none had); fires with ``[(index, result), ...]``."""
+        jobs = []
+        for index in self.owners.used():
+            d = self._job(method, *args, worker=index)
+            d.addCallback(lambda result, index=index: (index, result))
+            jobs.append(d)
+        return defer.gatherResults(jobs, consumeErrors=True).addErrback(_first_error)
+
+    def _set_open(self, index, n):
+        self._open_by_worker[index] = n
+        self.files_open = sum(self._open_by_worker.values())
+
     def _closed(self, closed):
+        self._open_by_worker.clear()
         self.files_open = 0
         self.log.info("raw CSV stopped: {rows} rows written, {files} files closed",
                       rows=self.rows_written, files=closed)
@@ -350,23 +366,28 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
     def flush(self):
         """Hand everything buffered to a write job; fires when it is written."""
         batch = self._buffers
-        samples = self._buffered
         self._buffers = {}
         self._buffered = 0
         self._flushes_pending += 1
         if batch:
-            d = self._job("write_batch", batch, self.clock.seconds())
-            # Only the count is kept: the columns go as soon as the job has them.
-            d.addCallbacks(self._batch_done, self._batch_lost, errbackArgs=(samples,))
-            del batch
+            now = self.clock.seconds()
+            jobs = []
+            for index, part, samples in self.owners.split(batch):
+                d = self._job("write_batch", part, now, worker=index)
+                # Only the count is kept: the columns go as soon as the job has them.
+                d.addCallbacks(self._batch_done, self._batch_lost, callbackArgs=(index,),
+                               errbackArgs=(samples,))
+                jobs.append(d)
+            del batch, part
+            d = defer.gatherResults(jobs, consumeErrors=True).addCallbacks(self._flushed, _first_error)
         elif self.files_open:
             # Nothing to write but files open: close the idle ones.
-            d = self._job("close_idle", self.clock.seconds())
+            d = self._each("close_idle", self.clock.seconds())
             d.addCallback(self._idle_closed)
             d.addErrback(lambda f: self.log.debug("raw CSV: closing idle files: {error}",
                                                   error=f.getErrorMessage()))
         else:
-            d = self._job("ping")  # fires once the jobs before it are done
+            d = self._each("ping")  # fires once the jobs before it are done
             # Nothing was buffered, so nothing is lost; the batches around it
             # report the worker's trouble.
             d.addErrback(lambda f: self.log.debug("raw CSV: empty flush: {error}",
@@ -404,69 +425,22 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
         self._buffered = 0
         return batch_samples(batch)
 
-    def _idle_closed(self, result):
-        closed = self.files_open - result["files_open"]
-        if closed > 0:
-            self.idle_closes += closed
-        self.files_open = result["files_open"]
-        for note in result["notes"]:
-            self.log.warn("raw CSV: {note}", note=note)
+    def _idle_closed(self, results):
+        for index, result in results:
+            closed = self._open_by_worker.get(index, 0) - result["files_open"]
+            if closed > 0:
+                self.idle_closes += closed
+            self._set_open(index, result["files_open"])
+            for note in result["notes"]:
+                self.log.warn("raw CSV: {note}", note=note)
 
-    def _batch_done(self, result):
-        """Reactor thread: account for a job and log what it met."""
-        self.flushes += 1
-        self.rows_written += result["rows"]
-        self.bytes_written += result["bytes"]
-        self.files_opened += result["opened"]
-        self.files_open = result["files_open"]
-        self.dropped_bad_values += result["bad_values"]
-        self.dropped_refused += result["refused_rows"]
-        for machine, sensor, text in result["failures"]:
-            self.log.critical("raw CSV: formatting {machine}/{sensor} failed; its rows of this "
-                              "flush are dropped:\n{traceback}",
-                              machine=machine, sensor=sensor, traceback=text)
-        if result["bad_values"]:
-            self.log.warn("raw CSV: {n} values were not numbers and were not written",
-                          n=result["bad_values"])
-            self._bad_logged += result["bad_values"]
-        for note in result["notes"]:
-            self.log.warn("raw CSV: {note}", note=note)
-        errors = result["errors"]
-        if errors:
-            self.write_errors += len(errors)
-            self.dropped_write_error += result["failed_rows"]
-            path, _, text = errors[0]
-            self._last_error = f"{path}: {text}"
-        now = self.clock.seconds()
-        for machine, sensor, path, eno, text, rows in result.get("file_errors", ()):
-            if eno not in GLOBAL_ERRNOS:
-                self._file_failed(machine, sensor, path, text, rows, now)
-        for machine, sensor in result.get("recovered", ()):
-            self._file_recovered(machine, sensor)
-        errors = [e for e in errors if e[1] in GLOBAL_ERRNOS]
-        if errors:
-            failed = sum(e[5] for e in result.get("file_errors", ()) if e[3] in GLOBAL_ERRNOS)
-            path, _, text = errors[0]
-            if not self._failing:
-                self._failing = True
-                self._failed_at_failure = self.dropped_write_error - failed
-                self.log.error("raw CSV: writing {path} failed ({error}); {rows} rows of this "
-                               "flush dropped ({files} files failed); retrying at every flush, "
-                               "statistics are not affected",
-                               path=path, error=text, rows=failed, files=len(errors))
-        elif self._failing and result["succeeded"]:
-            self._failing = False
-            self.log.info("raw CSV: writes succeed again; {rows} rows were dropped while they failed",
-                          rows=self.dropped_write_error - self._failed_at_failure)
-        return result
+    def _flushed(self, results):
+        if any(result is not None for result in results):
+            self.flushes += 1
+        return results
 
-    def _batch_lost(self, failure, lost):
-        """The job itself failed (the worker process died, or a bug): count, log, go on."""
-        self.write_errors += 1
-        self.dropped_write_error += lost
-        self._last_error = failure.getErrorMessage()
-        if not self._failing:
-            self._failing = True
-            self._failed_at_failure = self.dropped_write_error - lost
-            self.log.failure("raw CSV: a write job failed; {rows} rows of this flush dropped; "
-                             "retrying at every flush", failure, rows=lost)
+
+def _first_error(failure):
+    """gatherResults wraps a job's failure in FirstError: pass the job's own on."""
+    failure.trap(defer.FirstError)
+    return failure.value.subFailure

@@ -1,10 +1,12 @@
 """Running :class:`~tsrmon.rawlog.files.CSVFiles` in a worker process.
 
 Formatting floats as text is the raw log's cost, and it holds the GIL in a
-thread.  In a child process it runs on another core: the daemon sends a
-small marshalled call naming the sensors and a pool thread writes each
-sensor's float64 columns into the worker's stdin as raw buffers behind it
-(no copy on the reactor thread).
+thread.  In a child process it runs on another core: the daemon copies each
+sensor's float64 columns into memory both processes map
+(:mod:`tsrmon.rawlog.arena`) and sends a small marshalled call naming
+their places.  Where that memory is missing (not Linux) or full, a pool
+thread writes the columns into the worker's stdin as raw buffers behind
+the call instead.
 
 Both ends speak length-prefixed ``marshal`` messages: the parent sends
 ``(call id, method, args)`` (or ``(call id, method, args, sizes)``, then
@@ -19,6 +21,7 @@ Child: ``python -m tsrmon.rawlog.worker``.  Parent: :class:`CSVWorker`.
 """
 
 import marshal
+import mmap
 import os
 import signal
 import struct
@@ -28,9 +31,15 @@ import traceback
 
 from twisted.internet import defer, protocol
 
+from tsrmon.rawlog import arena
+from tsrmon.rawlog.buffers import raw_buffers
+
 _HEAD = struct.Struct("<I")
 _METHODS = frozenset({"write_batch", "write_raw", "old_files", "maintain_one", "close_all",
                       "close_idle"})
+# Shared memory per worker: two flushes of FLUSH_AT_SAMPLES float64 values
+# in flight, and room to spare (a bigger batch goes through the pipe).
+ARENA_BYTES = 24 << 20
 
 
 class WorkerGone(Exception):
@@ -79,8 +88,12 @@ class CSVWorker:
     crash costs the batch in flight, not the raw log.
     """
 
-    def __init__(self, reactor, init_args, log, run_in_thread):
+    def __init__(self, reactor, init_args, log, run_in_thread, arena_bytes=ARENA_BYTES):
         self.reactor = reactor
+        self.arena_bytes = arena_bytes if arena.supported() else 0
+        self.arena = None  # this process's shared memory (tsrmon.rawlog.arena.Arena)
+        self.shared_batches = 0  # batches sent through it
+        self.piped_batches = 0  # batches sent through the pipe
         self.init_args = init_args
         self.log = log
         self.run_in_thread = run_in_thread
@@ -107,23 +120,54 @@ class CSVWorker:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_parent, env.get("PYTHONPATH")) if p)
         self.starts += 1  # first: a send for the previous worker must not see the new pipe
+        shared = arena.Arena(self.arena_bytes) if self.arena_bytes else None
         child_stdin, stdin = os.pipe()
         _widen_pipe(stdin)
         with self._send_lock:
             self.stdin = stdin
         self.protocol = WorkerProtocol(self._reply, self._exited, self.log)
+        fds = {0: child_stdin, 1: "r", 2: "r"}
+        if shared is not None:
+            fds[arena.CHILD_FD] = shared.fd
         try:
             self.reactor.spawnProcess(
                 self.protocol, sys.executable, [sys.executable, "-m", "tsrmon.rawlog.worker"],
-                env=env, childFDs={0: child_stdin, 1: "r", 2: "r"})
+                env=env, childFDs=fds)
         except BaseException:
             self.protocol = None
             self._close_stdin()
+            if shared is not None:
+                shared.close()
             raise
         finally:
             os.close(child_stdin)
-        # Small: fits the pipe, so this write cannot block.
+        self.arena = shared
+        # Small: fits the pipe, so these writes cannot block.
         self._write(self.starts, self._encode(self._new_id(), "init", self.init_args))
+        if shared is not None:
+            self._write(self.starts, self._encode(self._new_id(), "map", (shared.size,)))
+
+    def write_batch(self, batch, now):
+        """Send ``{(machine, sensor): FrameBuffer}`` to be formatted and
+        appended (a Deferred, as :meth:`call`): through the shared memory
+        when it fits, else through the pipe."""
+        if self.protocol is None:
+            self._start()
+        shared = self.arena
+        packed = shared.pack(batch) if shared is not None else None
+        if packed is None:
+            self.piped_batches += 1
+            keys, buffers = raw_buffers(batch)
+            return self.call("write_raw", keys, now, buffers=buffers)
+        span, keys, layout = packed
+        self.shared_batches += 1
+        d = self.call("write_shared", keys, now, layout)
+
+        def give_back(result):
+            shared.ring.give_back(span)  # the worker is done with it (or gone)
+            return result
+
+        return d.addBoth(give_back)
 
     def _new_id(self):
         self.next_id += 1
@@ -206,6 +250,11 @@ class CSVWorker:
         pending, self.pending = self.pending, {}
         for d in pending.values():
             d.errback(WorkerGone(f"raw CSV worker exited: {reason.getErrorMessage()}"))
+        if self.arena is not None:
+            # Calls packed for it but not yet sent fail at their send (the
+            # generation changed) and only give back ring space.
+            self.arena.close()
+            self.arena = None
         waiting, self._ended = self._ended, None
         for d in waiting or ():
             d.callback(None)
@@ -260,6 +309,7 @@ def serve(inp, out):
     from tsrmon.rawlog.files import CSVFiles
 
     files = None
+    mapping = None  # the shared memory (tsrmon.rawlog.arena), once mapped
     try:
         while True:
             head = _read_exact(inp, _HEAD.size)
@@ -273,6 +323,13 @@ def serve(inp, out):
                 if method == "init":
                     files = CSVFiles(*args)
                     result = None
+                elif method == "map":
+                    mapping = mmap.mmap(arena.CHILD_FD, args[0])
+                    os.close(arena.CHILD_FD)
+                    result = None
+                elif method == "write_shared" and files is not None and mapping is not None:
+                    keys, now, layout = args
+                    result = files.write_batch(arena.unpack(mapping, keys, layout), now)
                 elif method == "ping":  # answered after every call sent before it
                     result = None
                 elif method in _METHODS and files is not None:
@@ -291,7 +348,25 @@ def serve(inp, out):
             files.close_all()
 
 
+def _keep_freed_memory():
+    """glibc: keep freed memory for the next batch rather than returning it
+    to the kernel at once.  Each batch allocates its text anew (tens of MB a
+    second); handed back and faulted in again, those pages were a tenth of
+    the worker's time (measured on a VM, where a fresh page costs the host
+    too).  Bounded: at most M_TRIM_THRESHOLD free at the top of the heap."""
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return  # not glibc: its own policy stands
+    mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
+    mallopt(-2, 8 << 20)  # M_TOP_PAD: grow the heap in 8 MB steps
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: texts of a batch come from the heap
+
+
 def main():
+    _keep_freed_memory()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -54,4 +54,5 @@ class DataSettings(Section):
     min_free_mb: int = setting("MIN_FREE_MB", 1024, integer(0))
     enabled: bool = setting("ENABLED", True, boolean)
     writer: str = setting("WRITER", "process", choice("process", "thread"))
+    workers: int = setting("WORKERS", 2, integer(1, 16))
     idle_close: float = setting("IDLE_CLOSE", 60, number(1, 86400))
