@@ -212,6 +212,43 @@ def test_long_arrays_are_reduced_as_they_arrive_with_the_same_sums(tmp_path):
     assert sums.moments.count == every.size
 
 
+def test_a_burst_of_small_frames_is_folded_in_bounded_pieces(tmp_path):
+    """Frames far faster than real time (a DAQ catching up): a second never
+    holds more than FOLD_AT samples of a sensor, and its sums are still those
+    of every sample, in one ``second`` per second."""
+    import numpy as np
+    from twisted.internet import task
+
+    from tests.stats.helpers import LiveRecorder
+    from tsrmon.stats.memory import MemoryStore
+    from tsrmon.stats.service import StatsService
+    clock = task.Clock()
+    clock.advance(1_800_000_000.2)
+    live = LiveRecorder()
+    stats = StatsService(config(tmp_path, "UTC"), clock, [live], MemoryStore())
+    stats.FOLD_AT = 3000  # 100 frames of 30
+    rng = np.random.default_rng(11)
+    frames = [rng.normal(size=30).tolist() for _ in range(1000)]
+    t = clock.seconds()
+    most = 0
+    for f in frames:
+        stats.add("M", "vib", "VIB", f, t)
+        pending = stats._pending.get(("M", "vib", "VIB"))
+        most = max(most, pending.samples if pending is not None else 0)
+    assert most < stats.FOLD_AT
+    assert stats.samples == 30_000  # folded in ten pieces of 100 frames as they came
+    clock.advance(1)
+    stats.add("M", "vib", "VIB", [1.0], clock.seconds())  # rolls the second
+    seconds = [s for s in live.seconds if s[1] == "vib"]
+    assert len(seconds) == 1
+    sums = seconds[0][-1]
+    every = np.array(frames).ravel()
+    assert sums.count == every.size == sums.moments.count
+    assert sums.minimum == every.min() and sums.maximum == every.max()
+    assert math.isclose(sums.total, every.sum(), rel_tol=1e-12, abs_tol=1e-9)
+    assert math.isclose(sums.total_sq, float(every @ every), rel_tol=1e-12)
+
+
 def test_pending_samples_are_flat_float64_columns_with_the_same_sums(tmp_path):
     """Issue 18: short chunks wait for the tick as one array('d') per key
     (no list per frame, no Python float per sample for the GC to walk), and
