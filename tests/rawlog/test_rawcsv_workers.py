@@ -26,24 +26,22 @@ needs_shared_memory = pytest.mark.skipif(not arena.supported(), reason="os.memfd
 
 # -- the ring ------------------------------------------------------------------
 
-def test_ring_gives_space_in_order_and_wraps():
+def test_ring_takes_the_lowest_free_span():
     ring = Ring(1024)
     a = ring.take(300)  # rounded up to cache lines: 320
     b = ring.take(300)
     c = ring.take(300)
     assert (a[0], b[0], c[0]) == (0, 320, 640)
-    assert ring.take(300) is None  # 64 bytes left at the end, none at the start
-    ring.give_back(b)  # not the oldest: nothing is reused yet
-    assert ring.take(200) is None
-    ring.give_back(a)  # a and b are free now: the next span wraps to 0
-    d = ring.take(500)
-    assert d[0] == 0
-    assert ring.take(200) is None  # [500..640) is too small
-    e = ring.take(100)
-    assert e[0] == 512
-    ring.give_back(c)
-    ring.give_back(d)
-    ring.give_back(e)
+    assert ring.take(300) is None  # 64 bytes left at the end
+    ring.give_back(b)  # a hole in the middle
+    assert ring.take(400) is None
+    d = ring.take(200)
+    assert d == [320, 576]  # the hole, not the end
+    ring.give_back(a)
+    e = ring.take(320)
+    assert e[0] == 0  # the lowest offset is used again first: few pages touched
+    for span in (c, d, e):
+        ring.give_back(span)
     assert ring.in_use == 0
     assert ring.take(1024)[0] == 0
     assert ring.take(1) is None

@@ -8,15 +8,14 @@ through the pipe: one more copy in a pool thread of the daemon, one more in
 the worker, and fresh memory for every batch on both sides (measured in
 docs/performance.md).
 
-The space is a ring: batches take it in call order, and the worker answers
-in call order, so it is given back in that order too (:class:`Ring`).  A
-batch larger than the free space goes through the pipe as before.
+Each batch takes the lowest free span that holds it (:class:`Ring`) and
+gives it back when the worker has answered, so the memory in use stays
+that of the batches in flight.  A batch larger than the free space goes
+through the pipe as before.
 """
 
 import mmap
 import os
-from collections import deque
-
 import numpy as np
 
 CHILD_FD = 3  # the mapping's file descriptor in the worker process
@@ -28,43 +27,34 @@ def supported():
 
 
 class Ring:
-    """Offsets in a space of ``size`` bytes, taken and given back in order."""
+    """Spans of a space of ``size`` bytes, each taken at the lowest offset
+    where it fits (first fit), so the pages in use stay few: two batches in
+    flight touch little more than their own size, however large the space."""
 
     def __init__(self, size):
         self.size = size
-        self.spans = deque()  # [start, end, released] in the order they were taken
+        self.spans = []  # [start, end] of the spans in use, by start
 
     def take(self, n):
-        """A span ``[start, end, released]`` of ``n`` free bytes (rounded up
-        to a cache line), or None when they do not fit now."""
+        """A span ``[start, end]`` of ``n`` free bytes (rounded up to a
+        cache line), or None when they do not fit now."""
         n = max(_ALIGN, -(-n // _ALIGN) * _ALIGN)
-        if n > self.size:
+        at = 0
+        for i, (start, end) in enumerate(self.spans):
+            if at + n <= start:
+                span = [at, at + n]
+                self.spans.insert(i, span)
+                return span
+            at = end
+        if at + n > self.size:
             return None
-        if not self.spans:
-            start = 0
-        else:
-            head, tail = self.spans[-1][1], self.spans[0][0]
-            if head > tail:  # in use: [tail, head); free: [head, size) and [0, tail)
-                if head + n <= self.size:
-                    start = head
-                elif n <= tail:
-                    start = 0
-                else:
-                    return None
-            elif head + n <= tail:  # wrapped: free is [head, tail)
-                start = head
-            else:
-                return None
-        span = [start, start + n, False]
+        span = [at, at + n]
         self.spans.append(span)
         return span
 
     def give_back(self, span):
-        """Release ``span``; space is reused once every span before it is released too."""
-        span[2] = True
-        spans = self.spans
-        while spans and spans[0][2]:
-            spans.popleft()
+        """Release ``span`` (in any order)."""
+        self.spans.remove(span)
 
     @property
     def in_use(self):

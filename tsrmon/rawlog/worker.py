@@ -360,8 +360,8 @@ def _keep_freed_memory():
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return  # not glibc: its own policy stands
-    mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
-    mallopt(-2, 8 << 20)  # M_TOP_PAD: grow the heap in 8 MB steps
+    mallopt(-1, 16 << 20)  # M_TRIM_THRESHOLD
+    mallopt(-2, 4 << 20)  # M_TOP_PAD: grow the heap in 4 MB steps
     mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: texts of a batch come from the heap
 
 
