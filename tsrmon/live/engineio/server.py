@@ -6,9 +6,13 @@ from twisted.logger import Logger
 
 from tsrmon.live.engineio.codec import new_sid
 from tsrmon.live.engineio.defaults import LogPeerLog, OpenPolicy
+from tsrmon.live.engineio.fanout import DirectBatch, ParallelSender
 from tsrmon.live.engineio.resource import EngineResource
 from tsrmon.live.engineio.session import EngineSession
 from tsrmon.live.engineio.websocket import EngineWebSocket
+
+
+PARALLEL_MIN = 64
 
 
 class EngineServer:
@@ -57,6 +61,10 @@ class EngineServer:
         self.accepting = True
         self._cork_depth = 0  # > 0: sends are held per session until uncork()
         self._corked = []  # sessions holding packets, in the order they got their first
+        # A flush to at least this many WebSocket clients sends from two
+        # threads (fanout.py); below it the thread hop costs more than it saves.
+        self.parallel_min = PARALLEL_MIN
+        self.sender = ParallelSender()
 
     # -- batching ----------------------------------------------------------
     def cork(self):
@@ -75,8 +83,20 @@ class EngineServer:
         # Clients of one room mostly hold the very same packets (shared
         # Outgoing objects): their joined frames are built once per flush.
         joined = {}
-        for session in corked:
-            session.flush_held(joined)
+        if len(corked) < self.parallel_min:
+            for session in corked:
+                session.flush_held(joined)
+            return
+        # Many clients: collect the sends that may go straight into a socket,
+        # then make them from two threads at once (fanout.py) before
+        # returning, so nothing else writes to those transports meanwhile.
+        batch = DirectBatch()
+        try:
+            for session in corked:
+                session.flush_held(joined, batch)
+        finally:
+            if batch.pairs:
+                batch.send(self.sender if len(batch) >= self.parallel_min else None)
 
     def resource(self):
         return EngineResource(self)
@@ -119,6 +139,14 @@ class EngineServer:
             else:
                 polling += 1
         return polling, websocket
+
+    def stop_sender(self):
+        """End the helper thread of big flushes (joined); later flushes send
+        from the calling thread only, until :meth:`start_sender`."""
+        self.sender.stop()
+
+    def start_sender(self):
+        self.sender.restart()
 
     def close_all(self, reason="server shutting down"):
         self.accepting = False

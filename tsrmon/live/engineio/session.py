@@ -31,7 +31,8 @@ class EngineSession:
         self.probe = None  # a WebSocket probing for the upgrade
         self.upgrading = False  # 3probe sent, waiting for 5
         self.queue = deque()  # packets waiting for a polling GET
-        self.held = None  # packets sent while the server is corked (a list), else None
+        self.held = None  # packets sent while the server is corked (a sequence), else None
+        self._held_shared = False  # held is the caller's sequence (not ours to extend)
         self.poll_request = None
         self.closed = False
         self.close_reason = None
@@ -121,12 +122,20 @@ class EngineSession:
             return False
         server = self.server
         if server._cork_depth:
-            held = self.held
-            if held is None:
-                held = self.held = []
-                server._corked.append(self)
             # Held for one tick or roll only (bounded by what it emits); the
             # queue bound applies when it is sent, against what still waits.
+            held = self.held
+            if held is None:
+                # Kept as given, not copied: a broadcast hands every client
+                # the same sequence, and the flush joins its frames once per
+                # sequence, found by identity (flush_held).
+                self.held = packets
+                self._held_shared = True
+                server._corked.append(self)
+                return True
+            if self._held_shared:
+                held = self.held = list(held)
+                self._held_shared = False
             held.extend(packets)
             return True
         if self.ws is not None:
@@ -140,19 +149,21 @@ class EngineSession:
             self._flush_poll()
         return True
 
-    def flush_held(self, joined=None):
+    def flush_held(self, joined=None, batch=None):
         """Send what was held while the server was corked (one write / poll
-        answer).  ``joined``: {(eio3, packets): frames} shared by one flush."""
+        answer).  ``joined``: {key: (packets, frames)} shared by one flush;
+        ``batch``: its :class:`~.fanout.DirectBatch` (direct sends wait there)."""
         held, self.held = self.held, None
         if not held or self.closed:
             return
         ws = self.ws
         if joined is not None and ws is not None and not (ws.paused or ws.backlog):
-            key = (ws.eio == 3, tuple(held))
-            data = joined.get(key)
-            if data is None:
-                data = joined[key] = ws_frames(held, key[0])
-            ws._write(held, data)
+            # The value keeps ``held`` alive, so its id is not reused in this flush.
+            key = (ws.eio, id(held)) if self._held_shared else (ws.eio, tuple(held))
+            got = joined.get(key)
+            if got is None:
+                got = joined[key] = (held, ws_frames(held, ws.eio == 3))
+            ws._write(held, got[1], batch)
         else:
             self.send_many(held)
 

@@ -3,12 +3,13 @@
 from collections import deque
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
-from twisted.internet import defer, tcp
+from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from tsrmon.live.engineio.codec import ws_frames
+from tsrmon.live.engineio.fanout import direct_ok
 
 
 @implementer(IPushProducer)
@@ -43,9 +44,7 @@ def send_now(transport, data):
     wrapped transport, a backlog) keeps the ordinary path, so bytes never
     overtake each other.
     """
-    if (type(transport) is not tcp.Server or transport.TLS or transport.disconnecting
-            or not transport.connected or transport._tempDataLen
-            or transport.offset != len(transport.dataBuffer)):
+    if not direct_ok(transport):
         transport.write(data)
         return
     try:
@@ -83,6 +82,9 @@ class EngineWebSocket(WebSocketServerProtocol):
         self.backlog = deque()
         self.eio = 4
         self.lost = defer.Deferred()  # fires when the TCP connection is gone
+        # Set while this transport's bytes wait in a flush's DirectBatch
+        # (engineio/fanout.py): later writes in that flush join them.
+        self.direct = None
 
     def connectionLost(self, reason):
         try:
@@ -199,12 +201,30 @@ class EngineWebSocket(WebSocketServerProtocol):
         self._write(packets)
         return True
 
-    def _write(self, packets, data=None):
-        """``data``: the frames of ``packets`` when already joined."""
+    def _write(self, packets, data=None, batch=None):
+        """``data``: the frames of ``packets`` when already joined.  ``batch``:
+        a flush's :class:`~.fanout.DirectBatch`, which sends them later (from
+        two threads) when they may go straight into the socket."""
         if self.state != self.STATE_OPEN:
             return  # closing: autobahn would raise (sendMessage) or write after close
-        send_now(self.transport, ws_frames(packets, self.eio == 3) if data is None else data)
+        if data is None:
+            data = ws_frames(packets, self.eio == 3)
+        transport = self.transport
+        if self.direct is not None:
+            self.direct.extend(self, data)  # behind what this flush already holds for us
+        elif batch is not None and direct_ok(transport):
+            batch.add(self, transport, data)
+        else:
+            send_now(transport, data)
         self.factory.engine.counters["packets_sent"] += len(packets)
+
+    def sendData(self, data, sync=False, chopsize=None):
+        """Autobahn's own writes (a close frame, a pong) in the middle of a
+        flush that holds this client's bytes go behind them, not before."""
+        if self.direct is not None and not (sync or chopsize or self.send_queue):
+            self.direct.extend(self, data)
+            return
+        super().sendData(data, sync, chopsize)
 
     def resume(self):
         self.paused = False
