@@ -37,6 +37,17 @@ def test_bucket_holds_instant_and_starts_at_its_label(zone, t):
                                   and int(before.utcoffset().total_seconds()) != b.utc_offset)
 
 
+def test_st_johns_hour_that_began_in_a_gap_starts_at_its_first_minute():
+    # 2009-03-08 in St John's: 00:01 NST jumped to 01:01 NDT, so 01:00 never
+    # happened (hypothesis found it).  The 01 hour starts at 01:01 NDT.
+    cal = CALENDARS["America/St_Johns"]
+    t = 1236483060  # 01:01 NDT
+    b = cal.bucket("hour", t)
+    assert (b.t0, b.utc_offset, b.time) == (t, -9000, "2009-03-08 01:00:00")
+    assert cal.bucket("hour", t + 59 * 60 - 1).t0 == t
+    assert cal.bucket("hour", t - 60).time == "2009-03-08 00:00:00"
+
+
 def test_havana_day_without_midnight_starts_at_one():
     cal = Calendar("America/Havana")
     start, end = cal.day_range(datetime.date(2026, 3, 8))  # 00:00 -> 01:00

@@ -69,7 +69,17 @@ class Calendar:
         # The hour keeps the minute's fold: the two 02:00 hours of a
         # fall-back get their own t0.
         h = loc.replace(minute=0, second=0, microsecond=0)
-        hour = Bucket("hour", int(h.timestamp()), _offset(h), h.strftime("%Y-%m-%d %H:00:00"))
+        h0 = int(h.timestamp())
+        if h0 > m0:
+            # The hour began inside a gap: a transition off the whole hour
+            # (St John's sprang from 00:01 to 01:01 until 2011), so HH:00
+            # does not exist.  It starts at the first minute labelled HH.
+            h0 = m0
+            label = loc.strftime("%Y-%m-%d %H")
+            while self.local(h0 - 60).strftime("%Y-%m-%d %H") == label:
+                h0 -= 60
+            h = self.local(h0)
+        hour = Bucket("hour", h0, _offset(h), loc.strftime("%Y-%m-%d %H:00:00"))
         d0 = self._start(datetime.datetime(loc.year, loc.month, loc.day))
         day = Bucket("day", d0, _offset(self.local(d0)), loc.strftime("%Y-%m-%d 00:00:00"))
         mo0 = self._start(datetime.datetime(loc.year, loc.month, 1))
