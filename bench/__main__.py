@@ -313,8 +313,9 @@ def main(argv=None):
         burst = f"{r['burst_rss_mb']:.0f}" if r.get("burst_rss_mb") is not None else ""
         print(f"| {r['row']} | {r['figure']} | {value} | {r['target']} | "
               f"{'pass' if r['pass'] else 'miss'} | {burst} | {r['detail']} |")
-    print("\nburst RSS MB: the largest RSS of the daemon plus its raw-CSV worker process, "
-          "sampled every 50 ms from the row's start to the daemon's exit (its SIGTERM flush included).")
+    print("\nburst RSS MB: the largest RSS of the daemon plus its raw-CSV worker processes (the memory "
+          "they share with the daemon counted once), sampled every 50 ms from the row's start to the "
+          "daemon's exit (its SIGTERM flush included).")
     if unfinished:
         print("\nRows that did not finish within the limit:")
         for name, why in unfinished:

@@ -12,16 +12,20 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def rss_mb(pid):
-    """Resident set size of ``pid`` in MiB (0 if it is gone)."""
+def rss_mb(pid, shared=True):
+    """Resident set size of ``pid`` in MiB (0 if it is gone); without
+    ``shared``, less its resident shared memory (RssShmem)."""
+    rss = shmem = 0
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
+                    rss = int(line.split()[1])
+                elif line.startswith("RssShmem:"):
+                    shmem = int(line.split()[1])
     except OSError:
         pass
-    return 0.0
+    return (rss if shared else rss - shmem) / 1024
 
 
 def children(pid):
@@ -37,8 +41,10 @@ def children(pid):
 
 
 def tree_rss_mb(pid):
-    """RSS of ``pid`` plus its direct children, in MiB."""
-    return rss_mb(pid) + sum(rss_mb(c) for c in children(pid))
+    """RSS of ``pid`` plus its direct children, in MiB.  The memory the
+    daemon shares with its raw-CSV workers (tsrmon.rawlog.arena) is resident
+    in both: it is counted once, in the daemon."""
+    return rss_mb(pid) + sum(rss_mb(c, shared=False) for c in children(pid))
 
 
 def percentile(sorted_values, q):
