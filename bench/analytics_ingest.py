@@ -85,7 +85,7 @@ def fullrate(workdir, frames, spectra, envelope, distinct=20, thread=True, env=N
         payload = data_frames(N_SENSORS, N_FLOATS, distinct)
         repeat = max(1, frames // distinct)
         expected = repeat * distinct
-        got, elapsed, cpu, rss = feed(d, [MACHINE], payload, repeat, expected, 600)
+        got, elapsed, cpu, rss, _workers_cpu = feed(d, [MACHINE], payload, repeat, expected, 600)
         room = metrics(d)
         rates = rate_sources(d)
     finally:
