@@ -16,10 +16,18 @@ through the pipe as before.
 
 import mmap
 import os
+
 import numpy as np
+
+from tsrmon.rawlog.buffers import columns_from_raw
 
 CHILD_FD = 3  # the mapping's file descriptor in the worker process
 _ALIGN = 64  # every column starts on a cache line
+
+
+def _aligned(nbytes):
+    """``nbytes`` rounded up to whole cache lines."""
+    return -(-nbytes // _ALIGN) * _ALIGN
 
 
 def supported():
@@ -38,7 +46,7 @@ class Ring:
     def take(self, n):
         """A span ``[start, end]`` of ``n`` free bytes (rounded up to a
         cache line), or None when they do not fit now."""
-        n = max(_ALIGN, -(-n // _ALIGN) * _ALIGN)
+        n = max(_ALIGN, _aligned(n))
         at = 0
         for i, (start, end) in enumerate(self.spans):
             if at + n <= start:
@@ -78,13 +86,13 @@ class Arena:
     def pack(self, batch):
         """Copy the columns of ``batch`` ({(machine, sensor): FrameBuffer})
         into the ring: ``(span, keys, layout)``, or None when they do not
-        fit.  ``layout`` holds (offset, count) of times, counts and data per key."""
+        fit.  ``layout`` holds (offset, bytes) of times, counts and data per key."""
         sizes = []
         total = 0
         for buf in batch.values():
             n = (len(buf.times), len(buf.counts), buf.samples)
             sizes.append(n)
-            total += sum(-(-8 * k // _ALIGN) * _ALIGN for k in n)
+            total += sum(_aligned(8 * k) for k in n)
         span = self.ring.take(total)
         if span is None:
             return None
@@ -95,11 +103,11 @@ class Arena:
             keys.append(key)
             for column, n, dtype in ((buf.times, n_times, np.float64), (buf.counts, n_counts, np.int64)):
                 np.frombuffer(self.map, dtype, n, at)[:] = np.frombuffer(column, dtype)
-                layout.append((at, n))
-                at += -(-8 * n // _ALIGN) * _ALIGN
+                layout.append((at, 8 * n))
+                at += _aligned(8 * n)
             buf.copy_data_into(np.frombuffer(self.map, np.float64, n_data, at))
-            layout.append((at, n_data))
-            at += -(-8 * n_data // _ALIGN) * _ALIGN
+            layout.append((at, 8 * n_data))
+            at += _aligned(8 * n_data)
         return span, keys, layout
 
     def close(self):
@@ -109,11 +117,6 @@ class Arena:
 
 def unpack(mapping, keys, layout):
     """The worker's side: ``{(machine, sensor): (times, counts, data)}``
-    viewing the mapping (no copy)."""
-    columns = {}
-    for i, key in enumerate(keys):
-        (t_at, t_n), (c_at, c_n), (d_at, d_n) = layout[3 * i:3 * i + 3]
-        columns[tuple(key)] = (np.frombuffer(mapping, np.float64, t_n, t_at),
-                               np.frombuffer(mapping, np.int64, c_n, c_at),
-                               np.frombuffer(mapping, np.float64, d_n, d_at))
-    return columns
+    viewing the mapping (no copy), as the pipe's raw columns would be."""
+    view = memoryview(mapping)
+    return columns_from_raw(keys, [view[at:at + size] for at, size in layout])

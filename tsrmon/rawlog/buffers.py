@@ -84,9 +84,12 @@ class FrameBuffer:
     def __len__(self):
         return len(self.times)
 
+    def _parts(self):
+        return [np.frombuffer(s, dtype=_F8) if type(s) is array.array else s for s in self.segments]
+
     def data(self):
         """Every sample as one contiguous float64 array (a copy unless one segment)."""
-        parts = [np.frombuffer(s, dtype=_F8) if type(s) is array.array else s for s in self.segments]
+        parts = self._parts()
         if not parts:
             return np.empty(0, dtype=_F8)
         if len(parts) == 1:
@@ -95,11 +98,9 @@ class FrameBuffer:
 
     def copy_data_into(self, out):
         """Copy every sample into ``out`` (a float64 array of ``samples`` items)."""
-        at = 0
-        for s in self.segments:
-            n = len(s)
-            out[at:at + n] = np.frombuffer(s, dtype=_F8) if type(s) is array.array else s
-            at += n
+        parts = self._parts()
+        if parts:
+            np.concatenate(parts, out=out)
 
     def columns(self):
         """``(times, counts, data)`` as numpy arrays."""

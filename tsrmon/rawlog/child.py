@@ -15,7 +15,7 @@ import traceback
 
 from tsrmon.rawlog import arena
 
-_HEAD = struct.Struct("<I")
+HEAD = struct.Struct("<I")  # a message's length, before it (both ends)
 _METHODS = frozenset({"write_batch", "write_raw", "old_files", "maintain_one", "close_all",
                       "close_idle"})
 
@@ -43,10 +43,10 @@ def serve(inp, out):
     mapping = None  # the shared memory (tsrmon.rawlog.arena), once mapped
     try:
         while True:
-            head = _read_exact(inp, _HEAD.size)
+            head = _read_exact(inp, HEAD.size)
             if not head:
                 break
-            call = marshal.loads(_read_exact(inp, _HEAD.unpack(head)[0]))
+            call = marshal.loads(_read_exact(inp, HEAD.unpack(head)[0]))
             call_id, method, args = call[:3]
             if len(call) == 4:  # raw buffers follow: one more argument
                 args = (*args, [_read_exact(inp, n) for n in call[3]])
@@ -70,7 +70,7 @@ def serve(inp, out):
                 reply = marshal.dumps((call_id, True, result))
             except Exception:
                 reply = marshal.dumps((call_id, False, traceback.format_exc()))
-            out.write(_HEAD.pack(len(reply)) + reply)
+            out.write(HEAD.pack(len(reply)) + reply)
             out.flush()
     except (BrokenPipeError, EOFError):
         pass  # the daemon died (SIGKILL): its batch is written, nobody to answer

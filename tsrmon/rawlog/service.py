@@ -62,6 +62,7 @@ from tsrmon.rooms import ICounters, IHealth
 _MB = 1024 * 1024
 WORKERS = ("thread", "process")
 
+
 def _synchronously(fn, *args):
     """Run a job on the calling thread (tests and benchmarks without a reactor)."""
     return defer.maybeDeferred(fn, *args)
@@ -184,7 +185,6 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
         self.rows_written = 0
         self.bytes_written = 0
         self.files_opened = 0
-        self.files_open = 0
         self.flushes = 0
         self.early_flushes = 0
         self.backpressure_episodes = 0
@@ -333,13 +333,16 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
             jobs.append(d)
         return defer.gatherResults(jobs, consumeErrors=True).addErrback(_first_error)
 
+    @property
+    def files_open(self):
+        """Files open now, in the thread or every worker (as their last answers said)."""
+        return sum(self._open_by_worker.values())
+
     def _set_open(self, index, n):
         self._open_by_worker[index] = n
-        self.files_open = sum(self._open_by_worker.values())
 
     def _closed(self, closed):
         self._open_by_worker.clear()
-        self.files_open = 0
         self.log.info("raw CSV stopped: {rows} rows written, {files} files closed",
                       rows=self.rows_written, files=closed)
 

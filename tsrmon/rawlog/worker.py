@@ -30,7 +30,7 @@ from twisted.internet import defer, protocol
 
 from tsrmon.rawlog import arena
 from tsrmon.rawlog.buffers import raw_buffers
-from tsrmon.rawlog.child import _HEAD
+from tsrmon.rawlog.child import HEAD
 
 # Shared memory per worker: two flushes of FLUSH_AT_SAMPLES float64 values
 # in flight, and room to spare (a bigger batch goes through the pipe).
@@ -55,12 +55,12 @@ class WorkerProtocol(protocol.ProcessProtocol):
     def outReceived(self, data):
         buf = self.buffer
         buf += data
-        while len(buf) >= _HEAD.size:
-            (n,) = _HEAD.unpack_from(buf)
-            if len(buf) < _HEAD.size + n:
+        while len(buf) >= HEAD.size:
+            (n,) = HEAD.unpack_from(buf)
+            if len(buf) < HEAD.size + n:
                 break
-            message = bytes(buf[_HEAD.size:_HEAD.size + n])
-            del buf[:_HEAD.size + n]
+            message = bytes(buf[HEAD.size:HEAD.size + n])
+            del buf[:HEAD.size + n]
             self.on_reply(*marshal.loads(message))
 
     def errReceived(self, data):
@@ -176,10 +176,10 @@ class CSVWorker:
         reactor thread at all, only by the pipe write."""
         if not buffers:
             data = marshal.dumps((call_id, method, args))  # ValueError: not plain data
-            return _HEAD.pack(len(data)), data
+            return HEAD.pack(len(data)), data
         views = [memoryview(b).cast("B") for b in buffers]
         data = marshal.dumps((call_id, method, args, [len(v) for v in views]))
-        return (_HEAD.pack(len(data)), data, *views)
+        return (HEAD.pack(len(data)), data, *views)
 
     def _write(self, generation, data):
         with self._send_lock:
