@@ -44,11 +44,22 @@ class Calendar:
     def local(self, t):
         return datetime.datetime.fromtimestamp(t, self.tz)
 
-    def _start(self, naive):
-        # fold=0: an ambiguous start is its first occurrence; a start inside
-        # a gap (a zone that skips midnight) maps to the first instant after
-        # the gap, which is then the true start of the bucket.
-        return int(naive.replace(tzinfo=self.tz).timestamp())
+    def _start(self, naive, fold=0):
+        """The first instant of the bucket that starts at local ``naive``.
+
+        ``fold`` picks the occurrence of an ambiguous start (0: the first).
+        A start inside a gap does not exist: the bucket starts where the gap
+        ends.  Mapped with the offset before the gap, a start the gap ends
+        right at (Havana skipping midnight) lands there; one whose gap began
+        earlier (St John's sprang from 00:01 to 01:01 until 2011, so 01:00
+        never was) lands past it, and is walked back minute by minute (a gap
+        is at most a few hours).
+        """
+        t = int(naive.replace(tzinfo=self.tz, fold=fold).timestamp())
+        if self.local(t).replace(tzinfo=None) != naive:
+            while self.local(t - 60).replace(tzinfo=None) >= naive:
+                t -= 60
+        return t
 
     def minute_start(self, t):
         """Start of the local minute holding ``t`` (epoch seconds, int)."""
@@ -68,18 +79,8 @@ class Calendar:
         minute = Bucket("minute", m0, _offset(loc), loc.strftime("%Y-%m-%d %H:%M:00"))
         # The hour keeps the minute's fold: the two 02:00 hours of a
         # fall-back get their own t0.
-        h = loc.replace(minute=0, second=0, microsecond=0)
-        h0 = int(h.timestamp())
-        if h0 > m0:
-            # The hour began inside a gap: a transition off the whole hour
-            # (St John's sprang from 00:01 to 01:01 until 2011), so HH:00
-            # does not exist.  It starts at the first minute labelled HH.
-            h0 = m0
-            label = loc.strftime("%Y-%m-%d %H")
-            while self.local(h0 - 60).strftime("%Y-%m-%d %H") == label:
-                h0 -= 60
-            h = self.local(h0)
-        hour = Bucket("hour", h0, _offset(h), loc.strftime("%Y-%m-%d %H:00:00"))
+        h0 = self._start(datetime.datetime(loc.year, loc.month, loc.day, loc.hour), loc.fold)
+        hour = Bucket("hour", h0, _offset(self.local(h0)), loc.strftime("%Y-%m-%d %H:00:00"))
         d0 = self._start(datetime.datetime(loc.year, loc.month, loc.day))
         day = Bucket("day", d0, _offset(self.local(d0)), loc.strftime("%Y-%m-%d 00:00:00"))
         mo0 = self._start(datetime.datetime(loc.year, loc.month, 1))
