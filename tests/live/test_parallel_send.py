@@ -187,3 +187,34 @@ def test_the_sender_reports_each_send_and_sends_alone_once_stopped():
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_a_failure_in_the_helper_thread_is_logged_by_the_waiting_thread():
+    import time
+
+    from twisted.logger import Logger
+
+    class Flaky:
+        """A socket whose send fails (not an OSError) in the helper thread only;
+        the calling thread's sends are slow, so the helper takes some."""
+
+        def __init__(self, name):
+            self.name = name
+
+        def send(self, data):
+            if threading.current_thread().name == self.name:
+                raise RuntimeError("helper broke")
+            time.sleep(0.005)
+            return len(data)
+
+    events = []
+    sender = fanout.ParallelSender(name="fanout-test-helper")
+    sender.log = Logger(observer=events.append)
+    try:
+        results = sender.send([(Flaky(sender.name), b"abc") for _ in range(20)])
+    finally:
+        sender.stop()
+    failures = [e for e in events if "log_failure" in e]
+    assert len(failures) == 1 and failures[0]["log_failure"].check(RuntimeError)
+    assert "helper thread failed" in failures[0]["log_format"]
+    assert 3 in results and 0 in results  # the helper's entry is left for transport.write

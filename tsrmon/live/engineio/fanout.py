@@ -22,6 +22,8 @@ import threading
 import time
 
 from twisted.internet import tcp
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 FAILED = -1  # an entry's result when send() raised (not EAGAIN / EINTR)
 
@@ -50,15 +52,25 @@ def send_some(pending, results):
             results[i] = FAILED
 
 
+def send_all(pairs):
+    """Send every ``(socket, data)`` of ``pairs`` from this thread; the results
+    (see :func:`send_some`)."""
+    results = [0] * len(pairs)
+    send_some(enumerate(pairs), results)
+    return results
+
+
 class ParallelSender:
     """The helper thread of one :class:`~.server.EngineServer` (started at its
     first big flush, ended by :meth:`stop`)."""
+
+    log = Logger()
 
     def __init__(self, name="engineio-fanout"):
         self.name = name
         self._thread = None
         self._jobs = queue.SimpleQueue()
-        self._done = queue.SimpleQueue()
+        self._done = queue.SimpleQueue()  # per job: None, or the helper's Failure
         self.stopped = False  # after stop(): sends stay on the calling thread
         self.cpu_seconds = 0.0  # the helper's CPU time in sends so far (read after a send())
 
@@ -70,24 +82,26 @@ class ParallelSender:
         """Send every ``(socket, data)`` of ``pairs`` (from this thread and the
         helper); returns when all are done: the list of results (see
         :func:`send_some`)."""
-        results = [0] * len(pairs)
-        pending = enumerate(pairs)
         if self.stopped:
-            send_some(pending, results)
-            return results
+            return send_all(pairs)
         if self._thread is None:
             thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             try:
                 thread.start()
             except RuntimeError:  # no thread to be had: this flush sends alone
-                send_some(pending, results)
-                return results
+                return send_all(pairs)
             self._thread = thread
+        results = [0] * len(pairs)
+        pending = enumerate(pairs)
         self._jobs.put((pending, results))
         try:
             send_some(pending, results)
         finally:
-            self._done.get()  # the helper left the shared iterator: all sent
+            failed = self._done.get()  # the helper left the shared iterator: all sent
+            if failed is not None:
+                # Logged here, on the calling (reactor) thread; the entries it
+                # did not finish go whole through transport.write.
+                self.log.failure("live fan-out: the helper thread failed in a flush", failed)
         return results
 
     def _run(self):
@@ -97,13 +111,14 @@ class ParallelSender:
             if job is None:
                 return
             cpu = time.thread_time()
+            failed = None
             try:
                 send_some(*job)
             except BaseException:
-                pass  # an entry left at 0 goes whole through transport.write
+                failed = Failure()  # reported by the waiting thread
             finally:
                 self.cpu_seconds += time.thread_time() - cpu
-                done.put(None)
+                done.put(failed)
 
     def stop(self, timeout=5.0):
         """End the helper thread (joined); later flushes send inline."""
@@ -152,11 +167,7 @@ class DirectBatch:
         order; an error is left for the reactor's next write to find and
         report, as ``send_now`` does)."""
         pairs = self.pairs
-        if sender is None:
-            results = [0] * len(pairs)
-            send_some(enumerate(pairs), results)
-        else:
-            results = sender.send(pairs)
+        results = send_all(pairs) if sender is None else sender.send(pairs)
         for (ws, transport), (_, data), sent in zip(self.websockets, pairs, results):
             ws.direct = None
             if sent == len(data):
