@@ -19,6 +19,7 @@ import zoneinfo
 import numpy as np
 
 from tsrmon.rawlog import rows as csvformat
+from tsrmon.rawlog import writebehind
 from tsrmon.rawlog.buffers import FrameBuffer, columns_from_raw, columns_of_entries
 
 FILE_NAME = re.compile(r"^(\d{8})_(.+)\.csv(\.gz)?$")
@@ -32,7 +33,7 @@ def open_for_append(path):
 class _OpenFile:
     """A CSV file kept open between flushes: its handle, size and last use."""
 
-    __slots__ = ("path", "handle", "size", "used", "header")
+    __slots__ = ("path", "handle", "size", "used", "header", "dropped", "started")
 
     def __init__(self, path, handle, size, used, header):
         self.path = path
@@ -40,6 +41,10 @@ class _OpenFile:
         self.size = size
         self.used = used
         self.header = header  # the next write starts the file: put the header first
+        # Write-behind (tsrmon.rawlog.writebehind): bytes before ``dropped`` were
+        # let go from the page cache, ``[dropped, started)`` are being written
+        # to disk; ``started`` is None once the advice failed for this file.
+        self.dropped = self.started = size
 
 
 def new_result():
@@ -88,12 +93,14 @@ def _columns(frames):
 class CSVFiles:
     """The open CSV files below ``root`` and what is done to them."""
 
-    def __init__(self, root, zone, time_format, open_file=None, idle_close=60.0, max_open=256):
+    def __init__(self, root, zone, time_format, open_file=None, idle_close=60.0, max_open=256,
+                 write_behind=8 << 20):
         self.root = os.path.abspath(root)
         self.labels = csvformat.TimeLabels(zoneinfo.ZoneInfo(zone), time_format)
         self.open_file = open_file or open_for_append
         self.idle_close = idle_close
         self.max_open = max_open
+        self.write_behind = write_behind  # bytes a step (DATA.WRITE_BEHIND_MB); 0 = off
         self.files = {}  # path -> _OpenFile
         self.failing = set()  # (machine, sensor) whose last append failed
 
@@ -210,7 +217,21 @@ class CSVFiles:
         f.size += size
         f.used = now
         f.header = False
+        if self.write_behind and f.started is not None and f.size - f.started >= self.write_behind:
+            self._write_behind(f, result)
         return size
+
+    @staticmethod
+    def _write_behind(f, result):
+        try:
+            writebehind.advance(f.handle.fileno(), f.dropped, f.started, f.size)
+        except (OSError, ValueError) as e:
+            # Advice only: the rows are written.  Said once; the file is left to the kernel.
+            f.started = None
+            result["notes"].append(f"write-behind on {f.path} failed ({e}); "
+                                   "its pages are left to the kernel")
+            return
+        f.dropped, f.started = f.started, f.size
 
     def _open(self, path, now, result):
         os.makedirs(os.path.dirname(path), exist_ok=True)

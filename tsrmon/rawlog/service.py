@@ -146,7 +146,7 @@ class RawCSVService(FileHealth, DiskCare, service.Service):
         self._run_in_thread = run_in_thread
         self.idle_close = float(data.idle_close)
         files_args = (self.root, config.time.zone, self.time_format, None,
-                      self.idle_close, self.MAX_OPEN_FILES)
+                      self.idle_close, self.MAX_OPEN_FILES, int(data.write_behind_mb) << 20)
         if worker == "thread":
             self.files = CSVFiles(*files_args)  # touched by one job at a time
             if open_file is not None:

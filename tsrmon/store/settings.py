@@ -56,3 +56,4 @@ class DataSettings(Section):
     writer: str = setting("WRITER", "process", choice("process", "thread"))
     workers: int = setting("WORKERS", 2, integer(1, 16))
     idle_close: float = setting("IDLE_CLOSE", 60, number(1, 86400))
+    write_behind_mb: int = setting("WRITE_BEHIND_MB", 8, integer(0, 1024))
