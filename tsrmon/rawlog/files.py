@@ -226,7 +226,8 @@ class CSVFiles:
         try:
             writebehind.advance(f.handle.fileno(), f.dropped, f.started, f.size)
         except (OSError, ValueError) as e:
-            # Advice only: the rows are written.  Said once; the file is left to the kernel.
+            # Advice only: the rows are written.  Said once while the file is open;
+            # its pages are left to the kernel until it is opened again.
             f.started = None
             result["notes"].append(f"write-behind on {f.path} failed ({e}); "
                                    "its pages are left to the kernel")
