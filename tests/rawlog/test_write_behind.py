@@ -1,4 +1,5 @@
-"""Write-behind of the raw CSV files (tsrmon.rawlog.writebehind, DATA.WRITE_BEHIND_MB).
+"""Write-behind of the raw CSV files (tsrmon.rawlog.writebehind, DATA.WRITE_BEHIND_MB),
+and appends through ``os.writev``.
 
 Real files in ``tmp_path``; the page cache is asked with ``mincore``.
 """
@@ -223,3 +224,38 @@ def test_the_module_does_nothing_where_the_calls_are_missing(tmp_path, monkeypat
         monkeypatch.undo()
         writebehind._sync_file_range.cache_clear()
     assert sys.platform != "linux" or writebehind.supported()
+
+
+# -- appends through writev -----------------------------------------------------
+
+def test_short_writev_calls_are_continued_where_they_stopped(tmp_path, monkeypatch):
+    # The kernel may write less than asked (a signal, a quota edge): every
+    # byte must still land once, in order, with empty pieces skipped.
+    from tsrmon.rawlog import files as files_module
+
+    calls = []
+
+    def short_writev(fd, buffers):  # at most 7 bytes a call, across piece ends too
+        calls.append(len(buffers))
+        return os.write(fd, b"".join(bytes(b) for b in buffers)[:7])
+
+    monkeypatch.setattr(files_module.os, "writev", short_writev)
+    monkeypatch.setattr(files_module, "IOV_MAX", 4)
+    path = tmp_path / "f.csv"
+    pieces = [b"time,data\r\n", b"", memoryview(b"[12:00:00,1.5\r\n12:00:00,2.5]")[1:-1], b"\r\n",
+              b"12:00:01,", b"3.25", b"\r\n"]
+    with open(path, "a+b", buffering=0) as handle:
+        written = files_module._write_all(handle, pieces)
+    expected = b"".join(bytes(p) for p in pieces)
+    assert path.read_bytes() == expected and written == len(expected)
+    assert len(calls) > len(pieces) and max(calls) <= 4
+
+
+def test_writev_writing_nothing_is_an_error_not_a_loop(tmp_path, monkeypatch):
+    from tsrmon.rawlog import files as files_module
+
+    monkeypatch.setattr(files_module.os, "writev", lambda fd, buffers: 0)
+    with open(tmp_path / "f.csv", "a+b", buffering=0) as handle:
+        with pytest.raises(OSError) as info:
+            files_module._write_all(handle, [b"12:00:00,1.0\r\n"])
+    assert info.value.errno == errno.EIO
