@@ -13,7 +13,7 @@ import pytest_twisted
 from twisted.internet import defer, threads
 from twisted.internet.task import Clock
 
-from tests.live.helpers import eventually
+from tests.live.helpers import TIMEOUT, eventually
 from tests.live.test_direct_send import RawClient, next_frame, updates
 from tsrmon.live.engineio import fanout
 
@@ -41,10 +41,14 @@ def flush(server, payloads):
         engine.uncork()
 
 
-async def connect(port, n, small=()):
-    """``n`` raw clients; those whose index is in ``small`` read through a 4 KB buffer."""
-    return await defer.gatherResults(
+async def connect(server, n, small=(), timeout=TIMEOUT):
+    """``n`` raw clients of ``server``, once its namespace counts them all;
+    those whose index is in ``small`` read through a 4 KB buffer."""
+    port = server.port.getHost().port
+    clients = await defer.gatherResults(
         [threads.deferToThread(RawClient, port, 4096 if i in small else None) for i in range(n)])
+    await eventually(lambda: server.live.counters()["namespace_clients"] == n, timeout=timeout)
+    return clients
 
 
 @pytest.mark.timeout(60)
@@ -52,12 +56,10 @@ async def connect(port, n, small=()):
 async def test_many_clients_get_every_byte_in_order_through_two_threads(make_server, monkeypatch):
     server = make_server(clock=Clock(), live={"MAX_QUEUE": 10_000})
     engine = server.live.engine
-    port = server.port.getHost().port
     n = 100
     assert n >= engine.parallel_min
     small = set(range(0, n, 10))
-    clients = await connect(port, n, small)
-    await eventually(lambda: server.live.counters()["namespace_clients"] == n, timeout=20)
+    clients = await connect(server, n, small, timeout=20)
     by_peer = {s.ws.transport.getPeer().port: s.ws.transport for s in engine.sessions.values()}
     transports = [by_peer[c.sock.getsockname()[1]] for c in clients]
     for i in small:  # the kernel takes only part of a tick for these
@@ -93,8 +95,7 @@ async def test_the_helper_thread_ends_with_the_service(make_server, monkeypatch)
     server = make_server(clock=Clock())
     engine = server.live.engine
     engine.parallel_min = 2
-    clients = await connect(server.port.getHost().port, 3)
-    await eventually(lambda: server.live.counters()["namespace_clients"] == 3)
+    clients = await connect(server, 3)
     names = spy_on_sends(monkeypatch)
     flush(server, [{"sensor_name": "vib1", "data": 1.0, "time": "t"}])
     thread = engine.sender._thread
@@ -112,8 +113,7 @@ async def test_a_small_flush_sends_from_the_reactor_thread_only(make_server, mon
     engine = server.live.engine
     n = 3
     assert n < engine.parallel_min
-    clients = await connect(server.port.getHost().port, n)
-    await eventually(lambda: server.live.counters()["namespace_clients"] == n)
+    clients = await connect(server, n)
     names = spy_on_sends(monkeypatch)
     flush(server, [{"sensor_name": "vib1", "data": 2.0, "time": "t"}])
     assert names == [] and engine.sender._thread is None
@@ -130,8 +130,7 @@ async def test_a_close_frame_written_mid_flush_follows_the_held_bytes(make_serve
     server = make_server(clock=Clock())
     engine = server.live.engine
     engine.parallel_min = 2
-    clients = await connect(server.port.getHost().port, 3, small=range(3))
-    await eventually(lambda: server.live.counters()["namespace_clients"] == 3)
+    clients = await connect(server, 3, small=range(3))
     big = {"sensor_name": "vib1", "data": 3.0, "time": "x" * 100_000}  # a partial send
     engine.cork()
     try:
