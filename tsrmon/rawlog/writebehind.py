@@ -18,7 +18,8 @@ microseconds to touch on a VM whose host has taken it back (numbers in
 docs/performance.md).
 
 Both calls are advice.  Where they do not exist (not Linux) nothing is done;
-a failure is reported by the caller once per file, and the rows stay written.
+a failure is reported by the caller once while the file is open, and the
+rows stay written.
 """
 
 import ctypes
@@ -48,10 +49,9 @@ def supported():
 def advance(fd, dropped, started, end):
     """Start writing ``[started, end)`` of ``fd`` to disk and drop
     ``[dropped, started)`` from the page cache; raises OSError."""
-    sync_file_range = _sync_file_range()
-    if sync_file_range is None or not hasattr(os, "posix_fadvise"):
+    if not supported():
         return
-    if end > started and sync_file_range(fd, started, end - started, _SYNC_FILE_RANGE_WRITE) != 0:
+    if end > started and _sync_file_range()(fd, started, end - started, _SYNC_FILE_RANGE_WRITE) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
     if started > dropped:
